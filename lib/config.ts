@@ -1,0 +1,209 @@
+/**
+ * The one place chatmesh reads its environment. Every value is validated here and handed out
+ * typed; nothing else reads `process.env`. With nothing set, every component falls back to its
+ * embedded default: no transporter, memory cacher, PGlite under ./data, the built-in simulator.
+ */
+import path from "node:path";
+import { z } from "zod";
+
+export const SERVICE_NAMES = ["gateway", "llm"] as const;
+export type ServiceName = (typeof SERVICE_NAMES)[number];
+
+const LOG_LEVELS = ["fatal", "error", "warn", "info", "debug", "trace"] as const;
+export type LogLevel = (typeof LOG_LEVELS)[number];
+
+export interface ProviderConfig {
+	/** A short name used in logs, metrics and error data. */
+	name: string;
+	/** OpenAI-compatible base URL, ending in /v1 for most servers. */
+	baseURL: string;
+	apiKey?: string;
+	/** Model ids this provider serves. */
+	models: string[];
+}
+
+export interface ChatmeshConfig {
+	nodeEnv: "development" | "production" | "test";
+	nodeID?: string;
+	namespace: string;
+	/** Services this node runs. */
+	services: ServiceName[];
+	/** NATS server URLs; empty means no transporter (every service in one process). */
+	transporter: string[];
+	/** PostgreSQL URL; undefined means the embedded PGlite database under dataDir. */
+	databaseUrl?: string;
+	/** Redis URL; undefined means in-memory cacher, rate limits and replay log. */
+	redisUrl?: string;
+	/** Ordered provider list; undefined means the built-in inference simulator. */
+	providers?: ProviderConfig[];
+	host: string;
+	port: number;
+	dataDir: string;
+	jwtSecret?: string;
+	logLevel: LogLevel;
+	logFormat: "json" | "text";
+	/** How long SIGTERM waits for in-flight work before closing connections. */
+	shutdownGraceMs: number;
+	requestTimeoutMs: number;
+	heartbeatIntervalS: number;
+	heartbeatTimeoutS: number;
+}
+
+/** A configuration value that is not of the expected form. Its message is one line. */
+export class ConfigError extends Error {
+	constructor(
+		readonly variable: string,
+		readonly expected: string
+	) {
+		super(`${variable} must be ${expected}`);
+		this.name = "ConfigError";
+	}
+}
+
+type Env = Record<string, string | undefined>;
+
+/** Values that are unset or blank count as unset, so `FOO=` in a .env file means "default". */
+function read(env: Env, name: string): string | undefined {
+	const value = env[name]?.trim();
+	return value ? value : undefined;
+}
+
+function parseWith<T>(env: Env, name: string, schema: z.ZodType<T>, expected: string): T | undefined {
+	const raw = read(env, name);
+	if (raw === undefined) return undefined;
+	const result = schema.safeParse(raw);
+	if (!result.success) throw new ConfigError(name, expected);
+	return result.data;
+}
+
+const integer = (min: number, max: number) => z.coerce.number().int().min(min).max(max);
+
+function urlWithProtocols(protocols: string[]) {
+	return z.string().refine(value => {
+		try {
+			const url = new URL(value);
+			return protocols.includes(url.protocol) && url.hostname.length > 0;
+		} catch {
+			return false;
+		}
+	});
+}
+
+const providerSchema = z
+	.object({
+		name: z.string().min(1).max(64),
+		baseURL: urlWithProtocols(["http:", "https:"]),
+		apiKey: z.string().min(1).optional(),
+		models: z.array(z.string().min(1)).min(1)
+	})
+	.strict();
+
+function parseProviders(env: Env): ProviderConfig[] | undefined {
+	const raw = read(env, "LLM_PROVIDERS");
+	if (raw === undefined) return undefined;
+	const expected =
+		'a JSON array of {"name","baseURL","apiKey"?,"models":[…]} objects with unique names, e.g. [{"name":"vllm","baseURL":"http://127.0.0.1:8000/v1","models":["llama-3-8b"]}]';
+	let json: unknown;
+	try {
+		json = JSON.parse(raw);
+	} catch {
+		throw new ConfigError("LLM_PROVIDERS", expected);
+	}
+	const result = z.array(providerSchema).min(1).safeParse(json);
+	if (!result.success) throw new ConfigError("LLM_PROVIDERS", expected);
+	const names = new Set(result.data.map(p => p.name));
+	if (names.size !== result.data.length) throw new ConfigError("LLM_PROVIDERS", expected);
+	return result.data;
+}
+
+function parseServices(env: Env): ServiceName[] {
+	const raw = read(env, "SERVICES");
+	if (raw === undefined || raw === "*" || raw === "all") return [...SERVICE_NAMES];
+	const names = raw.split(",").map(s => s.trim()).filter(Boolean);
+	const known = new Set<string>(SERVICE_NAMES);
+	if (names.length === 0 || names.some(n => !known.has(n)))
+		throw new ConfigError("SERVICES", `"*" or a comma-separated list of ${SERVICE_NAMES.join(", ")}`);
+	return [...new Set(names)] as ServiceName[];
+}
+
+function parseTransporter(env: Env): string[] {
+	const raw = read(env, "TRANSPORTER");
+	if (raw === undefined) return [];
+	const urls = raw.split(",").map(s => s.trim());
+	const valid = urlWithProtocols(["nats:"]);
+	if (urls.some(u => !valid.safeParse(u).success))
+		throw new ConfigError("TRANSPORTER", "a NATS URL such as nats://127.0.0.1:4222 (or a comma-separated list)");
+	return urls;
+}
+
+/** Reads and validates the environment. Throws ConfigError for the first bad value. */
+export function loadConfig(env: Env = process.env): ChatmeshConfig {
+	const nodeEnv =
+		parseWith(env, "NODE_ENV", z.enum(["development", "production", "test"]), "one of development, production, test") ??
+		"development";
+	const transporter = parseTransporter(env);
+	const services = parseServices(env);
+	if (transporter.length === 0 && read(env, "SERVICES") !== undefined && services.length !== SERVICE_NAMES.length)
+		throw new ConfigError("SERVICES", "unset when TRANSPORTER is unset (a subset of services needs a NATS transporter)");
+
+	const config: ChatmeshConfig = {
+		nodeEnv,
+		nodeID: parseWith(env, "NODE_ID", z.string().regex(/^[\w.-]{1,64}$/), "1-64 letters, digits, '.', '-' or '_'"),
+		namespace:
+			parseWith(env, "NAMESPACE", z.string().regex(/^[\w-]{1,64}$/), "1-64 letters, digits, '-' or '_'") ?? "chatmesh",
+		services,
+		transporter,
+		databaseUrl: parseWith(
+			env,
+			"DATABASE_URL",
+			urlWithProtocols(["postgres:", "postgresql:"]),
+			"a PostgreSQL URL such as postgres://user:password@127.0.0.1:5432/chatmesh"
+		),
+		redisUrl: parseWith(
+			env,
+			"REDIS_URL",
+			urlWithProtocols(["redis:", "rediss:"]),
+			"a Redis URL such as redis://127.0.0.1:6379/0"
+		),
+		providers: parseProviders(env),
+		host: parseWith(env, "HOST", z.string().regex(/^[\w.:-]+$/), "a host name or IP address to listen on") ?? "0.0.0.0",
+		port: parseWith(env, "PORT", integer(0, 65535), "a port number from 0 to 65535") ?? 3000,
+		dataDir: path.resolve(
+			parseWith(env, "DATA_DIR", z.string().min(1), "a directory path") ?? path.join(process.cwd(), "data")
+		),
+		jwtSecret: read(env, "JWT_SECRET"),
+		logLevel: parseWith(env, "LOG_LEVEL", z.enum(LOG_LEVELS), `one of ${LOG_LEVELS.join(", ")}`) ?? "info",
+		logFormat:
+			parseWith(env, "LOG_FORMAT", z.enum(["json", "text"]), "json or text") ??
+			(nodeEnv === "production" ? "json" : "text"),
+		shutdownGraceMs:
+			parseWith(env, "SHUTDOWN_GRACE_MS", integer(0, 600_000), "a whole number of milliseconds (0-600000)") ?? 10_000,
+		requestTimeoutMs:
+			parseWith(env, "REQUEST_TIMEOUT_MS", integer(100, 600_000), "a whole number of milliseconds (100-600000)") ??
+			30_000,
+		heartbeatIntervalS:
+			parseWith(env, "HEARTBEAT_INTERVAL_S", integer(1, 60), "a whole number of seconds (1-60)") ?? 2,
+		heartbeatTimeoutS: parseWith(env, "HEARTBEAT_TIMEOUT_S", integer(2, 300), "a whole number of seconds (2-300)") ?? 6
+	};
+	if (config.heartbeatTimeoutS <= config.heartbeatIntervalS)
+		throw new ConfigError("HEARTBEAT_TIMEOUT_S", "greater than HEARTBEAT_INTERVAL_S");
+	return config;
+}
+
+/** Services whose node needs the database (the gateway checks it for readiness). */
+const DATABASE_SERVICES: ReadonlySet<ServiceName> = new Set(["gateway"]);
+
+export function needsDatabase(config: ChatmeshConfig): boolean {
+	return config.services.some(s => DATABASE_SERVICES.has(s));
+}
+
+/** A URL with its password replaced, safe to log. */
+export function redactUrl(value: string): string {
+	try {
+		const url = new URL(value);
+		if (url.password) url.password = "***";
+		return url.toString();
+	} catch {
+		return "(unparseable URL)";
+	}
+}

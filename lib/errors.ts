@@ -1,0 +1,198 @@
+/**
+ * chatmesh's error classes and their stable `type` codes. Client errors are never retried by
+ * Moleculer; server errors are only retried where a class says so. Errors cross NATS as plain
+ * objects, so `ChatmeshRegenerator` rebuilds them into their classes on the calling node. The
+ * gateway maps types to HTTP statuses through `httpStatusOf`, the only such mapping.
+ */
+import { Errors } from "moleculer";
+
+const { MoleculerError, MoleculerClientError, Regenerator } = Errors;
+
+// Stable type codes (the constant is ERR_X, the wire value is X, as in moleculer-web).
+export const ERR_BAD_REQUEST = "BAD_REQUEST";
+export const ERR_INVALID_JSON = "INVALID_JSON";
+export const ERR_VALIDATION = "VALIDATION_ERROR"; // Moleculer's own validator type
+export const ERR_UNAUTHORIZED = "UNAUTHORIZED";
+export const ERR_FORBIDDEN = "FORBIDDEN";
+export const ERR_NOT_FOUND = "NOT_FOUND";
+export const ERR_CONFLICT = "CONFLICT";
+export const ERR_PAYLOAD_TOO_LARGE = "PAYLOAD_TOO_LARGE";
+export const ERR_RATE_LIMITED = "RATE_LIMITED";
+export const ERR_QUOTA_EXCEEDED = "QUOTA_EXCEEDED";
+export const ERR_CONTENT_BLOCKED = "CONTENT_BLOCKED";
+export const ERR_UNAVAILABLE = "SERVICE_UNAVAILABLE";
+export const ERR_UPSTREAM_ERROR = "UPSTREAM_ERROR";
+export const ERR_UPSTREAM_RATE_LIMITED = "UPSTREAM_RATE_LIMITED";
+export const ERR_UPSTREAM_TIMEOUT = "UPSTREAM_TIMEOUT";
+export const ERR_UPSTREAM_BAD_REQUEST = "UPSTREAM_BAD_REQUEST";
+export const ERR_INTERNAL = "INTERNAL_ERROR";
+
+/** Each known type's HTTP status. Moleculer's and moleculer-web's own types are included. */
+const HTTP_STATUS_BY_TYPE: Readonly<Record<string, number>> = {
+	[ERR_BAD_REQUEST]: 400,
+	[ERR_INVALID_JSON]: 400,
+	[ERR_VALIDATION]: 422,
+	[ERR_UNAUTHORIZED]: 401,
+	[ERR_FORBIDDEN]: 403,
+	[ERR_NOT_FOUND]: 404,
+	[ERR_CONFLICT]: 409,
+	[ERR_PAYLOAD_TOO_LARGE]: 413,
+	[ERR_RATE_LIMITED]: 429,
+	[ERR_QUOTA_EXCEEDED]: 429,
+	[ERR_CONTENT_BLOCKED]: 400,
+	[ERR_UNAVAILABLE]: 503,
+	[ERR_UPSTREAM_ERROR]: 502,
+	[ERR_UPSTREAM_RATE_LIMITED]: 429,
+	[ERR_UPSTREAM_TIMEOUT]: 504,
+	[ERR_UPSTREAM_BAD_REQUEST]: 400,
+	[ERR_INTERNAL]: 500,
+	// moleculer-web
+	NO_TOKEN: 401,
+	INVALID_TOKEN: 401,
+	UNSUPPORTED_MEDIA_TYPE: 415,
+	SERVICE_NOT_FOUND: 404,
+	ENTITY_TOO_LARGE: 413,
+	// moleculer core
+	SERVICE_NOT_AVAILABLE: 503,
+	REQUEST_TIMEOUT: 504,
+	QUEUE_FULL: 503,
+	REQUEST_REJECTED: 503,
+	REQUEST_SKIPPED: 503
+};
+
+export type ErrorData = Record<string, unknown> | undefined;
+
+/** A 4xx: the caller's fault, never retried, its message safe to show. */
+export class ChatmeshClientError extends MoleculerClientError {
+	constructor(message: string, type: string, data?: ErrorData) {
+		super(message, HTTP_STATUS_BY_TYPE[type] ?? 400, type, data);
+		this.name = "ChatmeshClientError";
+	}
+}
+
+/** A 5xx that must not be retried blindly (Moleculer retries retryable errors). */
+export class ChatmeshServerError extends MoleculerError {
+	constructor(message: string, type: string, data?: ErrorData, retryable = false) {
+		super(message, HTTP_STATUS_BY_TYPE[type] ?? 500, type, data);
+		this.name = "ChatmeshServerError";
+		this.retryable = retryable;
+	}
+}
+
+export class BadRequestError extends ChatmeshClientError {
+	constructor(message: string, data?: ErrorData, type: string = ERR_BAD_REQUEST) {
+		super(message, type, data);
+		this.name = "BadRequestError";
+	}
+}
+
+export class UnauthorizedError extends ChatmeshClientError {
+	constructor(message = "Authentication required", data?: ErrorData) {
+		super(message, ERR_UNAUTHORIZED, data);
+		this.name = "UnauthorizedError";
+	}
+}
+
+export class ForbiddenError extends ChatmeshClientError {
+	constructor(message = "Forbidden", data?: ErrorData) {
+		super(message, ERR_FORBIDDEN, data);
+		this.name = "ForbiddenError";
+	}
+}
+
+/** A missing resource, and equally another user's resource: the two must be indistinguishable. */
+export class NotFoundError extends ChatmeshClientError {
+	constructor(resource: string, id?: string | number) {
+		super(`${resource} not found`, ERR_NOT_FOUND, id === undefined ? { resource } : { resource, id });
+		this.name = "NotFoundError";
+	}
+}
+
+export class ConflictError extends ChatmeshClientError {
+	constructor(message: string, data?: ErrorData) {
+		super(message, ERR_CONFLICT, data);
+		this.name = "ConflictError";
+	}
+}
+
+export class RateLimitedError extends ChatmeshClientError {
+	constructor(retryAfterSeconds: number, data?: ErrorData) {
+		super("Too many requests", ERR_RATE_LIMITED, { ...data, retryAfter: retryAfterSeconds });
+		this.name = "RateLimitedError";
+	}
+}
+
+export class QuotaExceededError extends ChatmeshClientError {
+	constructor(resetAt: string, data?: ErrorData) {
+		super("Token quota exceeded", ERR_QUOTA_EXCEEDED, { ...data, resetAt });
+		this.name = "QuotaExceededError";
+	}
+}
+
+export class ContentBlockedError extends ChatmeshClientError {
+	constructor(message: string, data?: ErrorData) {
+		super(message, ERR_CONTENT_BLOCKED, data);
+		this.name = "ContentBlockedError";
+	}
+}
+
+export class UnavailableError extends ChatmeshServerError {
+	constructor(message: string, data?: ErrorData) {
+		super(message, ERR_UNAVAILABLE, data);
+		this.name = "UnavailableError";
+	}
+}
+
+/** A model provider failed; `type` says how (rate limit, timeout, bad request, other). */
+export class UpstreamError extends ChatmeshServerError {
+	constructor(message: string, type: string = ERR_UPSTREAM_ERROR, data?: ErrorData) {
+		super(message, type, data);
+		this.name = "UpstreamError";
+	}
+}
+
+type PlainError = Errors.PlainMoleculerError;
+
+/** Every class a remote node may send, by `name`. */
+const ERROR_CLASSES: Readonly<Record<string, { prototype: Errors.MoleculerError }>> = {
+	ChatmeshClientError,
+	ChatmeshServerError,
+	BadRequestError,
+	UnauthorizedError,
+	ForbiddenError,
+	NotFoundError,
+	ConflictError,
+	RateLimitedError,
+	QuotaExceededError,
+	ContentBlockedError,
+	UnavailableError,
+	UpstreamError
+};
+
+/** Rebuilds chatmesh's errors into their own classes when they arrive from another node. */
+export class ChatmeshRegenerator extends Regenerator {
+	override restoreCustomError(plain: PlainError): Error {
+		const errorClass = ERROR_CLASSES[plain.name];
+		// The base class treats a falsy result as "not custom" and falls back to its own table.
+		if (!errorClass) return undefined as unknown as Error;
+		// Field by field rather than through the constructor, so nothing a constructor derives
+		// (message text, data defaults) differs from what the producing node sent.
+		const { name, message, code, type, data, retryable } = plain;
+		return Object.assign(Object.create(errorClass.prototype) as Errors.MoleculerError, {
+			name,
+			message,
+			code,
+			type,
+			data,
+			retryable
+		});
+	}
+}
+
+/** The HTTP status for an error: its type's status, else a 4xx/5xx code it carries, else 500. */
+export function httpStatusOf(err: unknown): number {
+	const { type, code } = (err ?? {}) as { type?: unknown; code?: unknown };
+	if (typeof type === "string" && HTTP_STATUS_BY_TYPE[type] !== undefined) return HTTP_STATUS_BY_TYPE[type];
+	if (typeof code === "number" && code >= 400 && code <= 599) return code;
+	return 500;
+}

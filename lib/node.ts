@@ -1,0 +1,82 @@
+/**
+ * Starts one chatmesh node: the embedded parts it needs (PGlite, the inference simulator), the
+ * migrated database, a broker with the configured services, and a stop() that closes everything
+ * in order. `server.ts` runs it as the process entry; tests run it in-process.
+ */
+import { ServiceBroker } from "moleculer";
+import { brokerOptions } from "../moleculer.config";
+import { SERVICE_SCHEMAS } from "../services";
+import { startSimulator, type SimulatorHandle } from "../services/llm/simulator/simulator";
+import { needsDatabase, redactUrl, type ChatmeshConfig, type ProviderConfig } from "./config";
+import { openDatabase, type Database } from "./db";
+import { attachRuntime, type Runtime } from "./runtime";
+
+export interface ChatmeshNode {
+	broker: ServiceBroker;
+	runtime: Runtime;
+	/** The in-process simulator, when this node runs llm with no providers configured. */
+	simulator?: SimulatorHandle;
+	/** The gateway's bound HTTP port, when this node runs the gateway. */
+	httpPort?: number;
+	/** Stops accepting work, lets in-flight work finish within the grace period, closes connections. */
+	stop(): Promise<void>;
+}
+
+export async function startNode(config: ChatmeshConfig): Promise<ChatmeshNode> {
+	const broker = new ServiceBroker(brokerOptions(config));
+	const logger = broker.getLogger("node");
+	const opened: { database?: Database; simulator?: SimulatorHandle } = {};
+	const closeOpened = async () => {
+		await opened.database?.close().catch((err: unknown) => logger.warn("Database close failed", err));
+		await opened.simulator?.close().catch((err: unknown) => logger.warn("Simulator close failed", err));
+	};
+
+	try {
+		if (needsDatabase(config)) {
+			opened.database = await openDatabase({
+				url: config.databaseUrl,
+				dataDir: config.dataDir,
+				log: msg => logger.info(msg)
+			});
+			logger.info(
+				`Database: ${opened.database.embedded ? `embedded PGlite under ${config.dataDir}` : redactUrl(opened.database.url)}`
+			);
+		}
+
+		let providers: ProviderConfig[] = config.providers ?? [];
+		if (!config.providers && config.services.includes("llm")) {
+			opened.simulator = await startSimulator();
+			providers = [{ name: "simulator", baseURL: opened.simulator.baseURL, models: [...opened.simulator.options.models] }];
+			logger.info(`No LLM_PROVIDERS set: using the built-in inference simulator at ${opened.simulator.baseURL}`);
+		}
+
+		const runtime: Runtime = { config, database: opened.database, providers };
+		attachRuntime(broker, runtime);
+		for (const name of config.services) broker.createService(SERVICE_SCHEMAS[name]);
+		await broker.start();
+
+		const gateway = config.services.includes("gateway") ? broker.getLocalService("gateway") : undefined;
+		const address = (gateway as unknown as { server?: { address(): { port: number } | string | null } })?.server?.address();
+		const httpPort = typeof address === "object" && address ? address.port : undefined;
+		if (httpPort !== undefined) logger.info(`chatmesh listening on http://${config.host}:${httpPort}`);
+
+		let stopping: Promise<void> | undefined;
+		return {
+			broker,
+			runtime,
+			simulator: opened.simulator,
+			httpPort,
+			stop() {
+				stopping ??= (async () => {
+					await broker.stop();
+					await closeOpened();
+				})();
+				return stopping;
+			}
+		};
+	} catch (err) {
+		await broker.stop().catch(() => {});
+		await closeOpened();
+		throw err;
+	}
+}

@@ -1,0 +1,28 @@
+/**
+ * What a node owns besides its services: its configuration, database and model providers.
+ * Each broker has its own runtime (tests run several brokers in one process), looked up here
+ * by the broker rather than through module-level singletons.
+ */
+import type { ServiceBroker } from "moleculer";
+import type { ChatmeshConfig, ProviderConfig } from "./config";
+import type { Database } from "./db";
+
+export interface Runtime {
+	config: ChatmeshConfig;
+	/** Present on nodes that run a service needing the database. */
+	database?: Database;
+	/** The ordered provider list: the configured one, or the built-in simulator. */
+	providers: ProviderConfig[];
+}
+
+const runtimes = new WeakMap<ServiceBroker, Runtime>();
+
+export function attachRuntime(broker: ServiceBroker, runtime: Runtime): void {
+	runtimes.set(broker, runtime);
+}
+
+export function runtimeOf(broker: ServiceBroker): Runtime {
+	const runtime = runtimes.get(broker);
+	if (!runtime) throw new Error(`broker ${broker.nodeID} has no chatmesh runtime attached`);
+	return runtime;
+}

@@ -1,0 +1,81 @@
+/**
+ * Broker options for a chatmesh node, derived from the validated configuration. Fault tolerance
+ * defaults live here; actions override them where it matters (the llm bulkhead, idempotent
+ * retries).
+ */
+import type { BrokerOptions } from "moleculer";
+import type { ChatmeshConfig } from "./lib/config";
+import { ChatmeshRegenerator } from "./lib/errors";
+
+function redisOptions(url: string) {
+	const u = new URL(url);
+	return {
+		host: u.hostname,
+		port: u.port ? Number(u.port) : 6379,
+		db: u.pathname.length > 1 ? Number(u.pathname.slice(1)) : 0,
+		username: u.username ? decodeURIComponent(u.username) : undefined,
+		password: u.password ? decodeURIComponent(u.password) : undefined,
+		tls: u.protocol === "rediss:" ? {} : undefined,
+		// Fail fast while Redis is away instead of queueing commands without bound.
+		maxRetriesPerRequest: 1,
+		enableOfflineQueue: false
+	};
+}
+
+export function brokerOptions(config: ChatmeshConfig): BrokerOptions {
+	const clustered = config.transporter.length > 0;
+	return {
+		namespace: config.namespace,
+		nodeID: config.nodeID,
+		transporter: clustered
+			? {
+					type: "NATS",
+					options: { servers: config.transporter, maxReconnectAttempts: -1, reconnectTimeWait: 1000 }
+				}
+			: undefined,
+		cacher: config.redisUrl
+			? {
+					type: "Redis",
+					options: { prefix: `${config.namespace}-cache`, ttl: 300, redis: redisOptions(config.redisUrl) }
+				}
+			: { type: "Memory", options: { ttl: 300, maxParamsLength: 100 } },
+		serializer: "JSON",
+		logger: {
+			type: "Console",
+			options: {
+				level: config.logLevel,
+				formatter: config.logFormat === "json" ? "json" : "short",
+				colors: config.logFormat !== "json",
+				moduleColors: false,
+				autoPadding: false
+			}
+		},
+		errorRegenerator: new ChatmeshRegenerator(),
+		requestTimeout: config.requestTimeoutMs,
+		// On, but with no retries by default: idempotent actions declare their own retryPolicy
+		// and callers of idempotent work pass `retries`. Only retryable errors are retried.
+		retryPolicy: { enabled: true, retries: 0, delay: 100, maxDelay: 1000, factor: 2 },
+		circuitBreaker: {
+			enabled: true,
+			threshold: 0.5,
+			windowTime: 60,
+			minRequestCount: 20,
+			halfOpenTime: 10_000,
+			// Only failures of the callee count, never the caller's bad input.
+			check: (err: Error) => {
+				const code = (err as Error & { code?: number }).code;
+				return typeof code === "number" && code >= 500;
+			}
+		},
+		bulkhead: { enabled: true, concurrency: 100, maxQueueSize: 1000 },
+		// Short heartbeats so a killed node leaves the registry within seconds.
+		heartbeatInterval: config.heartbeatIntervalS,
+		heartbeatTimeout: config.heartbeatTimeoutS,
+		registry: { strategy: "RoundRobin", preferLocal: true },
+		tracking: { enabled: true, shutdownTimeout: config.shutdownGraceMs },
+		// SIGTERM is handled by the node (server.ts), which closes the database after the broker.
+		skipProcessEventRegistration: true,
+		metrics: { enabled: false },
+		tracing: { enabled: false }
+	};
+}

@@ -1,0 +1,70 @@
+/**
+ * Turns any error that reaches the gateway into the one public shape
+ * `{ name, message, code, type, data }` with its HTTP status. Errors with a known type keep their
+ * message and data; anything else becomes a generic 500 carrying only the request id, so no stack
+ * trace, SQL or internal message ever reaches a client.
+ */
+import { ERR_INTERNAL, ERR_INVALID_JSON, ERR_PAYLOAD_TOO_LARGE, ERR_BAD_REQUEST, httpStatusOf } from "../../lib/errors";
+
+export interface PublicError {
+	name: string;
+	message: string;
+	code: number;
+	type: string;
+	data?: unknown;
+}
+
+interface ErrorLike {
+	name?: unknown;
+	message?: unknown;
+	type?: unknown;
+	data?: unknown;
+	status?: unknown;
+	statusCode?: unknown;
+}
+
+/** body-parser reports its failures with these `type`s and a status. */
+const BODY_PARSER_ERRORS: Readonly<Record<string, { type: string; message: string }>> = {
+	"entity.parse.failed": { type: ERR_INVALID_JSON, message: "Request body is not valid JSON" },
+	"entity.too.large": { type: ERR_PAYLOAD_TOO_LARGE, message: "Request body is too large" },
+	"encoding.unsupported": { type: ERR_BAD_REQUEST, message: "Unsupported content encoding" },
+	"charset.unsupported": { type: ERR_BAD_REQUEST, message: "Unsupported charset" },
+	"request.aborted": { type: ERR_BAD_REQUEST, message: "Request aborted" },
+	"request.size.invalid": { type: ERR_BAD_REQUEST, message: "Request size did not match Content-Length" }
+};
+
+export function toPublicError(err: unknown, requestId: string | undefined): PublicError {
+	const e = (err ?? {}) as ErrorLike;
+	const parserError = typeof e.type === "string" ? BODY_PARSER_ERRORS[e.type] : undefined;
+	if (parserError) {
+		const normalized = { type: parserError.type };
+		return {
+			name: "BadRequestError",
+			message: parserError.message,
+			code: httpStatusOf(normalized),
+			type: parserError.type
+		};
+	}
+	const status = httpStatusOf(err);
+	if (status >= 500 && !isKnownServerError(e)) {
+		return {
+			name: "InternalError",
+			message: "Internal server error",
+			code: 500,
+			type: ERR_INTERNAL,
+			data: { requestId }
+		};
+	}
+	return {
+		name: typeof e.name === "string" ? e.name : "Error",
+		message: typeof e.message === "string" ? e.message : "Error",
+		code: status,
+		type: typeof e.type === "string" && e.type ? e.type : ERR_BAD_REQUEST,
+		data: e.data === undefined ? undefined : e.data
+	};
+}
+
+/** A 5xx whose type we defined or Moleculer's own availability errors: safe to pass on. */
+function isKnownServerError(e: ErrorLike): boolean {
+	return typeof e.type === "string" && httpStatusOf({ type: e.type }) !== 500;
+}

@@ -1,0 +1,103 @@
+import { Errors, ServiceBroker, type ServiceSchema } from "moleculer";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { loadConfig } from "../../lib/config";
+import {
+	BadRequestError,
+	ChatmeshClientError,
+	ERR_NOT_FOUND,
+	ERR_QUOTA_EXCEEDED,
+	ERR_UPSTREAM_TIMEOUT,
+	httpStatusOf,
+	NotFoundError,
+	QuotaExceededError,
+	UpstreamError
+} from "../../lib/errors";
+import { brokerOptions } from "../../moleculer.config";
+import { TEST_NATS_URL, uniqueNamespace } from "../helpers/infra";
+
+// Two brokers on the real NATS: errors thrown on one node must arrive on the other in their
+// own classes, with type, code and data intact, and must not be retried.
+const namespace = uniqueNamespace("errors");
+const config = loadConfig({ NAMESPACE: namespace, TRANSPORTER: TEST_NATS_URL, LOG_LEVEL: "error" });
+const caller = new ServiceBroker({ ...brokerOptions(config), nodeID: "caller" });
+const callee = new ServiceBroker({ ...brokerOptions(config), nodeID: "callee" });
+let calls = 0;
+
+const Thrower: ServiceSchema = {
+	name: "thrower",
+	actions: {
+		notFound: () => {
+			calls += 1;
+			throw new NotFoundError("conversation", "c-1");
+		},
+		quota: () => {
+			throw new QuotaExceededError("2026-12-01T00:00:00.000Z", { limit: 10 });
+		},
+		upstream: () => {
+			calls += 1;
+			throw new UpstreamError("model timed out", ERR_UPSTREAM_TIMEOUT, { provider: "p" });
+		},
+		flaky: () => {
+			calls += 1;
+			throw new Errors.MoleculerRetryableError("try again", 503, "FLAKY");
+		},
+		plain: () => {
+			throw new Error("secret internals");
+		}
+	}
+};
+
+beforeAll(async () => {
+	callee.createService(Thrower);
+	await Promise.all([caller.start(), callee.start()]);
+	await caller.waitForServices("thrower", 10_000);
+});
+afterAll(async () => {
+	await Promise.all([caller.stop(), callee.stop()]);
+});
+
+describe("errors across nodes", () => {
+	it("keeps a client error's class, type, status and data", async () => {
+		const err = await caller.call("thrower.notFound").catch((e: unknown) => e);
+		expect(err).toBeInstanceOf(NotFoundError);
+		expect(err).toBeInstanceOf(ChatmeshClientError);
+		expect(err).toMatchObject({ type: ERR_NOT_FOUND, code: 404, data: { resource: "conversation", id: "c-1" } });
+		expect((err as { nodeID?: string }).nodeID).toBe("callee");
+		expect(httpStatusOf(err)).toBe(404);
+	});
+
+	it("keeps data a constructor would derive differently", async () => {
+		const err = await caller.call("thrower.quota").catch((e: unknown) => e);
+		expect(err).toBeInstanceOf(QuotaExceededError);
+		expect(err).toMatchObject({ type: ERR_QUOTA_EXCEEDED, code: 429, data: { resetAt: "2026-12-01T00:00:00.000Z", limit: 10 } });
+	});
+
+	it("does not retry a non-retryable server error even with retries requested", async () => {
+		calls = 0;
+		const err = await caller.call("thrower.upstream", {}, { retries: 3 }).catch((e: unknown) => e);
+		expect(err).toBeInstanceOf(UpstreamError);
+		expect(err).toMatchObject({ type: ERR_UPSTREAM_TIMEOUT, code: 504, retryable: false });
+		expect(calls).toBe(1);
+	});
+
+	it("retries a retryable error when the call asks for retries (the contrast to the test above)", async () => {
+		calls = 0;
+		await caller.call("thrower.flaky", {}, { retries: 2 }).catch(() => {});
+		expect(calls).toBe(3);
+	});
+
+	it("maps an unknown error to 500", async () => {
+		const err = await caller.call("thrower.plain").catch((e: unknown) => e);
+		expect(httpStatusOf(err)).toBe(500);
+	});
+});
+
+describe("httpStatusOf", () => {
+	it("maps types, then codes, then 500", () => {
+		expect(httpStatusOf(new BadRequestError("x"))).toBe(400);
+		expect(httpStatusOf({ type: "SERVICE_NOT_AVAILABLE", code: 500 })).toBe(503);
+		expect(httpStatusOf({ code: 418 })).toBe(418);
+		expect(httpStatusOf({ code: 200 })).toBe(500);
+		expect(httpStatusOf(undefined)).toBe(500);
+	});
+});

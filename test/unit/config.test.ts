@@ -1,0 +1,98 @@
+import path from "node:path";
+import { describe, expect, it } from "vitest";
+import { ConfigError, loadConfig, needsDatabase, redactUrl, SERVICE_NAMES } from "../../lib/config";
+
+function configError(env: Record<string, string>): ConfigError {
+	try {
+		loadConfig(env);
+	} catch (err) {
+		if (err instanceof ConfigError) return err;
+		throw err;
+	}
+	throw new Error("loadConfig accepted the environment");
+}
+
+describe("loadConfig", () => {
+	it("falls back to the embedded defaults when nothing is set", () => {
+		const config = loadConfig({});
+		expect(config.transporter).toEqual([]);
+		expect(config.databaseUrl).toBeUndefined();
+		expect(config.redisUrl).toBeUndefined();
+		expect(config.providers).toBeUndefined();
+		expect(config.services).toEqual([...SERVICE_NAMES]);
+		expect(config.port).toBe(3000);
+		expect(config.dataDir).toBe(path.join(process.cwd(), "data"));
+		expect(config.nodeEnv).toBe("development");
+		expect(config.logFormat).toBe("text");
+	});
+
+	it("reads a full cluster configuration", () => {
+		const config = loadConfig({
+			NODE_ENV: "production",
+			TRANSPORTER: "nats://127.0.0.1:4222,nats://127.0.0.2:4222",
+			DATABASE_URL: "postgres://u:p@db:5432/chatmesh",
+			REDIS_URL: "redis://cache:6379/2",
+			LLM_PROVIDERS: JSON.stringify([
+				{ name: "vllm", baseURL: "http://gpu:8000/v1", models: ["llama"] },
+				{ name: "openai", baseURL: "https://api.example.test/v1", apiKey: "k", models: ["gpt"] }
+			]),
+			SERVICES: "gateway",
+			PORT: "8080",
+			LOG_LEVEL: "debug"
+		});
+		expect(config.transporter).toHaveLength(2);
+		expect(config.services).toEqual(["gateway"]);
+		expect(config.providers?.map(p => p.name)).toEqual(["vllm", "openai"]);
+		expect(config.port).toBe(8080);
+		expect(config.logFormat).toBe("json");
+		expect(needsDatabase(config)).toBe(true);
+	});
+
+	it("treats blank values as unset", () => {
+		expect(loadConfig({ DATABASE_URL: "  ", TRANSPORTER: "" }).databaseUrl).toBeUndefined();
+	});
+
+	it.each([
+		["DATABASE_URL", "mysql://localhost/x"],
+		["DATABASE_URL", "not a url"],
+		["TRANSPORTER", "kafka://127.0.0.1:9092"],
+		["TRANSPORTER", "TCP"],
+		["REDIS_URL", "http://127.0.0.1:6379"],
+		["LLM_PROVIDERS", "[{"],
+		["LLM_PROVIDERS", "[]"],
+		["LLM_PROVIDERS", '[{"name":"a","baseURL":"ftp://x","models":["m"]}]'],
+		["LLM_PROVIDERS", '[{"name":"a","baseURL":"http://x/v1","models":[]}]'],
+		["LLM_PROVIDERS", '[{"name":"a","baseURL":"http://x/v1","models":["m"]},{"name":"a","baseURL":"http://y/v1","models":["n"]}]'],
+		["PORT", "70000"],
+		["PORT", "eighty"],
+		["LOG_LEVEL", "loud"],
+		["NODE_ENV", "staging"],
+		["SERVICES", "gateway,unknown"],
+		["SHUTDOWN_GRACE_MS", "-1"],
+		["NAMESPACE", "has space"]
+	])("rejects %s=%s with one line naming the variable", (variable, value) => {
+		const env: Record<string, string> = { [variable]: value };
+		if (variable === "SERVICES") env.TRANSPORTER = "nats://127.0.0.1:4222";
+		const err = configError(env);
+		expect(err.variable).toBe(variable);
+		expect(err.message.startsWith(`${variable} must be `)).toBe(true);
+		expect(err.message).not.toContain("\n");
+	});
+
+	it("refuses a service subset without a transporter", () => {
+		expect(configError({ SERVICES: "gateway" }).variable).toBe("SERVICES");
+	});
+
+	it("requires the heartbeat timeout to exceed the interval", () => {
+		expect(configError({ HEARTBEAT_INTERVAL_S: "5", HEARTBEAT_TIMEOUT_S: "5" }).variable).toBe("HEARTBEAT_TIMEOUT_S");
+	});
+
+	it("never echoes the rejected value, which may hold a secret", () => {
+		const err = configError({ DATABASE_URL: "mysql://user:s3cret@host/db" });
+		expect(err.message).not.toContain("s3cret");
+	});
+
+	it("redacts passwords from URLs meant for logs", () => {
+		expect(redactUrl("postgres://u:s3cret@db/x")).toBe("postgres://u:***@db/x");
+	});
+});
