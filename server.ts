@@ -3,26 +3,19 @@
  * SERVICES and TRANSPORTER set the same entry runs one node of a NATS cluster.
  */
 import { ConfigError, loadConfig, type ChatmeshConfig } from "./lib/config";
-import { startNode } from "./lib/node";
+import { startNode, type ChatmeshNode } from "./lib/node";
 
-function configOrExit(): ChatmeshConfig {
-	try {
-		return loadConfig(process.env);
-	} catch (err) {
-		if (err instanceof ConfigError) {
-			// One line naming the variable and the expected form; no stack, no value echoed back.
-			process.stderr.write(`chatmesh: invalid configuration: ${err.message}\n`);
-			process.exit(2);
-		}
-		throw err;
-	}
-}
-
-const config = configOrExit();
-let node: Awaited<ReturnType<typeof startNode>>;
+let config: ChatmeshConfig;
+let node: ChatmeshNode;
 try {
+	config = loadConfig(process.env);
 	node = await startNode(config);
 } catch (err) {
+	if (err instanceof ConfigError) {
+		// One line naming the variable and the expected form; no stack, no value echoed back.
+		process.stderr.write(`chatmesh: invalid configuration: ${err.message}\n`);
+		process.exit(2);
+	}
 	process.stderr.write(`chatmesh: could not start: ${(err as Error).message}\n`);
 	process.exit(1);
 }

@@ -197,6 +197,13 @@ export function needsDatabase(config: ChatmeshConfig): boolean {
 	return config.services.some(s => DATABASE_SERVICES.has(s));
 }
 
+/** Checks that depend on what this node runs (a REPL node, for one, runs nothing). */
+export function assertNodeConfig(config: ChatmeshConfig): void {
+	// The embedded database belongs to one process; the nodes of a cluster share one PostgreSQL.
+	if (config.transporter.length > 0 && config.databaseUrl === undefined && needsDatabase(config))
+		throw new ConfigError("DATABASE_URL", "set when TRANSPORTER is set and this node runs a service that needs the database");
+}
+
 /** A URL with its password replaced, safe to log. */
 export function redactUrl(value: string): string {
 	try {

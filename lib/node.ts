@@ -7,7 +7,7 @@ import { ServiceBroker } from "moleculer";
 import { brokerOptions } from "../moleculer.config";
 import { SERVICE_SCHEMAS } from "../services";
 import { startSimulator, type SimulatorHandle } from "../services/llm/simulator/simulator";
-import { needsDatabase, redactUrl, type ChatmeshConfig, type ProviderConfig } from "./config";
+import { assertNodeConfig, needsDatabase, redactUrl, type ChatmeshConfig, type ProviderConfig } from "./config";
 import { openDatabase, type Database } from "./db";
 import { attachRuntime, type Runtime } from "./runtime";
 
@@ -23,6 +23,7 @@ export interface ChatmeshNode {
 }
 
 export async function startNode(config: ChatmeshConfig): Promise<ChatmeshNode> {
+	assertNodeConfig(config);
 	const broker = new ServiceBroker(brokerOptions(config));
 	const logger = broker.getLogger("node");
 	const opened: { database?: Database; simulator?: SimulatorHandle } = {};
@@ -58,7 +59,7 @@ export async function startNode(config: ChatmeshConfig): Promise<ChatmeshNode> {
 		const gateway = config.services.includes("gateway") ? broker.getLocalService("gateway") : undefined;
 		const address = (gateway as unknown as { server?: { address(): { port: number } | string | null } })?.server?.address();
 		const httpPort = typeof address === "object" && address ? address.port : undefined;
-		if (httpPort !== undefined) logger.info(`chatmesh listening on http://${config.host}:${httpPort}`);
+		if (httpPort !== undefined) logger.info(`chatmesh listening on http://${config.host}:${httpPort} (pid ${process.pid})`);
 
 		let stopping: Promise<void> | undefined;
 		return {

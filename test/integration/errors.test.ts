@@ -18,7 +18,7 @@ import { TEST_NATS_URL, uniqueNamespace } from "../helpers/infra";
 // Two brokers on the real NATS: errors thrown on one node must arrive on the other in their
 // own classes, with type, code and data intact, and must not be retried.
 const namespace = uniqueNamespace("errors");
-const config = loadConfig({ NAMESPACE: namespace, TRANSPORTER: TEST_NATS_URL, LOG_LEVEL: "error" });
+const config = loadConfig({ NAMESPACE: namespace, TRANSPORTER: TEST_NATS_URL, LOG_LEVEL: "error", SERVICES: "llm" });
 const caller = new ServiceBroker({ ...brokerOptions(config), nodeID: "caller" });
 const callee = new ServiceBroker({ ...brokerOptions(config), nodeID: "callee" });
 let calls = 0;

@@ -1,6 +1,6 @@
 import path from "node:path";
 import { describe, expect, it } from "vitest";
-import { ConfigError, loadConfig, needsDatabase, redactUrl, SERVICE_NAMES } from "../../lib/config";
+import { assertNodeConfig, ConfigError, loadConfig, needsDatabase, redactUrl, SERVICE_NAMES } from "../../lib/config";
 
 function configError(env: Record<string, string>): ConfigError {
 	try {
@@ -72,7 +72,7 @@ describe("loadConfig", () => {
 		["NAMESPACE", "has space"]
 	])("rejects %s=%s with one line naming the variable", (variable, value) => {
 		const env: Record<string, string> = { [variable]: value };
-		if (variable === "SERVICES") env.TRANSPORTER = "nats://127.0.0.1:4222";
+		if (variable === "SERVICES") Object.assign(env, { TRANSPORTER: "nats://127.0.0.1:4222", DATABASE_URL: "postgres://db/x" });
 		const err = configError(env);
 		expect(err.variable).toBe(variable);
 		expect(err.message.startsWith(`${variable} must be `)).toBe(true);
@@ -81,6 +81,13 @@ describe("loadConfig", () => {
 
 	it("refuses a service subset without a transporter", () => {
 		expect(configError({ SERVICES: "gateway" }).variable).toBe("SERVICES");
+	});
+
+	it("requires a shared database for clustered nodes that use one", () => {
+		const clustered = loadConfig({ TRANSPORTER: "nats://127.0.0.1:4222" });
+		expect(() => assertNodeConfig(clustered)).toThrow(/^DATABASE_URL must be set when TRANSPORTER is set/);
+		expect(() => assertNodeConfig(loadConfig({ TRANSPORTER: "nats://127.0.0.1:4222", SERVICES: "llm" }))).not.toThrow();
+		expect(() => assertNodeConfig(loadConfig({}))).not.toThrow();
 	});
 
 	it("requires the heartbeat timeout to exceed the interval", () => {
