@@ -5,22 +5,9 @@
  */
 import type { BrokerOptions } from "moleculer";
 import type { ChatmeshConfig } from "./lib/config";
+import { AuthMiddleware } from "./lib/auth";
 import { ChatmeshRegenerator } from "./lib/errors";
-
-function redisOptions(url: string) {
-	const u = new URL(url);
-	return {
-		host: u.hostname,
-		port: u.port ? Number(u.port) : 6379,
-		db: u.pathname.length > 1 ? Number(u.pathname.slice(1)) : 0,
-		username: u.username ? decodeURIComponent(u.username) : undefined,
-		password: u.password ? decodeURIComponent(u.password) : undefined,
-		tls: u.protocol === "rediss:" ? {} : undefined,
-		// Fail fast while Redis is away instead of queueing commands without bound.
-		maxRetriesPerRequest: 1,
-		enableOfflineQueue: false
-	};
-}
+import { redisOptions } from "./lib/redis";
 
 export function brokerOptions(config: ChatmeshConfig): BrokerOptions {
 	const clustered = config.transporter.length > 0;
@@ -75,6 +62,7 @@ export function brokerOptions(config: ChatmeshConfig): BrokerOptions {
 		tracking: { enabled: true, shutdownTimeout: config.shutdownGraceMs },
 		// SIGTERM is handled by the node (server.ts), which closes the database after the broker.
 		skipProcessEventRegistration: true,
+		middlewares: [AuthMiddleware()],
 		metrics: { enabled: false },
 		tracing: { enabled: false }
 	};

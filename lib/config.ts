@@ -6,7 +6,7 @@
 import path from "node:path";
 import { z } from "zod";
 
-export const SERVICE_NAMES = ["gateway", "llm"] as const;
+export const SERVICE_NAMES = ["gateway", "user", "llm"] as const;
 export type ServiceName = (typeof SERVICE_NAMES)[number];
 
 const LOG_LEVELS = ["fatal", "error", "warn", "info", "debug", "trace"] as const;
@@ -39,7 +39,16 @@ export interface ChatmeshConfig {
 	host: string;
 	port: number;
 	dataDir: string;
+	/** Signs access tokens. Unset outside production on one process: a random one kept in dataDir. */
 	jwtSecret?: string;
+	accessTokenTtlS: number;
+	refreshTokenTtlS: number;
+	/** Largest accepted request body. */
+	bodyLimitBytes: number;
+	/** Take the client address from X-Forwarded-For (only behind a proxy you control). */
+	trustProxy: boolean;
+	/** Overrides of the default rate limits (see services/gateway/rate-limit.ts). */
+	rateLimits?: RateLimitOverrides;
 	logLevel: LogLevel;
 	logFormat: "json" | "text";
 	/** How long SIGTERM waits for in-flight work before closing connections. */
@@ -48,6 +57,37 @@ export interface ChatmeshConfig {
 	heartbeatIntervalS: number;
 	heartbeatTimeoutS: number;
 }
+
+const rateRuleSchema = z.object({ points: z.number().int().min(1), durationS: z.number().int().min(1) }).strict();
+const rateClassesSchema = z
+	.object({ chat: rateRuleSchema, auth: rateRuleSchema, default: rateRuleSchema })
+	.partial()
+	.strict();
+const rateLimitsSchema = z
+	.object({
+		perUser: rateClassesSchema,
+		perIp: rateClassesSchema,
+		loginFailures: z
+			.object({
+				points: z.number().int().min(1),
+				durationS: z.number().int().min(1),
+				blockDurationS: z.number().int().min(1),
+				maxBlockDurationS: z.number().int().min(1)
+			})
+			.partial()
+			.strict()
+	})
+	.partial()
+	.strict();
+export type RateLimitOverrides = z.infer<typeof rateLimitsSchema>;
+
+/** Secrets that appear in examples and tutorials; never acceptable. */
+const KNOWN_DEFAULT_SECRETS = new Set(
+	["secret", "changeme", "change-me", "chatmesh", "jwt_secret", "jwt-secret", "your-secret", "your_jwt_secret", "supersecret", "password", "development"].map(s =>
+		s.toLowerCase()
+	)
+);
+const MIN_SECRET_LENGTH = 32;
 
 /** A configuration value that is not of the expected form. Its message is one line. */
 export class ConfigError extends Error {
@@ -116,6 +156,32 @@ function parseProviders(env: Env): ProviderConfig[] | undefined {
 	return result.data;
 }
 
+function parseJwtSecret(env: Env, nodeEnv: ChatmeshConfig["nodeEnv"]): string | undefined {
+	const secret = read(env, "JWT_SECRET");
+	const expected = `at least ${MIN_SECRET_LENGTH} random characters and not a well-known default`;
+	if (secret === undefined) {
+		if (nodeEnv === "production") throw new ConfigError("JWT_SECRET", `set in production (${expected})`);
+		return undefined;
+	}
+	if (secret.length < MIN_SECRET_LENGTH || KNOWN_DEFAULT_SECRETS.has(secret.toLowerCase()))
+		throw new ConfigError("JWT_SECRET", expected);
+	return secret;
+}
+
+function parseRateLimits(env: Env): RateLimitOverrides | undefined {
+	const raw = read(env, "RATE_LIMITS");
+	if (raw === undefined) return undefined;
+	const expected =
+		'a JSON object overriding the defaults, e.g. {"perUser":{"chat":{"points":30,"durationS":60}},"perIp":{"auth":{"points":20,"durationS":60}}}';
+	try {
+		const result = rateLimitsSchema.safeParse(JSON.parse(raw));
+		if (result.success) return result.data;
+	} catch {
+		// fall through to the one-line error
+	}
+	throw new ConfigError("RATE_LIMITS", expected);
+}
+
 function parseServices(env: Env): ServiceName[] {
 	const raw = read(env, "SERVICES");
 	if (raw === undefined || raw === "*" || raw === "all") return [...SERVICE_NAMES];
@@ -171,7 +237,22 @@ export function loadConfig(env: Env = process.env): ChatmeshConfig {
 		dataDir: path.resolve(
 			parseWith(env, "DATA_DIR", z.string().min(1), "a directory path") ?? path.join(process.cwd(), "data")
 		),
-		jwtSecret: read(env, "JWT_SECRET"),
+		jwtSecret: parseJwtSecret(env, nodeEnv),
+		accessTokenTtlS: parseWith(env, "ACCESS_TOKEN_TTL_S", integer(10, 86_400), "a whole number of seconds (10-86400)") ?? 900,
+		refreshTokenTtlS:
+			parseWith(env, "REFRESH_TOKEN_TTL_S", integer(60, 31_536_000), "a whole number of seconds (60-31536000)") ??
+			30 * 86_400,
+		bodyLimitBytes:
+			parseWith(env, "BODY_LIMIT_BYTES", integer(1024, 104_857_600), "a whole number of bytes (1024-104857600)") ??
+			1_048_576,
+		trustProxy:
+			parseWith(
+				env,
+				"TRUST_PROXY",
+				z.enum(["true", "false", "1", "0"]).transform(v => v === "true" || v === "1"),
+				"true or false"
+			) ?? false,
+		rateLimits: parseRateLimits(env),
 		logLevel: parseWith(env, "LOG_LEVEL", z.enum(LOG_LEVELS), `one of ${LOG_LEVELS.join(", ")}`) ?? "info",
 		logFormat:
 			parseWith(env, "LOG_FORMAT", z.enum(["json", "text"]), "json or text") ??
@@ -191,7 +272,7 @@ export function loadConfig(env: Env = process.env): ChatmeshConfig {
 }
 
 /** Services whose node needs the database (the gateway checks it for readiness). */
-const DATABASE_SERVICES: ReadonlySet<ServiceName> = new Set(["gateway"]);
+const DATABASE_SERVICES: ReadonlySet<ServiceName> = new Set(["gateway", "user"]);
 
 export function needsDatabase(config: ChatmeshConfig): boolean {
 	return config.services.some(s => DATABASE_SERVICES.has(s));
@@ -202,6 +283,9 @@ export function assertNodeConfig(config: ChatmeshConfig): void {
 	// The embedded database belongs to one process; the nodes of a cluster share one PostgreSQL.
 	if (config.transporter.length > 0 && config.databaseUrl === undefined && needsDatabase(config))
 		throw new ConfigError("DATABASE_URL", "set when TRANSPORTER is set and this node runs a service that needs the database");
+	// Every node of a cluster must sign and verify tokens with the same secret.
+	if (config.transporter.length > 0 && config.jwtSecret === undefined && config.services.some(s => s === "gateway" || s === "user"))
+		throw new ConfigError("JWT_SECRET", "set when TRANSPORTER is set (every node signs and verifies with the same secret)");
 }
 
 /** A URL with its password replaced, safe to log. */

@@ -13,6 +13,12 @@ export const ERR_BAD_REQUEST = "BAD_REQUEST";
 export const ERR_INVALID_JSON = "INVALID_JSON";
 export const ERR_VALIDATION = "VALIDATION_ERROR"; // Moleculer's own validator type
 export const ERR_UNAUTHORIZED = "UNAUTHORIZED";
+export const ERR_INVALID_CREDENTIALS = "INVALID_CREDENTIALS";
+export const ERR_INVALID_TOKEN = "INVALID_TOKEN";
+export const ERR_TOKEN_EXPIRED = "TOKEN_EXPIRED";
+export const ERR_TOKEN_REVOKED = "TOKEN_REVOKED";
+export const ERR_WEAK_PASSWORD = "WEAK_PASSWORD";
+export const ERR_EMAIL_TAKEN = "EMAIL_TAKEN";
 export const ERR_FORBIDDEN = "FORBIDDEN";
 export const ERR_NOT_FOUND = "NOT_FOUND";
 export const ERR_CONFLICT = "CONFLICT";
@@ -33,6 +39,12 @@ const HTTP_STATUS_BY_TYPE: Readonly<Record<string, number>> = {
 	[ERR_INVALID_JSON]: 400,
 	[ERR_VALIDATION]: 422,
 	[ERR_UNAUTHORIZED]: 401,
+	[ERR_INVALID_CREDENTIALS]: 401,
+	[ERR_INVALID_TOKEN]: 401,
+	[ERR_TOKEN_EXPIRED]: 401,
+	[ERR_TOKEN_REVOKED]: 401,
+	[ERR_WEAK_PASSWORD]: 400,
+	[ERR_EMAIL_TAKEN]: 409,
 	[ERR_FORBIDDEN]: 403,
 	[ERR_NOT_FOUND]: 404,
 	[ERR_CONFLICT]: 409,
@@ -48,7 +60,6 @@ const HTTP_STATUS_BY_TYPE: Readonly<Record<string, number>> = {
 	[ERR_INTERNAL]: 500,
 	// moleculer-web
 	NO_TOKEN: 401,
-	INVALID_TOKEN: 401,
 	UNSUPPORTED_MEDIA_TYPE: 415,
 	SERVICE_NOT_FOUND: 404,
 	ENTITY_TOO_LARGE: 413,
@@ -86,9 +97,10 @@ export class BadRequestError extends ChatmeshClientError {
 	}
 }
 
+/** 401: no credentials, or credentials that do not hold; `type` says which. */
 export class UnauthorizedError extends ChatmeshClientError {
-	constructor(message = "Authentication required", data?: ErrorData) {
-		super(message, ERR_UNAUTHORIZED, data);
+	constructor(message = "Authentication required", type: string = ERR_UNAUTHORIZED, data?: ErrorData) {
+		super(message, type, data);
 		this.name = "UnauthorizedError";
 	}
 }

@@ -10,6 +10,7 @@ import { startSimulator, type SimulatorHandle } from "../services/llm/simulator/
 import { assertNodeConfig, needsDatabase, redactUrl, type ChatmeshConfig, type ProviderConfig } from "./config";
 import { openDatabase, type Database } from "./db";
 import { attachRuntime, type Runtime } from "./runtime";
+import { resolveJwtSecret } from "./secrets";
 
 export interface ChatmeshNode {
 	broker: ServiceBroker;
@@ -51,7 +52,7 @@ export async function startNode(config: ChatmeshConfig): Promise<ChatmeshNode> {
 			logger.info(`No LLM_PROVIDERS set: using the built-in inference simulator at ${opened.simulator.baseURL}`);
 		}
 
-		const runtime: Runtime = { config, database: opened.database, providers };
+		const runtime: Runtime = { config, database: opened.database, providers, jwtSecret: await resolveJwtSecret(config) };
 		attachRuntime(broker, runtime);
 		for (const name of config.services) broker.createService(SERVICE_SCHEMAS[name]);
 		await broker.start();

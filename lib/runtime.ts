@@ -13,6 +13,8 @@ export interface Runtime {
 	database?: Database;
 	/** The ordered provider list: the configured one, or the built-in simulator. */
 	providers: ProviderConfig[];
+	/** Signs and verifies access tokens (see lib/secrets.ts). */
+	jwtSecret: string;
 }
 
 const runtimes = new WeakMap<ServiceBroker, Runtime>();

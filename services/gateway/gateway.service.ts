@@ -1,13 +1,20 @@
 /**
- * gateway: the HTTP face of chatmesh (moleculer-web). Liveness and readiness here; REST, /v1 and
- * socket.io routes join as their services land. Every error leaves through one handler that maps
- * it to its HTTP status and public shape.
+ * gateway: the HTTP face of chatmesh (moleculer-web). Resolves bearer credentials into the
+ * caller, applies the cluster-wide rate limits, and sends every error through one handler that
+ * maps it to its HTTP status and public shape. Which actions need a caller is declared on the
+ * actions themselves (`auth`, `roles`) and enforced by the broker middleware in lib/auth.ts.
  */
-import type { ServerResponse } from "node:http";
+import type { IncomingMessage, ServerResponse } from "node:http";
+import { Redis } from "ioredis";
 import type { Context, ServiceSchema } from "moleculer";
-import ApiGateway, { type ApiSettingsSchema, type IncomingRequest } from "moleculer-web";
+import ApiGateway, { type ApiRouteSchema, type ApiSettingsSchema, type IncomingRequest } from "moleculer-web";
+import type { AuthUser, ChatmeshMeta } from "../../lib/auth";
+import { ERR_INVALID_CREDENTIALS, ERR_INVALID_TOKEN, ERR_TOKEN_EXPIRED, UnauthorizedError } from "../../lib/errors";
+import { redisOptions } from "../../lib/redis";
 import { runtimeOf } from "../../lib/runtime";
+import type { ResolvedCredential } from "../user/user.service";
 import { toPublicError } from "./http-errors";
+import { DEFAULT_RATE_LIMITS, RateLimiter, type RateLimitSettings, type RouteClass } from "./rate-limit";
 import { checkReadiness, type Readiness } from "./readiness";
 
 export interface Health {
@@ -16,39 +23,114 @@ export interface Health {
 	uptimeS: number;
 }
 
-interface ResponseMeta {
-	$statusCode?: number;
-	$responseHeaders?: Record<string, string>;
+/** A route of ours: moleculer-web's schema plus the rate-limit class its requests count against. */
+interface ChatmeshRoute extends ApiRouteSchema {
+	rateClass?: RouteClass;
 }
 
-const GatewayService: ServiceSchema<ApiSettingsSchema> = {
+interface GatewayVars {
+	rateLimiter: RateLimiter;
+	redis?: Redis;
+	trustProxy: boolean;
+}
+
+interface GatewayMethods {
+	authenticate(ctx: Context<unknown, ChatmeshMeta>, route: { opts: ChatmeshRoute }, req: IncomingRequest): Promise<AuthUser | null>;
+	clientIp(req: IncomingMessage): string;
+	limit(ctx: Context<unknown, ChatmeshMeta>, routeClass: RouteClass, ip: string, userId?: string): Promise<void>;
+}
+
+type GatewayThis = GatewayVars & GatewayMethods & { logger: Context["broker"]["logger"] };
+
+const jsonBody = (limitBytes: number) => ({ json: { limit: limitBytes, strict: true }, urlencoded: false });
+
+/** The REST routes; body limits are filled in from config when the service is created. */
+function apiRoutes(bodyLimitBytes: number): ChatmeshRoute[] {
+	return [
+		{
+			path: "/",
+			mappingPolicy: "restrict",
+			bodyParsers: false,
+			aliases: { "GET health": "gateway.health", "GET ready": "gateway.ready" },
+			callOptions: { retries: 0 }
+		},
+		{
+			path: "/api/auth",
+			rateClass: "auth",
+			mappingPolicy: "restrict",
+			bodyParsers: jsonBody(bodyLimitBytes),
+			aliases: {
+				"POST register": "user.register",
+				"POST login": "user.login",
+				"POST refresh": "user.refresh",
+				"POST logout": "user.logout"
+			},
+			onBeforeCall: loginGuard,
+			onAfterCall: loginSucceeded
+		},
+		{
+			path: "/api",
+			rateClass: "default",
+			authentication: true,
+			mappingPolicy: "restrict",
+			bodyParsers: jsonBody(bodyLimitBytes),
+			aliases: {
+				"GET me": "user.me",
+				"GET keys": "user.listApiKeys",
+				"POST keys": "user.createApiKey",
+				"DELETE keys/:id": "user.revokeApiKey",
+				"GET admin/users": "user.list",
+				"PUT admin/users/:id/roles": "user.setRoles"
+			}
+		}
+	];
+}
+
+/** Sign-in attempts: the route-class limit, and a stricter one per email and address after failures. */
+async function loginGuard(this: GatewayThis, ctx: Context<unknown, ChatmeshMeta>, route: { opts: ChatmeshRoute }, req: IncomingRequest) {
+	const ip = this.clientIp(req);
+	await this.limit(ctx, route.opts.rateClass ?? "auth", ip);
+	const email = loginEmail(req);
+	if (email) RateLimiter.assertAllowed(await this.rateLimiter.checkLogin(email, ip));
+}
+
+async function loginSucceeded(this: GatewayThis, _ctx: Context, _route: unknown, req: IncomingRequest, _res: ServerResponse, data: unknown) {
+	const email = loginEmail(req);
+	if (email) await this.rateLimiter.loginSucceeded(email, this.clientIp(req));
+	return data;
+}
+
+function loginEmail(req: IncomingRequest): string | undefined {
+	if (req.$action?.name !== "user.login") return undefined;
+	const email = (req as IncomingRequest & { body?: { email?: unknown } }).body?.email;
+	return typeof email === "string" && email.length <= 254 ? email : undefined;
+}
+
+const GatewayService: ServiceSchema<ApiSettingsSchema, GatewayMethods & Record<string, never>, GatewayVars> = {
 	name: "gateway",
 	mixins: [ApiGateway],
 
 	settings: {
-		// Overwritten from the node's config in created().
+		// Port, address and routes come from the node's config in created().
 		port: 3000,
 		ip: "0.0.0.0",
 		logRequest: "debug",
 		logResponse: "debug",
 		logRequestParams: null,
 		logRouteRegistration: "debug",
-		routes: [
-			{
-				path: "/",
-				mappingPolicy: "restrict",
-				bodyParsers: false,
-				aliases: {
-					"GET health": "gateway.health",
-					"GET ready": "gateway.ready"
-				},
-				callOptions: { retries: 0 }
-			}
-		],
-		onError(this: { logger: { error: (...a: unknown[]) => void } }, req: IncomingRequest, res: ServerResponse, err: Error) {
-			const ctx = req.$ctx as Context<unknown, ResponseMeta> | undefined;
+		routes: [],
+		async onError(this: GatewayThis, req: IncomingRequest, res: ServerResponse, err: Error) {
+			const ctx = req.$ctx as Context<unknown, ChatmeshMeta> | undefined;
 			const body = toPublicError(err, ctx?.requestID ?? undefined);
 			if (body.code >= 500) this.logger.error("Request failed", { requestId: ctx?.requestID, url: req.url, err });
+			if (body.type === ERR_INVALID_CREDENTIALS) {
+				const email = loginEmail(req);
+				if (email) {
+					const decision = await this.rateLimiter.loginFailed(email, this.clientIp(req)).catch(() => undefined);
+					if (decision && !decision.allowed) Object.assign(ctx?.meta ?? {}, { $responseHeaders: { ...ctx?.meta.$responseHeaders, ...RateLimiter.headers(decision) } });
+				}
+			}
+			if (res.headersSent) return void res.end();
 			for (const [key, value] of Object.entries(ctx?.meta.$responseHeaders ?? {})) res.setHeader(key, value);
 			res.setHeader("Content-Type", "application/json; charset=utf-8");
 			res.writeHead(body.code);
@@ -59,14 +141,14 @@ const GatewayService: ServiceSchema<ApiSettingsSchema> = {
 	actions: {
 		health: {
 			params: {},
-			handler(this: { broker: Context["broker"] }): Health {
+			handler(): Health {
 				return { status: "ok", nodeID: this.broker.nodeID, uptimeS: Math.round(process.uptime()) };
 			}
 		},
 
 		ready: {
 			params: {},
-			async handler(this: { broker: Context["broker"] }, ctx: Context<unknown, ResponseMeta>): Promise<Readiness> {
+			async handler(ctx: Context<unknown, ChatmeshMeta>): Promise<Readiness> {
 				const readiness = await checkReadiness(ctx, this.broker, runtimeOf(this.broker));
 				if (readiness.status !== "ready") ctx.meta.$statusCode = 503;
 				return readiness;
@@ -74,11 +156,84 @@ const GatewayService: ServiceSchema<ApiSettingsSchema> = {
 		}
 	},
 
+	methods: {
+		/**
+		 * Bearer access token or API key → the caller (no header: anonymous), then the request
+		 * counts against its route class for that caller and address. moleculer-web calls this
+		 * after onBeforeCall, so this is where the caller is first known.
+		 */
+		async authenticate(ctx: Context<unknown, ChatmeshMeta>, route: { opts: ChatmeshRoute }, req: IncomingRequest) {
+			const routeClass = route.opts.rateClass ?? "default";
+			const ip = this.clientIp(req);
+			const header = req.headers.authorization;
+			let user: AuthUser | null = null;
+			if (header) {
+				try {
+					const match = /^Bearer\s+(\S+)\s*$/i.exec(header);
+					if (!match) throw new UnauthorizedError("Authorization must be 'Bearer <token>'", ERR_INVALID_TOKEN);
+					const resolved = await ctx.call<ResolvedCredential, { token: string }>("user.resolveToken", { token: match[1] });
+					if (resolved.expiresAt !== null && resolved.expiresAt <= Date.now())
+						throw new UnauthorizedError("Access token expired", ERR_TOKEN_EXPIRED);
+					user = { id: resolved.user.id, roles: resolved.user.roles };
+				} catch (err) {
+					// A bad credential still counts against the address, so guessing costs requests.
+					await this.limit(ctx, routeClass, ip);
+					throw err;
+				}
+			}
+			await this.limit(ctx, routeClass, ip, user?.id);
+			return user;
+		},
+
+		clientIp(req: IncomingMessage) {
+			if (this.trustProxy) {
+				const forwarded = req.headers["x-forwarded-for"];
+				const first = (Array.isArray(forwarded) ? forwarded[0] : forwarded)?.split(",")[0]?.trim();
+				if (first) return first;
+			}
+			return req.socket.remoteAddress ?? "unknown";
+		},
+
+		async limit(ctx: Context<unknown, ChatmeshMeta>, routeClass: RouteClass, ip: string, userId?: string) {
+			const decision = await this.rateLimiter.consume(routeClass, ip, userId);
+			ctx.meta.$responseHeaders = { ...ctx.meta.$responseHeaders, ...RateLimiter.headers(decision) };
+			RateLimiter.assertAllowed(decision);
+		}
+	},
+
+	/** moleculer-web builds its routes in its own created(), so they are set from config here. */
+	merged(schema) {
+		const { config } = runtimeOf(this.broker);
+		schema.settings = { ...schema.settings, port: config.port, ip: config.host, routes: apiRoutes(config.bodyLimitBytes) };
+	},
+
 	created() {
 		const { config } = runtimeOf(this.broker);
-		this.settings.port = config.port;
-		this.settings.ip = config.host;
+		this.trustProxy = config.trustProxy;
+		this.redis = config.redisUrl ? new Redis({ ...redisOptions(config.redisUrl), lazyConnect: false }) : undefined;
+		this.redis?.on("error", () => {
+			// The limiter falls back to memory and says so; ioredis reconnects on its own.
+		});
+		const settings: RateLimitSettings = mergeRateLimits(DEFAULT_RATE_LIMITS, config.rateLimits, config.namespace);
+		this.rateLimiter = new RateLimiter({ settings, redis: this.redis, logger: this.logger });
+	},
+
+	async stopped() {
+		await this.redis?.quit().catch(() => this.redis?.disconnect());
 	}
 };
+
+function mergeRateLimits(
+	defaults: RateLimitSettings,
+	overrides: ReturnType<typeof runtimeOf>["config"]["rateLimits"],
+	namespace: string
+): RateLimitSettings {
+	return {
+		keyPrefix: `${namespace}:rl`,
+		perUser: { ...defaults.perUser, ...overrides?.perUser },
+		perIp: { ...defaults.perIp, ...overrides?.perIp },
+		loginFailures: { ...defaults.loginFailures, ...overrides?.loginFailures }
+	};
+}
 
 export default GatewayService;

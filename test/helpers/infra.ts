@@ -52,12 +52,16 @@ export async function createTestDatabase(label: string): Promise<TestDatabase> {
 	};
 }
 
+/** Every node of one test cluster signs and verifies with this (tests forge tokens with it too). */
+export const TEST_JWT_SECRET = "test-secret-for-chatmesh-suite-0123456789abcdef";
+
 /** The environment of a clustered node on the test infrastructure. */
 export function clusterEnv(namespace: string, databaseUrl: string): Record<string, string> {
 	return {
 		NAMESPACE: namespace,
 		TRANSPORTER: TEST_NATS_URL,
 		DATABASE_URL: databaseUrl,
-		REDIS_URL: TEST_REDIS_URL
+		REDIS_URL: TEST_REDIS_URL,
+		JWT_SECRET: TEST_JWT_SECRET
 	};
 }

@@ -2,6 +2,7 @@ import type { Service, ServiceSchema } from "moleculer";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { ChatmeshNode } from "../../lib/node";
 import { ERR_INTERNAL, ERR_INVALID_JSON, ERR_PAYLOAD_TOO_LARGE, NotFoundError } from "../../lib/errors";
+import type { ApiRouteSchema, ApiSettingsSchema } from "moleculer-web";
 import GatewayService from "../../services/gateway/gateway.service";
 import { clusterEnv, createTestDatabase, uniqueNamespace, type TestDatabase } from "../helpers/infra";
 import { startTestNode } from "../helpers/nodes";
@@ -25,28 +26,25 @@ const Probe: ServiceSchema = {
 	}
 };
 
+const probeRoutes: ApiRouteSchema[] = [
+	{
+		path: "/probe",
+		mappingPolicy: "restrict",
+		bodyParsers: { json: { limit: "1kb", strict: true } },
+		aliases: { "POST boom": "probe.boom", "GET missing": "probe.missing", "POST echo": "probe.echo" }
+	}
+];
+
 beforeAll(async () => {
 	db = await createTestDatabase("gateway");
 	node = await startTestNode({ ...clusterEnv(uniqueNamespace("gateway"), db.url), SERVICES: "gateway,llm" });
 	node.broker.createService(Probe);
 	const probeGateway = node.broker.createService({
 		name: "probe-gateway",
-		mixins: [GatewayService as ServiceSchema],
-		settings: {
-			port: 0,
-			ip: "127.0.0.1",
-			routes: [
-				{
-					path: "/probe",
-					mappingPolicy: "restrict",
-					bodyParsers: { json: { limit: "1kb", strict: true } },
-					aliases: { "POST boom": "probe.boom", "GET missing": "probe.missing", "POST echo": "probe.echo" }
-				}
-			]
-		},
-		// The gateway mixin takes its port from the node's config; this probe listens elsewhere.
-		created() {
-			this.settings.port = 0;
+		mixins: [GatewayService as unknown as ServiceSchema],
+		// Runs after the gateway's own merged(), which sets routes from config.
+		merged(schema: ServiceSchema<ApiSettingsSchema>) {
+			schema.settings = { ...schema.settings, port: 0, ip: "127.0.0.1", routes: probeRoutes };
 		}
 	}) as Service & { server: { address(): { port: number } } };
 	await node.broker.waitForServices(["probe", "probe-gateway"]);
