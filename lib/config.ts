@@ -238,7 +238,7 @@ export function loadConfig(env: Env = process.env): ChatmeshConfig {
 			parseWith(env, "DATA_DIR", z.string().min(1), "a directory path") ?? path.join(process.cwd(), "data")
 		),
 		jwtSecret: parseJwtSecret(env, nodeEnv),
-		accessTokenTtlS: parseWith(env, "ACCESS_TOKEN_TTL_S", integer(10, 86_400), "a whole number of seconds (10-86400)") ?? 900,
+		accessTokenTtlS: parseWith(env, "ACCESS_TOKEN_TTL_S", integer(1, 86_400), "a whole number of seconds (1-86400)") ?? 900,
 		refreshTokenTtlS:
 			parseWith(env, "REFRESH_TOKEN_TTL_S", integer(60, 31_536_000), "a whole number of seconds (60-31536000)") ??
 			30 * 86_400,

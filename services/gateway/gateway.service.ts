@@ -4,7 +4,7 @@
  * maps it to its HTTP status and public shape. Which actions need a caller is declared on the
  * actions themselves (`auth`, `roles`) and enforced by the broker middleware in lib/auth.ts.
  */
-import type { IncomingMessage, ServerResponse } from "node:http";
+import type { Server as HttpServer, IncomingMessage, ServerResponse } from "node:http";
 import { Redis } from "ioredis";
 import type { Context, ServiceSchema } from "moleculer";
 import ApiGateway, { type ApiRouteSchema, type ApiSettingsSchema, type IncomingRequest } from "moleculer-web";
@@ -16,6 +16,8 @@ import type { ResolvedCredential } from "../user/user.service";
 import { toPublicError } from "./http-errors";
 import { DEFAULT_RATE_LIMITS, RateLimiter, type RateLimitSettings, type RouteClass } from "./rate-limit";
 import { checkReadiness, type Readiness } from "./readiness";
+import { createSocketServer } from "./sockets";
+import type { Server as SocketServer, Socket } from "socket.io";
 
 export interface Health {
 	status: "ok";
@@ -32,11 +34,14 @@ interface GatewayVars {
 	rateLimiter: RateLimiter;
 	redis?: Redis;
 	trustProxy: boolean;
+	io?: SocketServer;
+	server: HttpServer;
 }
 
 interface GatewayMethods {
 	authenticate(ctx: Context<unknown, ChatmeshMeta>, route: { opts: ChatmeshRoute }, req: IncomingRequest): Promise<AuthUser | null>;
 	clientIp(req: IncomingMessage): string;
+	socketIp(socket: Socket): string;
 	limit(ctx: Context<unknown, ChatmeshMeta>, routeClass: RouteClass, ip: string, userId?: string): Promise<void>;
 }
 
@@ -194,6 +199,15 @@ const GatewayService: ServiceSchema<ApiSettingsSchema, GatewayMethods & Record<s
 			return req.socket.remoteAddress ?? "unknown";
 		},
 
+		socketIp(socket: Socket) {
+			if (this.trustProxy) {
+				const forwarded = socket.handshake.headers["x-forwarded-for"];
+				const first = (Array.isArray(forwarded) ? forwarded[0] : forwarded)?.split(",")[0]?.trim();
+				if (first) return first;
+			}
+			return socket.handshake.address || "unknown";
+		},
+
 		async limit(ctx: Context<unknown, ChatmeshMeta>, routeClass: RouteClass, ip: string, userId?: string) {
 			const decision = await this.rateLimiter.consume(routeClass, ip, userId);
 			ctx.meta.$responseHeaders = { ...ctx.meta.$responseHeaders, ...RateLimiter.headers(decision) };
@@ -218,7 +232,25 @@ const GatewayService: ServiceSchema<ApiSettingsSchema, GatewayMethods & Record<s
 		this.rateLimiter = new RateLimiter({ settings, redis: this.redis, logger: this.logger });
 	},
 
+	/** After moleculer-web's own started(): its HTTP server is listening. */
+	started() {
+		const { config } = runtimeOf(this.broker);
+		this.io = createSocketServer({
+			broker: this.broker,
+			server: this.server,
+			rateLimiter: this.rateLimiter,
+			clientIp: socket => this.socketIp(socket),
+			maxPayloadBytes: config.bodyLimitBytes,
+			handlers: {
+				whoami: { rateClass: "default", handle: async socket => ({ user: socket.data.user }) }
+			}
+		});
+	},
+
 	async stopped() {
+		// Close the sockets but leave the HTTP server to moleculer-web's own stopped().
+		this.io?.disconnectSockets(true);
+		this.io?.engine.close();
 		await this.redis?.quit().catch(() => this.redis?.disconnect());
 	}
 };

@@ -37,6 +37,7 @@ describe("loadConfig", () => {
 				{ name: "openai", baseURL: "https://api.example.test/v1", apiKey: "k", models: ["gpt"] }
 			]),
 			SERVICES: "gateway",
+			JWT_SECRET: "k3Jx9vQ2mP7wR4tY8uI1oA5sD6fG0hL3zX",
 			PORT: "8080",
 			LOG_LEVEL: "debug"
 		});
@@ -69,7 +70,12 @@ describe("loadConfig", () => {
 		["NODE_ENV", "staging"],
 		["SERVICES", "gateway,unknown"],
 		["SHUTDOWN_GRACE_MS", "-1"],
-		["NAMESPACE", "has space"]
+		["NAMESPACE", "has space"],
+		["JWT_SECRET", "too-short"],
+		["JWT_SECRET", "secret"],
+		["RATE_LIMITS", '{"perUser":{"chat":{"points":0,"durationS":60}}}'],
+		["RATE_LIMITS", '{"perUsr":{}}'],
+		["TRUST_PROXY", "yes"]
 	])("rejects %s=%s with one line naming the variable", (variable, value) => {
 		const env: Record<string, string> = { [variable]: value };
 		if (variable === "SERVICES") Object.assign(env, { TRANSPORTER: "nats://127.0.0.1:4222", DATABASE_URL: "postgres://db/x" });
@@ -79,12 +85,26 @@ describe("loadConfig", () => {
 		expect(err.message).not.toContain("\n");
 	});
 
+	it("refuses to run in production without a strong signing secret", () => {
+		expect(configError({ NODE_ENV: "production" }).variable).toBe("JWT_SECRET");
+		expect(configError({ NODE_ENV: "production", JWT_SECRET: "changeme" }).variable).toBe("JWT_SECRET");
+		expect(configError({ NODE_ENV: "production", JWT_SECRET: "x".repeat(31) }).variable).toBe("JWT_SECRET");
+		expect(loadConfig({ NODE_ENV: "production", JWT_SECRET: "x".repeat(32) }).jwtSecret).toBe("x".repeat(32));
+		// Outside production an unset secret is allowed (a random one is kept in the data directory).
+		expect(loadConfig({}).jwtSecret).toBeUndefined();
+	});
+
+	it("requires one shared secret on clustered nodes that sign or verify tokens", () => {
+		const gateway = loadConfig({ TRANSPORTER: "nats://127.0.0.1:4222", DATABASE_URL: "postgres://db/x", SERVICES: "gateway" });
+		expect(() => assertNodeConfig(gateway)).toThrow(/^JWT_SECRET must be set when TRANSPORTER is set/);
+	});
+
 	it("refuses a service subset without a transporter", () => {
 		expect(configError({ SERVICES: "gateway" }).variable).toBe("SERVICES");
 	});
 
 	it("requires a shared database for clustered nodes that use one", () => {
-		const clustered = loadConfig({ TRANSPORTER: "nats://127.0.0.1:4222" });
+		const clustered = loadConfig({ TRANSPORTER: "nats://127.0.0.1:4222", JWT_SECRET: "y".repeat(40) });
 		expect(() => assertNodeConfig(clustered)).toThrow(/^DATABASE_URL must be set when TRANSPORTER is set/);
 		expect(() => assertNodeConfig(loadConfig({ TRANSPORTER: "nats://127.0.0.1:4222", SERVICES: "llm" }))).not.toThrow();
 		expect(() => assertNodeConfig(loadConfig({}))).not.toThrow();

@@ -1,0 +1,125 @@
+/**
+ * The gateway's socket.io server, on the same HTTP server as the REST routes. Handshakes carry the
+ * same bearer credentials as HTTP (`auth: { token }`); each event is counted by the same rate
+ * limiter as an HTTP request; a connection whose access token expires is told why and closed, and
+ * may send a fresh token (`auth:refresh`) before that to stay open. Only the events registered
+ * here exist: there is no bridge that lets a client call arbitrary actions.
+ */
+import type { Server as HttpServer } from "node:http";
+import type { ServiceBroker } from "moleculer";
+import { Server, type Socket } from "socket.io";
+import type { AuthUser } from "../../lib/auth";
+import { ERR_TOKEN_EXPIRED, ERR_UNAUTHORIZED, UnauthorizedError } from "../../lib/errors";
+import type { ResolvedCredential } from "../user/user.service";
+import { RateLimiter, type RouteClass } from "./rate-limit";
+
+export interface SocketData {
+	user: AuthUser;
+	/** Milliseconds since the epoch; null for API keys. */
+	expiresAt: number | null;
+	ip: string;
+	expiryTimer?: NodeJS.Timeout;
+}
+
+/** What an acknowledgement carries when an event fails. */
+export interface SocketErrorAck {
+	error: { code: string; message: string; data?: unknown };
+}
+
+export type ChatSocket = Socket<Record<string, (...args: never[]) => void>, Record<string, (...args: unknown[]) => void>, Record<string, never>, SocketData>;
+
+type Ack = (response: unknown) => void;
+export type SocketHandler = (socket: ChatSocket, payload: unknown) => Promise<unknown>;
+
+export interface SocketServerOptions {
+	broker: ServiceBroker;
+	server: HttpServer;
+	rateLimiter: RateLimiter;
+	clientIp(socket: Socket): string;
+	maxPayloadBytes: number;
+	/** Event name → handler and the rate-limit class it counts against. */
+	handlers: Record<string, { rateClass: RouteClass; handle: SocketHandler }>;
+}
+
+function toAck(err: unknown): SocketErrorAck {
+	const e = err as { type?: string; message?: string; data?: unknown; code?: number };
+	const known = typeof e.type === "string" && typeof e.code === "number" && e.code < 500;
+	return known
+		? { error: { code: e.type as string, message: e.message ?? "", data: e.data } }
+		: { error: { code: "INTERNAL_ERROR", message: "Internal server error" } };
+}
+
+async function resolve(broker: ServiceBroker, token: unknown): Promise<ResolvedCredential> {
+	if (typeof token !== "string" || token.length === 0) throw new UnauthorizedError("A token is required in the handshake auth", ERR_UNAUTHORIZED);
+	const resolved = await broker.call<ResolvedCredential, { token: string }>("user.resolveToken", { token });
+	if (resolved.expiresAt !== null && resolved.expiresAt <= Date.now()) throw new UnauthorizedError("Access token expired", ERR_TOKEN_EXPIRED);
+	return resolved;
+}
+
+/** Closes the connection when its access token expires, saying why first. */
+function armExpiry(socket: ChatSocket): void {
+	clearTimeout(socket.data.expiryTimer);
+	const { expiresAt } = socket.data;
+	if (expiresAt === null) return;
+	socket.data.expiryTimer = setTimeout(
+		() => {
+			socket.emit("auth:expired", { code: ERR_TOKEN_EXPIRED, message: "Access token expired: refresh it and reconnect" });
+			socket.disconnect(true);
+		},
+		Math.max(0, expiresAt - Date.now())
+	);
+	socket.data.expiryTimer.unref();
+}
+
+export function createSocketServer(opts: SocketServerOptions): Server {
+	const io = new Server(opts.server, { serveClient: false, maxHttpBufferSize: opts.maxPayloadBytes, transports: ["websocket", "polling"] });
+
+	io.use((socket, next) => {
+		const ip = opts.clientIp(socket);
+		resolve(opts.broker, (socket.handshake.auth as { token?: unknown } | undefined)?.token)
+			.then(async resolved => {
+				RateLimiter.assertAllowed(await opts.rateLimiter.consume("default", ip, resolved.user.id));
+				Object.assign(socket.data, { user: resolved.user, expiresAt: resolved.expiresAt, ip });
+				next();
+			})
+			.catch(async (err: unknown) => {
+				const ack = toAck(err);
+				const error = Object.assign(new Error(ack.error.message), { data: ack.error });
+				next(error);
+			});
+	});
+
+	io.on("connection", (raw: Socket) => {
+		const socket = raw as unknown as ChatSocket;
+		armExpiry(socket);
+		socket.on("disconnect", () => clearTimeout(socket.data.expiryTimer));
+
+		// A fresh access token keeps the connection open past the old token's expiry.
+		socket.on("auth:refresh", async (payload: unknown, ack?: Ack) => {
+			try {
+				const resolved = await resolve(opts.broker, (payload as { token?: unknown } | undefined)?.token);
+				if (resolved.user.id !== socket.data.user.id) throw new UnauthorizedError("The token belongs to another user");
+				socket.data.expiresAt = resolved.expiresAt;
+				armExpiry(socket);
+				ack?.({ ok: true, expiresAt: resolved.expiresAt });
+			} catch (err) {
+				ack?.(toAck(err));
+			}
+		});
+
+		for (const [event, { rateClass, handle }] of Object.entries(opts.handlers)) {
+			socket.on(event, async (payload: unknown, ack?: Ack) => {
+				try {
+					RateLimiter.assertAllowed(await opts.rateLimiter.consume(rateClass, socket.data.ip, socket.data.user.id));
+					const result = await handle(socket, payload);
+					ack?.(result ?? { ok: true });
+				} catch (err) {
+					const response = toAck(err);
+					if (response.error.code === "INTERNAL_ERROR") opts.broker.logger.error(`socket event ${event} failed`, err);
+					ack?.(response);
+				}
+			});
+		}
+	});
+	return io;
+}
