@@ -6,7 +6,7 @@
 import path from "node:path";
 import { z } from "zod";
 
-export const SERVICE_NAMES = ["gateway", "user", "llm"] as const;
+export const SERVICE_NAMES = ["gateway", "user", "conversation", "llm", "quota", "moderation"] as const;
 export type ServiceName = (typeof SERVICE_NAMES)[number];
 
 const LOG_LEVELS = ["fatal", "error", "warn", "info", "debug", "trace"] as const;
@@ -20,6 +20,13 @@ export interface ProviderConfig {
 	apiKey?: string;
 	/** Model ids this provider serves. */
 	models: string[];
+}
+
+/** The model router's tiers (seed §6.1): a model id for cheap, medium and strong requests. */
+export interface ModelTiers {
+	cheap: string;
+	medium: string;
+	strong: string;
 }
 
 export interface ChatmeshConfig {
@@ -36,6 +43,12 @@ export interface ChatmeshConfig {
 	redisUrl?: string;
 	/** Ordered provider list; undefined means the built-in inference simulator. */
 	providers?: ProviderConfig[];
+	/** The router's tiers; undefined means the first, middle and last model the providers serve. */
+	modelTiers?: ModelTiers;
+	/** How long a provider may take to send its first token before it counts as timed out. */
+	llmFirstTokenTimeoutMs: number;
+	/** How long a streaming provider may stay silent between two chunks. */
+	llmIdleTimeoutMs: number;
 	host: string;
 	port: number;
 	dataDir: string;
@@ -156,6 +169,29 @@ function parseProviders(env: Env): ProviderConfig[] | undefined {
 	return result.data;
 }
 
+const modelTiersSchema = z
+	.object({ cheap: z.string().min(1), medium: z.string().min(1), strong: z.string().min(1) })
+	.strict();
+
+function parseModelTiers(env: Env, providers: ProviderConfig[] | undefined): ModelTiers | undefined {
+	const raw = read(env, "MODEL_TIERS");
+	if (raw === undefined) return undefined;
+	const expected = 'a JSON object naming a model for each tier, e.g. {"cheap":"llama-3-8b","medium":"qwen-2.5-32b","strong":"llama-3-70b"}';
+	let json: unknown;
+	try {
+		json = JSON.parse(raw);
+	} catch {
+		throw new ConfigError("MODEL_TIERS", expected);
+	}
+	const result = modelTiersSchema.safeParse(json);
+	if (!result.success) throw new ConfigError("MODEL_TIERS", expected);
+	// With providers configured, a tier naming a model none of them serves is a typo caught now.
+	const served = new Set(providers?.flatMap(p => p.models));
+	if (providers && Object.values(result.data).some(model => !served.has(model)))
+		throw new ConfigError("MODEL_TIERS", "a JSON object whose three models are all served by LLM_PROVIDERS");
+	return result.data;
+}
+
 function parseJwtSecret(env: Env, nodeEnv: ChatmeshConfig["nodeEnv"]): string | undefined {
 	const secret = read(env, "JWT_SECRET");
 	const expected = `at least ${MIN_SECRET_LENGTH} random characters and not a well-known default`;
@@ -212,6 +248,8 @@ export function loadConfig(env: Env = process.env): ChatmeshConfig {
 	if (transporter.length === 0 && read(env, "SERVICES") !== undefined && services.length !== SERVICE_NAMES.length)
 		throw new ConfigError("SERVICES", "unset when TRANSPORTER is unset (a subset of services needs a NATS transporter)");
 
+	const providers = parseProviders(env);
+
 	const config: ChatmeshConfig = {
 		nodeEnv,
 		nodeID: parseWith(env, "NODE_ID", z.string().regex(/^[\w.-]{1,64}$/), "1-64 letters, digits, '.', '-' or '_'"),
@@ -231,7 +269,13 @@ export function loadConfig(env: Env = process.env): ChatmeshConfig {
 			urlWithProtocols(["redis:", "rediss:"]),
 			"a Redis URL such as redis://127.0.0.1:6379/0"
 		),
-		providers: parseProviders(env),
+		providers,
+		modelTiers: parseModelTiers(env, providers),
+		llmFirstTokenTimeoutMs:
+			parseWith(env, "LLM_FIRST_TOKEN_TIMEOUT_MS", integer(100, 600_000), "a whole number of milliseconds (100-600000)") ??
+			60_000,
+		llmIdleTimeoutMs:
+			parseWith(env, "LLM_IDLE_TIMEOUT_MS", integer(100, 600_000), "a whole number of milliseconds (100-600000)") ?? 30_000,
 		host: parseWith(env, "HOST", z.string().regex(/^[\w.:-]+$/), "a host name or IP address to listen on") ?? "0.0.0.0",
 		port: parseWith(env, "PORT", integer(0, 65535), "a port number from 0 to 65535") ?? 3000,
 		dataDir: path.resolve(
@@ -272,7 +316,10 @@ export function loadConfig(env: Env = process.env): ChatmeshConfig {
 }
 
 /** Services whose node needs the database (the gateway checks it for readiness). */
-const DATABASE_SERVICES: ReadonlySet<ServiceName> = new Set(["gateway", "user"]);
+const DATABASE_SERVICES: ReadonlySet<ServiceName> = new Set(["gateway", "user", "conversation"]);
+
+/** Services that write or serve streamed answers, and so need the generation log. */
+export const GENERATION_SERVICES: ReadonlySet<ServiceName> = new Set(["gateway", "conversation"]);
 
 export function needsDatabase(config: ChatmeshConfig): boolean {
 	return config.services.some(s => DATABASE_SERVICES.has(s));
@@ -283,6 +330,9 @@ export function assertNodeConfig(config: ChatmeshConfig): void {
 	// The embedded database belongs to one process; the nodes of a cluster share one PostgreSQL.
 	if (config.transporter.length > 0 && config.databaseUrl === undefined && needsDatabase(config))
 		throw new ConfigError("DATABASE_URL", "set when TRANSPORTER is set and this node runs a service that needs the database");
+	// Streamed answers cross nodes through Redis: clustered writers and readers need it.
+	if (config.transporter.length > 0 && config.redisUrl === undefined && config.services.some(s => GENERATION_SERVICES.has(s)))
+		throw new ConfigError("REDIS_URL", "set when TRANSPORTER is set and this node runs gateway or conversation (streamed answers cross nodes through Redis)");
 	// Every node of a cluster must sign and verify tokens with the same secret.
 	if (config.transporter.length > 0 && config.jwtSecret === undefined && config.services.some(s => s === "gateway" || s === "user"))
 		throw new ConfigError("JWT_SECRET", "set when TRANSPORTER is set (every node signs and verifies with the same secret)");

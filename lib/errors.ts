@@ -31,7 +31,9 @@ export const ERR_UPSTREAM_ERROR = "UPSTREAM_ERROR";
 export const ERR_UPSTREAM_RATE_LIMITED = "UPSTREAM_RATE_LIMITED";
 export const ERR_UPSTREAM_TIMEOUT = "UPSTREAM_TIMEOUT";
 export const ERR_UPSTREAM_BAD_REQUEST = "UPSTREAM_BAD_REQUEST";
+export const ERR_MODEL_NOT_FOUND = "MODEL_NOT_FOUND";
 export const ERR_INTERNAL = "INTERNAL_ERROR";
+export const ERR_BAD_LAST_EVENT_ID = "BAD_LAST_EVENT_ID";
 
 /** Each known type's HTTP status. Moleculer's and moleculer-web's own types are included. */
 const HTTP_STATUS_BY_TYPE: Readonly<Record<string, number>> = {
@@ -57,7 +59,9 @@ const HTTP_STATUS_BY_TYPE: Readonly<Record<string, number>> = {
 	[ERR_UPSTREAM_RATE_LIMITED]: 429,
 	[ERR_UPSTREAM_TIMEOUT]: 504,
 	[ERR_UPSTREAM_BAD_REQUEST]: 400,
+	[ERR_MODEL_NOT_FOUND]: 400,
 	[ERR_INTERNAL]: 500,
+	[ERR_BAD_LAST_EVENT_ID]: 400,
 	// moleculer-web
 	NO_TOKEN: 401,
 	UNSUPPORTED_MEDIA_TYPE: 415,

@@ -7,8 +7,9 @@ import { ServiceBroker } from "moleculer";
 import { brokerOptions } from "../moleculer.config";
 import { SERVICE_SCHEMAS } from "../services";
 import { startSimulator, type SimulatorHandle } from "../services/llm/simulator/simulator";
-import { assertNodeConfig, needsDatabase, redactUrl, type ChatmeshConfig, type ProviderConfig } from "./config";
+import { assertNodeConfig, GENERATION_SERVICES, needsDatabase, redactUrl, type ChatmeshConfig, type ProviderConfig } from "./config";
 import { openDatabase, type Database } from "./db";
+import { createGenerationLog, type GenerationLog } from "./generations/log";
 import { attachRuntime, type Runtime } from "./runtime";
 import { resolveJwtSecret } from "./secrets";
 
@@ -27,8 +28,9 @@ export async function startNode(config: ChatmeshConfig): Promise<ChatmeshNode> {
 	assertNodeConfig(config);
 	const broker = new ServiceBroker(brokerOptions(config));
 	const logger = broker.getLogger("node");
-	const opened: { database?: Database; simulator?: SimulatorHandle } = {};
+	const opened: { database?: Database; simulator?: SimulatorHandle; generations?: GenerationLog } = {};
 	const closeOpened = async () => {
+		await opened.generations?.close().catch((err: unknown) => logger.warn("Generation log close failed", err));
 		await opened.database?.close().catch((err: unknown) => logger.warn("Database close failed", err));
 		await opened.simulator?.close().catch((err: unknown) => logger.warn("Simulator close failed", err));
 	};
@@ -52,7 +54,23 @@ export async function startNode(config: ChatmeshConfig): Promise<ChatmeshNode> {
 			logger.info(`No LLM_PROVIDERS set: using the built-in inference simulator at ${opened.simulator.baseURL}`);
 		}
 
-		const runtime: Runtime = { config, database: opened.database, providers, jwtSecret: await resolveJwtSecret(config) };
+		if (config.services.some(s => GENERATION_SERVICES.has(s)))
+			opened.generations = createGenerationLog({
+				keyPrefix: config.namespace,
+				maxEvents: 20_000,
+				ttlS: 3600,
+				runningTtlS: 86_400,
+				redis: config.redisUrl ? { url: config.redisUrl } : undefined,
+				logger
+			});
+
+		const runtime: Runtime = {
+			config,
+			database: opened.database,
+			providers,
+			jwtSecret: await resolveJwtSecret(config),
+			generations: opened.generations
+		};
 		attachRuntime(broker, runtime);
 		for (const name of config.services) broker.createService(SERVICE_SCHEMAS[name]);
 		await broker.start();

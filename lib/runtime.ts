@@ -6,6 +6,7 @@
 import type { ServiceBroker } from "moleculer";
 import type { ChatmeshConfig, ProviderConfig } from "./config";
 import type { Database } from "./db";
+import type { GenerationLog } from "./generations/log";
 
 export interface Runtime {
 	config: ChatmeshConfig;
@@ -15,6 +16,8 @@ export interface Runtime {
 	providers: ProviderConfig[];
 	/** Signs and verifies access tokens (see lib/secrets.ts). */
 	jwtSecret: string;
+	/** The replay log of streamed answers, on nodes that write or serve them. */
+	generations?: GenerationLog;
 }
 
 const runtimes = new WeakMap<ServiceBroker, Runtime>();

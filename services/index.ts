@@ -5,12 +5,18 @@
 import type { ServiceSchema } from "moleculer";
 import type { ServiceName } from "../lib/config";
 import GatewayService from "./gateway/gateway.service";
+import ConversationService from "./conversation/conversation.service";
 import LlmService from "./llm/llm.service";
+import ModerationService from "./moderation/moderation.service";
+import QuotaService from "./quota/quota.service";
 import UserService from "./user/user.service";
 
 export const SERVICE_SCHEMAS: Readonly<Record<ServiceName, ServiceSchema>> = {
 	// Each schema is typed by its own settings; the broker takes them all alike.
 	gateway: GatewayService as unknown as ServiceSchema,
 	user: UserService as unknown as ServiceSchema,
-	llm: LlmService as unknown as ServiceSchema
+	conversation: ConversationService as unknown as ServiceSchema,
+	llm: LlmService as unknown as ServiceSchema,
+	quota: QuotaService,
+	moderation: ModerationService
 };

@@ -8,8 +8,23 @@ import type { Server as HttpServer, IncomingMessage, ServerResponse } from "node
 import { Redis } from "ioredis";
 import type { Context, ServiceSchema } from "moleculer";
 import ApiGateway, { type ApiRouteSchema, type ApiSettingsSchema, type IncomingRequest } from "moleculer-web";
-import type { AuthUser, ChatmeshMeta } from "../../lib/auth";
-import { ERR_INVALID_CREDENTIALS, ERR_INVALID_TOKEN, ERR_TOKEN_EXPIRED, UnauthorizedError } from "../../lib/errors";
+import { callerOf, type AuthUser, type ChatmeshMeta } from "../../lib/auth";
+import {
+	BadRequestError,
+	ERR_BAD_LAST_EVENT_ID,
+	ERR_INVALID_CREDENTIALS,
+	ERR_INVALID_TOKEN,
+	ERR_TOKEN_EXPIRED,
+	NotFoundError,
+	UnauthorizedError
+} from "../../lib/errors";
+import type { GenerationLog } from "../../lib/generations/log";
+import type { GenerationMeta } from "../../lib/generations/types";
+import type { SendResult } from "../conversation/conversation.service";
+import type { ModelInfo } from "../llm/llm.service";
+import { conversationCompletion, modelList, openAiError, parseCompletionRequest, passthroughCompletion } from "./openai-compat";
+import { chatSocketHandlers } from "./socket-chat";
+import { parseAfter, streamGenerationSse } from "./streaming";
 import { redisOptions } from "../../lib/redis";
 import { runtimeOf } from "../../lib/runtime";
 import type { ResolvedCredential } from "../user/user.service";
@@ -36,13 +51,21 @@ interface GatewayVars {
 	trustProxy: boolean;
 	io?: SocketServer;
 	server: HttpServer;
+	generations: GenerationLog;
 }
 
 interface GatewayMethods {
-	authenticate(ctx: Context<unknown, ChatmeshMeta>, route: { opts: ChatmeshRoute }, req: IncomingRequest): Promise<AuthUser | null>;
+	authenticate(
+		ctx: Context<unknown, ChatmeshMeta>,
+		route: { opts: ChatmeshRoute },
+		req: IncomingRequest,
+		res: ServerResponse,
+		alias?: { handler?: unknown }
+	): Promise<AuthUser | null>;
 	clientIp(req: IncomingMessage): string;
 	socketIp(socket: Socket): string;
 	limit(ctx: Context<unknown, ChatmeshMeta>, routeClass: RouteClass, ip: string, userId?: string): Promise<void>;
+	replyError(req: IncomingRequest, res: ServerResponse, err: Error, format: "chatmesh" | "openai"): Promise<void>;
 }
 
 type GatewayThis = GatewayVars & GatewayMethods & { logger: Context["broker"]["logger"] };
@@ -85,11 +108,120 @@ function apiRoutes(bodyLimitBytes: number): ChatmeshRoute[] {
 				"POST keys": "user.createApiKey",
 				"DELETE keys/:id": "user.revokeApiKey",
 				"GET admin/users": "user.list",
-				"PUT admin/users/:id/roles": "user.setRoles"
+				"PUT admin/users/:id/roles": "user.setRoles",
+				"GET models": "llm.models",
+				"GET conversations": "conversation.list",
+				"POST conversations": "conversation.create",
+				"GET conversations/:id": "conversation.get",
+				"PATCH conversations/:id": "conversation.rename",
+				"DELETE conversations/:id": "conversation.remove",
+				"GET conversations/:id/messages": "conversation.messages",
+				"GET generations/:id": "conversation.generation",
+				"GET generations/:id/events": generationEvents,
+				"POST generations/:id/cancel": "conversation.cancel",
+				"POST conversations/:id/messages": sendMessage
+			}
+		},
+		{
+			// OpenAI-compatible surface; errors in OpenAI's shape.
+			path: "/v1",
+			rateClass: "chat",
+			authentication: true,
+			mappingPolicy: "restrict",
+			bodyParsers: jsonBody(bodyLimitBytes),
+			aliases: { "POST chat/completions": chatCompletions, "GET models": v1Models },
+			onError(this: GatewayThis, req: IncomingRequest, res: ServerResponse, err: Error) {
+				void this.replyError(req, res, err, "openai");
 			}
 		}
 	];
 }
+
+/** `POST /v1/chat/completions`: passthrough, or a stored turn when the body names a conversation. */
+const chatCompletions: AliasHandler = function (req, res, next) {
+	const ctx = req.$ctx as Context<unknown, ChatmeshMeta>;
+	Promise.resolve()
+		.then(async () => {
+			callerOf(ctx);
+			const body = parseCompletionRequest((req as IncomingRequest & { body?: unknown }).body);
+			const deps = { ctx, req, res, body, generations: this.generations, headers: ctx.meta.$responseHeaders ?? {} };
+			await (body.conversation_id ? conversationCompletion(deps) : passthroughCompletion(deps));
+			next?.(RESPONSE_SENT);
+		})
+		.catch(err => next?.(err));
+};
+
+const v1Models: AliasHandler = function (req, res, next) {
+	const ctx = req.$ctx as Context<unknown, ChatmeshMeta>;
+	Promise.resolve()
+		.then(async () => {
+			callerOf(ctx);
+			const models = await ctx.call<ModelInfo[]>("llm.models");
+			res.writeHead(200, { ...ctx.meta.$responseHeaders, "Content-Type": "application/json; charset=utf-8" });
+			res.end(JSON.stringify(modelList(models)));
+			next?.(RESPONSE_SENT);
+		})
+		.catch(err => next?.(err));
+};
+
+type AliasHandler = (this: GatewayThis, req: IncomingRequest, res: ServerResponse, next?: (err?: unknown) => void) => void;
+
+/**
+ * moleculer-web treats a function alias as middleware and looks for an action after it; ours
+ * answer the request themselves, so they end with this marker instead of next(). It travels as a
+ * 4xx-coded error (so moleculer-web does not log it) to replyError, which leaves the response alone.
+ */
+class ResponseSent extends Error {
+	readonly code = 499;
+	readonly type = "RESPONSE_SENT";
+}
+const RESPONSE_SENT = new ResponseSent("response already sent");
+
+function wantsEventStream(req: IncomingMessage): boolean {
+	return /\btext\/event-stream\b/.test(String(req.headers.accept ?? ""));
+}
+
+/** `POST /api/conversations/:id/messages`: SSE with `Accept: text/event-stream`, else 202 with the ids. */
+const sendMessage: AliasHandler = function (req, res, next) {
+	const ctx = req.$ctx as Context<unknown, ChatmeshMeta>;
+	const params = req.$params as { id?: unknown; content?: unknown; model?: unknown };
+	ctx
+		.call<SendResult, Record<string, unknown>>("conversation.send", { conversationId: params.id, content: params.content, model: params.model })
+		.then(async result => {
+			if (wantsEventStream(req)) {
+				await streamGenerationSse(this.generations, result.generationId, 0, req, res, {
+					...ctx.meta.$responseHeaders,
+					"X-Generation-Id": result.generationId,
+					"X-Message-Id": result.messageId
+				});
+			} else {
+				res.writeHead(202, { ...ctx.meta.$responseHeaders, "Content-Type": "application/json; charset=utf-8" });
+				res.end(JSON.stringify(result));
+			}
+			next?.(RESPONSE_SENT);
+		})
+		.catch(err => next?.(err));
+};
+
+/** Handlers whose requests count against another class than their route's. */
+const ALIAS_RATE_CLASS = new WeakMap<object, RouteClass>([[sendMessage, "chat"]]);
+
+/** `GET /api/generations/:id/events`: replay after `Last-Event-ID` (or `?after=`), then live, as SSE. */
+const generationEvents: AliasHandler = function (req, res, next) {
+	const ctx = req.$ctx as Context<unknown, ChatmeshMeta>;
+	const params = req.$params as { id?: unknown; after?: unknown };
+	const after = parseAfter(req.headers["last-event-id"] ?? params.after);
+	if (after === null) return next?.(new BadRequestError("Last-Event-ID must be a sequence number", { field: "Last-Event-ID" }, ERR_BAD_LAST_EVENT_ID));
+	ctx
+		.call<GenerationMeta | null, { id: unknown }>("conversation.generationMeta", { id: params.id })
+		.then(async meta => {
+			// Someone else's generation looks exactly like a missing one.
+			if (!meta || meta.ownerId !== ctx.meta.user?.id) throw new NotFoundError("generation", String(params.id));
+			await streamGenerationSse(this.generations, meta.generationId, after ?? 0, req, res, ctx.meta.$responseHeaders);
+			next?.(RESPONSE_SENT);
+		})
+		.catch(err => next?.(err));
+};
 
 /** Sign-in attempts: the route-class limit, and a stricter one per email and address after failures. */
 async function loginGuard(this: GatewayThis, ctx: Context<unknown, ChatmeshMeta>, route: { opts: ChatmeshRoute }, req: IncomingRequest) {
@@ -124,22 +256,8 @@ const GatewayService: ServiceSchema<ApiSettingsSchema, GatewayMethods & Record<s
 		logRequestParams: null,
 		logRouteRegistration: "debug",
 		routes: [],
-		async onError(this: GatewayThis, req: IncomingRequest, res: ServerResponse, err: Error) {
-			const ctx = req.$ctx as Context<unknown, ChatmeshMeta> | undefined;
-			const body = toPublicError(err, ctx?.requestID ?? undefined);
-			if (body.code >= 500) this.logger.error("Request failed", { requestId: ctx?.requestID, url: req.url, err });
-			if (body.type === ERR_INVALID_CREDENTIALS) {
-				const email = loginEmail(req);
-				if (email) {
-					const decision = await this.rateLimiter.loginFailed(email, this.clientIp(req)).catch(() => undefined);
-					if (decision && !decision.allowed) Object.assign(ctx?.meta ?? {}, { $responseHeaders: { ...ctx?.meta.$responseHeaders, ...RateLimiter.headers(decision) } });
-				}
-			}
-			if (res.headersSent) return void res.end();
-			for (const [key, value] of Object.entries(ctx?.meta.$responseHeaders ?? {})) res.setHeader(key, value);
-			res.setHeader("Content-Type", "application/json; charset=utf-8");
-			res.writeHead(body.code);
-			res.end(JSON.stringify(body));
+		onError(this: GatewayThis, req: IncomingRequest, res: ServerResponse, err: Error) {
+			void this.replyError(req, res, err, "chatmesh");
 		}
 	},
 
@@ -167,8 +285,9 @@ const GatewayService: ServiceSchema<ApiSettingsSchema, GatewayMethods & Record<s
 		 * counts against its route class for that caller and address. moleculer-web calls this
 		 * after onBeforeCall, so this is where the caller is first known.
 		 */
-		async authenticate(ctx: Context<unknown, ChatmeshMeta>, route: { opts: ChatmeshRoute }, req: IncomingRequest) {
-			const routeClass = route.opts.rateClass ?? "default";
+		async authenticate(ctx: Context<unknown, ChatmeshMeta>, route: { opts: ChatmeshRoute }, req: IncomingRequest, _res: ServerResponse, alias?: { handler?: unknown }) {
+			const handler = typeof alias?.handler === "function" ? alias.handler : undefined;
+			const routeClass: RouteClass = (handler && ALIAS_RATE_CLASS.get(handler)) || route.opts.rateClass || "default";
 			const ip = this.clientIp(req);
 			const header = req.headers.authorization;
 			let user: AuthUser | null = null;
@@ -208,6 +327,30 @@ const GatewayService: ServiceSchema<ApiSettingsSchema, GatewayMethods & Record<s
 			return socket.handshake.address || "unknown";
 		},
 
+		/** The one way errors leave over HTTP: status from the type, public shape, headers kept. */
+		async replyError(req: IncomingRequest, res: ServerResponse, err: Error, format: "chatmesh" | "openai") {
+			if (err === RESPONSE_SENT) return;
+			const ctx = req.$ctx as Context<unknown, ChatmeshMeta> | undefined;
+			const body = toPublicError(err, ctx?.requestID ?? undefined);
+			if (body.code >= 500) this.logger.error("Request failed", { requestId: ctx?.requestID, url: req.url, err });
+			if (body.type === ERR_INVALID_CREDENTIALS) {
+				const email = loginEmail(req);
+				if (email) {
+					const decision = await this.rateLimiter.loginFailed(email, this.clientIp(req)).catch(() => undefined);
+					if (decision && !decision.allowed && ctx) ctx.meta.$responseHeaders = { ...ctx.meta.$responseHeaders, ...RateLimiter.headers(decision) };
+				}
+			}
+			if (res.headersSent) {
+				// A stream already under way: end it; its client sees the stream stop.
+				if (!res.writableEnded) res.end();
+				return;
+			}
+			for (const [key, value] of Object.entries(ctx?.meta.$responseHeaders ?? {})) res.setHeader(key, value);
+			res.setHeader("Content-Type", "application/json; charset=utf-8");
+			res.writeHead(body.code);
+			res.end(JSON.stringify(format === "openai" ? openAiError(body.code, body) : body));
+		},
+
 		async limit(ctx: Context<unknown, ChatmeshMeta>, routeClass: RouteClass, ip: string, userId?: string) {
 			const decision = await this.rateLimiter.consume(routeClass, ip, userId);
 			ctx.meta.$responseHeaders = { ...ctx.meta.$responseHeaders, ...RateLimiter.headers(decision) };
@@ -222,7 +365,9 @@ const GatewayService: ServiceSchema<ApiSettingsSchema, GatewayMethods & Record<s
 	},
 
 	created() {
-		const { config } = runtimeOf(this.broker);
+		const { config, generations } = runtimeOf(this.broker);
+		if (!generations) throw new Error("gateway needs the generation log");
+		this.generations = generations;
 		this.trustProxy = config.trustProxy;
 		this.redis = config.redisUrl ? new Redis({ ...redisOptions(config.redisUrl), lazyConnect: false }) : undefined;
 		this.redis?.on("error", () => {
@@ -242,7 +387,8 @@ const GatewayService: ServiceSchema<ApiSettingsSchema, GatewayMethods & Record<s
 			clientIp: socket => this.socketIp(socket),
 			maxPayloadBytes: config.bodyLimitBytes,
 			handlers: {
-				whoami: { rateClass: "default", handle: async socket => ({ user: socket.data.user }) }
+				whoami: { rateClass: "default", handle: async socket => ({ user: socket.data.user }) },
+				...chatSocketHandlers(this.broker, this.generations)
 			}
 		});
 	},

@@ -6,7 +6,6 @@
 import type { Context, ServiceSchema } from "moleculer";
 import { callerOf, ROLE_ADMIN, type AuthUser, type ChatmeshMeta } from "../../lib/auth";
 import {
-	BadRequestError,
 	ChatmeshClientError,
 	ERR_EMAIL_TAKEN,
 	ERR_INVALID_CREDENTIALS,
@@ -16,7 +15,9 @@ import {
 	NotFoundError,
 	UnauthorizedError
 } from "../../lib/errors";
+import { decodeCursor, pageOf } from "../../lib/cursor";
 import { runtimeOf } from "../../lib/runtime";
+import { CacheCleanerMixin, type CacheCleanerMethods } from "../../mixins/cache-cleaner.mixin";
 import { assertPasswordRules, hashPassword, verifyPassword } from "./passwords";
 import { apiKeyView, publicUser, UserStore, type ApiKeyView, type PublicUser } from "./store";
 import {
@@ -56,11 +57,6 @@ export interface CredentialsParams {
 	password: string;
 }
 
-export interface RevokedEvent {
-	/** Cache key patterns of user.resolveToken to drop. */
-	patterns: string[];
-}
-
 const RESOLVE_CACHE = "user.resolveToken";
 
 /** Cache keys name the session or key, never the secret, so revocation can find them. */
@@ -79,9 +75,8 @@ interface UserVars {
 	refreshTtlS: number;
 }
 
-interface UserMethods {
+interface UserMethods extends CacheCleanerMethods {
 	issueTokens(user: { id: string; roles: string[] }, sessionId?: string, refresh?: { token: string }): Promise<Omit<AuthResult, "user">>;
-	announceRevoked(ctx: Context, patterns: string[]): Promise<void>;
 }
 
 type Ctx<P = Record<string, never>> = Context<P, ChatmeshMeta>;
@@ -90,6 +85,8 @@ const emailParam = { type: "email", max: 254, normalize: true, label: "email" } 
 
 const UserService: ServiceSchema<Record<string, never>, UserMethods & Record<string, never>, UserVars> = {
 	name: "user",
+	// Revocations drop cached resolveToken results on every node at once.
+	mixins: [CacheCleanerMixin("user")],
 
 	actions: {
 		register: {
@@ -133,7 +130,7 @@ const UserService: ServiceSchema<Record<string, never>, UserMethods & Record<str
 					case "revoked":
 						throw new UnauthorizedError("Session was signed out", ERR_TOKEN_REVOKED);
 					case "reused":
-						await this.announceRevoked(ctx, [sessionPattern(result.row.session_id)]);
+						await this.cleanCache([sessionPattern(result.row.session_id)]);
 						this.logger.warn("Refresh token reuse: session revoked", { sessionId: result.row.session_id });
 						throw new UnauthorizedError("Refresh token was already used; the session is revoked", ERR_TOKEN_REVOKED);
 					case "rotated":
@@ -148,7 +145,7 @@ const UserService: ServiceSchema<Record<string, never>, UserMethods & Record<str
 			async handler(ctx: Ctx<{ refreshToken: string }>): Promise<void> {
 				const session = await this.store.revokeSessionByRefreshHash(sha256(ctx.params.refreshToken), "signed out");
 				// Unknown tokens sign out nothing, and say so no differently: logout is idempotent.
-				if (session) await this.announceRevoked(ctx, [sessionPattern(session.id)]);
+				if (session) await this.cleanCache([sessionPattern(session.id)]);
 				ctx.meta.$statusCode = 204;
 			}
 		},
@@ -212,7 +209,7 @@ const UserService: ServiceSchema<Record<string, never>, UserMethods & Record<str
 				const revoked = await this.store.revokeApiKey(callerOf(ctx).id, ctx.params.id);
 				// Another user's key answers exactly like a missing one.
 				if (!revoked) throw new NotFoundError("API key", ctx.params.id);
-				await this.announceRevoked(ctx, [`${RESOLVE_CACHE}:k:${revoked.key_hash}`]);
+				await this.cleanCache([`${RESOLVE_CACHE}:k:${revoked.key_hash}`]);
 				ctx.meta.$statusCode = 204;
 			}
 		},
@@ -226,13 +223,9 @@ const UserService: ServiceSchema<Record<string, never>, UserMethods & Record<str
 			},
 			async handler(ctx: Ctx<{ limit: number; cursor?: string }>): Promise<{ items: PublicUser[]; nextCursor: string | null }> {
 				const after = decodeCursor(ctx.params.cursor);
-				const rows = await this.store.listUsers(ctx.params.limit + 1, after);
-				const page = rows.slice(0, ctx.params.limit);
-				const last = page.at(-1);
-				return {
-					items: page.map(publicUser),
-					nextCursor: rows.length > ctx.params.limit && last ? encodeCursor(last.created_at, last.id) : null
-				};
+				const rows = await this.store.listUsers(ctx.params.limit + 1, after && { createdAt: after.at, id: after.id });
+				const page = pageOf(rows, ctx.params.limit, row => ({ at: row.created_at, id: row.id }));
+				return { items: page.items.map(publicUser), nextCursor: page.nextCursor };
 			}
 		},
 
@@ -244,19 +237,8 @@ const UserService: ServiceSchema<Record<string, never>, UserMethods & Record<str
 				const row = await this.store.setRoles(ctx.params.id, [...new Set(ctx.params.roles)]);
 				if (!row) throw new NotFoundError("user", ctx.params.id);
 				// Cached credentials carry roles: drop them all so the change applies at once.
-				await this.announceRevoked(ctx, [`${RESOLVE_CACHE}:*`]);
+				await this.cleanCache([`${RESOLVE_CACHE}:*`]);
 				return publicUser(row);
-			}
-		}
-	},
-
-	events: {
-		/** Every node running this service drops the named cache entries (memory or Redis). */
-		"user.credentialsRevoked": {
-			params: { patterns: { type: "array", items: "string" } },
-			async handler(ctx: Context<RevokedEvent>) {
-				if (!this.broker.cacher) return;
-				for (const pattern of ctx.params.patterns) await this.broker.cacher.clean(pattern);
 			}
 		}
 	},
@@ -272,12 +254,6 @@ const UserService: ServiceSchema<Record<string, never>, UserMethods & Record<str
 			}
 			const access = await signAccessToken(this.key, { userId: user.id, sessionId: sid, roles: user.roles }, this.accessTtlS);
 			return { accessToken: access.token, refreshToken: refreshToken as string, expiresIn: this.accessTtlS, tokenType: "Bearer" as const };
-		},
-
-		async announceRevoked(ctx: Context, patterns: string[]) {
-			// Clean here first so this node is right even before the broadcast arrives.
-			if (this.broker.cacher) for (const p of patterns) await this.broker.cacher.clean(p);
-			await ctx.broadcast("user.credentialsRevoked", { patterns } satisfies RevokedEvent);
 		}
 	},
 
@@ -290,21 +266,5 @@ const UserService: ServiceSchema<Record<string, never>, UserMethods & Record<str
 		this.refreshTtlS = runtime.config.refreshTokenTtlS;
 	}
 };
-
-function encodeCursor(createdAt: Date, id: string): string {
-	return Buffer.from(JSON.stringify([createdAt.toISOString(), id])).toString("base64url");
-}
-
-function decodeCursor(cursor: string | undefined): { createdAt: string; id: string } | undefined {
-	if (!cursor) return undefined;
-	try {
-		const [createdAt, id] = JSON.parse(Buffer.from(cursor, "base64url").toString("utf8")) as [string, string];
-		if (typeof createdAt === "string" && !Number.isNaN(Date.parse(createdAt)) && /^[0-9a-f-]{36}$/.test(id))
-			return { createdAt, id };
-	} catch {
-		// fall through
-	}
-	throw new BadRequestError("Invalid cursor", { cursor });
-}
 
 export default UserService;

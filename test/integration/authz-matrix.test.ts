@@ -2,7 +2,8 @@ import crypto from "node:crypto";
 import type { ApiRouteSchema } from "moleculer-web";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { ChatmeshNode } from "../../lib/node";
-import { clusterEnv, createTestDatabase, uniqueNamespace, type TestDatabase } from "../helpers/infra";
+import { startSimulator, type SimulatorHandle } from "../../services/llm/simulator/simulator";
+import { createTestDatabase, TEST_REDIS_URL, uniqueNamespace, type TestDatabase } from "../helpers/infra";
 import { apiClient, signUp, type ApiClient, type ApiResponse, type Session } from "../helpers/http";
 import { startTestNode } from "../helpers/nodes";
 
@@ -23,7 +24,61 @@ interface ResourceCase {
 	attempt(intruder: Session, id: string): Promise<ApiResponse>;
 }
 
+async function conversationOf(owner: Session): Promise<string> {
+	const res = await api.post<{ id: string }>("/api/conversations", { token: owner.accessToken, body: { title: "mine" } });
+	await api.post(`/api/conversations/${res.body.id}/messages`, { token: owner.accessToken, body: { content: "private words" } });
+	return res.body.id;
+}
+
+async function conversationState(owner: Session, id: string) {
+	const conv = await api.get(`/api/conversations/${id}`, { token: owner.accessToken });
+	const messages = await api.get(`/api/conversations/${id}/messages`, { token: owner.accessToken });
+	return conv.status === 200 ? { conv: conv.body, messages: messages.body } : undefined;
+}
+
+/** A finished generation of the owner's (finished, so its state no longer moves by itself). */
+async function generationOf(owner: Session): Promise<string> {
+	const conv = await api.post<{ id: string }>("/api/conversations", { token: owner.accessToken, body: {} });
+	const sent = await api.post<{ generationId: string }>(`/api/conversations/${conv.body.id}/messages`, {
+		token: owner.accessToken,
+		body: { content: "private question" }
+	});
+	for (let i = 0; i < 100; i++) {
+		const status = await api.get<{ status: string }>(`/api/generations/${sent.body.generationId}`, { token: owner.accessToken });
+		if (status.body.status !== "streaming") break;
+		await new Promise(r => setTimeout(r, 50));
+	}
+	return sent.body.generationId;
+}
+
+const generationState = async (owner: Session, id: string) => (await api.get(`/api/generations/${id}`, { token: owner.accessToken })).body;
+
+const conversationCase = (route: string, attempt: ResourceCase["attempt"]): ResourceCase => ({
+	route,
+	create: conversationOf,
+	snapshot: conversationState,
+	attempt
+});
+const generationCase = (route: string, attempt: ResourceCase["attempt"]): ResourceCase => ({
+	route,
+	create: generationOf,
+	snapshot: generationState,
+	attempt
+});
+
 const MATRIX: ResourceCase[] = [
+	conversationCase("GET /api/conversations/:id", (b, id) => api.get(`/api/conversations/${id}`, { token: b.accessToken })),
+	conversationCase("PATCH /api/conversations/:id", (b, id) =>
+		api.patch(`/api/conversations/${id}`, { token: b.accessToken, body: { title: "taken over" } })
+	),
+	conversationCase("DELETE /api/conversations/:id", (b, id) => api.delete(`/api/conversations/${id}`, { token: b.accessToken })),
+	conversationCase("GET /api/conversations/:id/messages", (b, id) => api.get(`/api/conversations/${id}/messages`, { token: b.accessToken })),
+	conversationCase("POST /api/conversations/:id/messages", (b, id) =>
+		api.post(`/api/conversations/${id}/messages`, { token: b.accessToken, body: { content: "injected" } })
+	),
+	generationCase("GET /api/generations/:id", (b, id) => api.get(`/api/generations/${id}`, { token: b.accessToken })),
+	generationCase("GET /api/generations/:id/events", (b, id) => api.get(`/api/generations/${id}/events`, { token: b.accessToken })),
+	generationCase("POST /api/generations/:id/cancel", (b, id) => api.post(`/api/generations/${id}/cancel`, { token: b.accessToken })),
 	{
 		route: "DELETE /api/keys/:id",
 		async create(owner) {
@@ -38,13 +93,23 @@ const MATRIX: ResourceCase[] = [
 	}
 ];
 
+let sim: SimulatorHandle;
+
 beforeAll(async () => {
+	sim = await startSimulator({ outputTokens: 5 });
 	db = await createTestDatabase("authz");
-	node = await startTestNode({ ...clusterEnv(uniqueNamespace("authz"), db.url), SERVICES: "gateway,user" });
+	node = await startTestNode({
+		DATABASE_URL: db.url,
+		REDIS_URL: TEST_REDIS_URL,
+		NAMESPACE: uniqueNamespace("authz"),
+		LLM_PROVIDERS: JSON.stringify([{ name: "sim", baseURL: sim.baseURL, models: ["sim-small"] }]),
+		RATE_LIMITS: JSON.stringify({ perIp: { auth: { points: 1000, durationS: 60 } } })
+	});
 	api = apiClient(node.baseUrl);
 });
 afterAll(async () => {
 	await node?.stop();
+	await sim?.close();
 	await db?.drop();
 });
 

@@ -75,7 +75,14 @@ describe("loadConfig", () => {
 		["JWT_SECRET", "secret"],
 		["RATE_LIMITS", '{"perUser":{"chat":{"points":0,"durationS":60}}}'],
 		["RATE_LIMITS", '{"perUsr":{}}'],
-		["TRUST_PROXY", "yes"]
+		["TRUST_PROXY", "yes"],
+		["MODEL_TIERS", "sim-small"],
+		["MODEL_TIERS", '{"cheap":"a","medium":"b"}'],
+		["MODEL_TIERS", '{"cheap":"a","medium":"b","strong":""}'],
+		["MODEL_TIERS", '{"cheap":"a","medium":"b","strong":"c","extra":"d"}'],
+		["LLM_FIRST_TOKEN_TIMEOUT_MS", "0"],
+		["LLM_FIRST_TOKEN_TIMEOUT_MS", "soon"],
+		["LLM_IDLE_TIMEOUT_MS", "700000"]
 	])("rejects %s=%s with one line naming the variable", (variable, value) => {
 		const env: Record<string, string> = { [variable]: value };
 		if (variable === "SERVICES") Object.assign(env, { TRANSPORTER: "nats://127.0.0.1:4222", DATABASE_URL: "postgres://db/x" });
@@ -83,6 +90,29 @@ describe("loadConfig", () => {
 		expect(err.variable).toBe(variable);
 		expect(err.message.startsWith(`${variable} must be `)).toBe(true);
 		expect(err.message).not.toContain("\n");
+	});
+
+	it("reads the model tiers and the stream timeouts, with their defaults", () => {
+		const defaults = loadConfig({});
+		expect(defaults.modelTiers).toBeUndefined();
+		expect(defaults.llmFirstTokenTimeoutMs).toBe(60_000);
+		expect(defaults.llmIdleTimeoutMs).toBe(30_000);
+		const config = loadConfig({
+			MODEL_TIERS: '{"cheap":"s","medium":"m","strong":"l"}',
+			LLM_FIRST_TOKEN_TIMEOUT_MS: "1500",
+			LLM_IDLE_TIMEOUT_MS: "800"
+		});
+		expect(config.modelTiers).toEqual({ cheap: "s", medium: "m", strong: "l" });
+		expect(config.llmFirstTokenTimeoutMs).toBe(1500);
+		expect(config.llmIdleTimeoutMs).toBe(800);
+	});
+
+	it("requires the tiers to name models the configured providers serve", () => {
+		const LLM_PROVIDERS = JSON.stringify([{ name: "vllm", baseURL: "http://gpu:8000/v1", models: ["s", "m"] }]);
+		const err = configError({ LLM_PROVIDERS, MODEL_TIERS: '{"cheap":"s","medium":"m","strong":"l"}' });
+		expect(err.variable).toBe("MODEL_TIERS");
+		expect(err.message).toMatch(/served by LLM_PROVIDERS$/);
+		expect(loadConfig({ LLM_PROVIDERS, MODEL_TIERS: '{"cheap":"s","medium":"m","strong":"m"}' }).modelTiers?.strong).toBe("m");
 	});
 
 	it("refuses to run in production without a strong signing secret", () => {
@@ -95,8 +125,14 @@ describe("loadConfig", () => {
 	});
 
 	it("requires one shared secret on clustered nodes that sign or verify tokens", () => {
-		const gateway = loadConfig({ TRANSPORTER: "nats://127.0.0.1:4222", DATABASE_URL: "postgres://db/x", SERVICES: "gateway" });
+		const gateway = loadConfig({ TRANSPORTER: "nats://127.0.0.1:4222", DATABASE_URL: "postgres://db/x", REDIS_URL: "redis://r:6379", SERVICES: "gateway" });
 		expect(() => assertNodeConfig(gateway)).toThrow(/^JWT_SECRET must be set when TRANSPORTER is set/);
+	});
+
+	it("requires Redis on clustered nodes that write or serve streamed answers", () => {
+		const base = { TRANSPORTER: "nats://127.0.0.1:4222", DATABASE_URL: "postgres://db/x", JWT_SECRET: "z".repeat(40) };
+		expect(() => assertNodeConfig(loadConfig({ ...base, SERVICES: "conversation" }))).toThrow(/^REDIS_URL must be set when TRANSPORTER is set/);
+		expect(() => assertNodeConfig(loadConfig({ ...base, SERVICES: "llm" }))).not.toThrow();
 	});
 
 	it("refuses a service subset without a transporter", () => {

@@ -1,0 +1,493 @@
+/**
+ * conversation: a user's conversations and messages, and the chat turn. `send` stores the user's
+ * message before any model is called, answers with the ids at once, and runs the turn on this
+ * node: moderation, quota, the model's stream into the generation log, the assistant message's
+ * final state, the usage charged.
+ */
+import type { Readable } from "node:stream";
+import type { Context, ServiceSchema } from "moleculer";
+import { callerOf, type ChatmeshMeta } from "../../lib/auth";
+import { decodeCursor, pageOf } from "../../lib/cursor";
+import { BadRequestError, ContentBlockedError, ERR_MODEL_NOT_FOUND, NotFoundError } from "../../lib/errors";
+import type { GenerationLog, GenerationWriter } from "../../lib/generations/log";
+import type { ChatMessage, GenerationMeta } from "../../lib/generations/types";
+import { runtimeOf } from "../../lib/runtime";
+import { CacheCleanerMixin, scopedCacheKey, type CacheCleanerMethods } from "../../mixins/cache-cleaner.mixin";
+import { DbMixin } from "../../mixins/db.mixin";
+import {
+	conversationModel,
+	conversationView,
+	MessageStore,
+	messageView,
+	type ConversationAttributes,
+	type ConversationModel,
+	type ConversationView,
+	type MessageRow,
+	type MessageView
+} from "./store";
+import { TurnReader, type TurnOutcome } from "./turn";
+
+export interface SendParams {
+	conversationId?: string;
+	content: string;
+	model?: string;
+}
+
+export interface SendResult {
+	conversationId: string;
+	messageId: string;
+	assistantMessageId: string;
+	generationId: string;
+}
+
+export interface GenerationStatus {
+	generationId: string;
+	conversationId: string;
+	messageId: string;
+	status: MessageView["status"];
+	content: string;
+	usage: MessageView["usage"];
+}
+
+interface ConversationSettings {
+	/** Longest accepted message, in characters. */
+	maxContentChars: number;
+	/** How many earlier messages the model sees. */
+	contextMessages: number;
+	/** How long a cancelled turn waits for the llm node's own "cancelled" end. */
+	cancelGraceMs: number;
+	/** Monthly message partitions kept ready ahead of time. */
+	partitionMonthsAhead: number;
+}
+
+interface RunningTurn {
+	plan: TurnPlan;
+	writer: GenerationWriter;
+	reader: TurnReader;
+	producer?: string;
+	done: Promise<void>;
+}
+
+interface ConversationVars {
+	model: ConversationModel;
+	messages: MessageStore;
+	generations: GenerationLog;
+	turns: Map<string, RunningTurn>;
+	partitionTimer?: NodeJS.Timeout;
+}
+
+interface ConversationMethods extends CacheCleanerMethods {
+	owned(userId: string, id: string): Promise<ConversationAttributes>;
+	cleanUserCache(userId: string, conversationId?: string): Promise<void>;
+	runTurn(turn: RunningTurn): Promise<TurnOutcome>;
+	finishTurn(turn: RunningTurn, outcome: TurnOutcome): Promise<void>;
+	ensurePartitions(): Promise<void>;
+}
+
+interface TurnPlan {
+	userId: string;
+	conversationId: string;
+	generationId: string;
+	assistant: MessageRow;
+	model?: string;
+	firstTurn: boolean;
+	userContent: string;
+}
+
+type Ctx<P = Record<string, never>> = Context<P, ChatmeshMeta>;
+
+const uuid = { type: "uuid" } as const;
+const pageParams = {
+	limit: { type: "number", integer: true, min: 1, max: 100, default: 20, convert: true },
+	cursor: { type: "string", optional: true, max: 200 }
+} as const;
+
+/** A title from the first message: its first words, cut at a word boundary. */
+function titleFrom(content: string): string {
+	const flat = content.replace(/\s+/g, " ").trim();
+	if (flat.length <= 60) return flat;
+	const cut = flat.slice(0, 60);
+	const space = cut.lastIndexOf(" ");
+	return `${(space > 30 ? cut.slice(0, space) : cut).trimEnd()}…`;
+}
+
+const ConversationService: ServiceSchema<ConversationSettings, ConversationMethods & Record<string, never>, ConversationVars> = {
+	name: "conversation",
+	mixins: [DbMixin({ model: conversationModel }), CacheCleanerMixin("conversation")],
+
+	settings: {
+		maxContentChars: 32_000,
+		contextMessages: 40,
+		cancelGraceMs: 5000,
+		partitionMonthsAhead: 3
+	},
+
+	actions: {
+		create: {
+			auth: "required",
+			params: { title: { type: "string", optional: true, max: 200, trim: true } },
+			async handler(ctx: Ctx<{ title?: string }>): Promise<ConversationView> {
+				const user = callerOf(ctx);
+				const row = await this.model.create({ userId: user.id, title: ctx.params.title || null });
+				await this.cleanUserCache(user.id);
+				ctx.meta.$statusCode = 201;
+				return conversationView(row.get());
+			}
+		},
+
+		/** The caller's conversations, most recently active first. */
+		list: {
+			auth: "required",
+			params: pageParams,
+			cache: {
+				ttl: 60,
+				keygen: (_a, _o, ctx) => {
+					const c = ctx as Ctx<{ cursor?: string; limit: number }>;
+					return scopedCacheKey("conversation.list", c.meta.user?.id ?? "-", c.params.cursor, c.params.limit);
+				}
+			},
+			async handler(ctx: Ctx<{ cursor?: string; limit: number }>): Promise<{ items: ConversationView[]; nextCursor: string | null }> {
+				const user = callerOf(ctx);
+				const after = decodeCursor(ctx.params.cursor);
+				const db = this.model.sequelize;
+				if (!db) throw new Error("model without sequelize");
+				const rows = await this.model.findAll({
+					where: after
+						? db.and({ userId: user.id }, db.literal(`(updated_at, id) < (${db.escape(after.at)}::timestamptz, ${db.escape(after.id)}::uuid)`))
+						: { userId: user.id },
+					order: [
+						["updatedAt", "DESC"],
+						["id", "DESC"]
+					],
+					limit: ctx.params.limit + 1
+				});
+				const page = pageOf(
+					rows.map(r => r.get()),
+					ctx.params.limit,
+					c => ({ at: c.updatedAt, id: c.id })
+				);
+				return { items: page.items.map(conversationView), nextCursor: page.nextCursor };
+			}
+		},
+
+		get: {
+			auth: "required",
+			params: { id: uuid },
+			cache: {
+				ttl: 60,
+				keygen: (_a, _o, ctx) => {
+					const c = ctx as Ctx<{ id: string }>;
+					return scopedCacheKey("conversation.get", c.meta.user?.id ?? "-", c.params.id);
+				}
+			},
+			async handler(ctx: Ctx<{ id: string }>): Promise<ConversationView> {
+				return conversationView(await this.owned(callerOf(ctx).id, ctx.params.id));
+			}
+		},
+
+		rename: {
+			auth: "required",
+			params: { id: uuid, title: { type: "string", min: 1, max: 200, trim: true } },
+			async handler(ctx: Ctx<{ id: string; title: string }>): Promise<ConversationView> {
+				const user = callerOf(ctx);
+				await this.owned(user.id, ctx.params.id);
+				// Silent: a rename is not activity, so the conversation keeps its place in the list.
+				await this.model.update({ title: ctx.params.title }, { where: { id: ctx.params.id, userId: user.id }, silent: true });
+				await this.cleanUserCache(user.id, ctx.params.id);
+				return conversationView(await this.owned(user.id, ctx.params.id));
+			}
+		},
+
+		/** Soft delete: the conversation disappears for its owner at once; rows stay for retention jobs. */
+		remove: {
+			auth: "required",
+			params: { id: uuid },
+			async handler(ctx: Ctx<{ id: string }>): Promise<void> {
+				const user = callerOf(ctx);
+				await this.owned(user.id, ctx.params.id);
+				await this.model.destroy({ where: { id: ctx.params.id, userId: user.id } });
+				await this.cleanUserCache(user.id, ctx.params.id);
+				ctx.meta.$statusCode = 204;
+			}
+		},
+
+		/** A conversation's history, newest first. */
+		messages: {
+			auth: "required",
+			params: { id: uuid, ...pageParams },
+			async handler(ctx: Ctx<{ id: string; cursor?: string; limit: number }>): Promise<{ items: MessageView[]; nextCursor: string | null }> {
+				const user = callerOf(ctx);
+				await this.owned(user.id, ctx.params.id);
+				const before = decodeCursor(ctx.params.cursor);
+				const rows = await this.messages.page(ctx.params.id, ctx.params.limit + 1, before);
+				const page = pageOf(rows, ctx.params.limit, m => ({ at: m.created_at, id: m.id }));
+				return { items: page.items.map(messageView), nextCursor: page.nextCursor };
+			}
+		},
+
+		/** Stores the user's message, starts the answer, and returns the ids without waiting for it. */
+		send: {
+			auth: "required",
+			params: {
+				conversationId: { type: "uuid", optional: true },
+				content: { type: "string", min: 1, max: 32_000 },
+				model: { type: "string", optional: true, min: 1, max: 200 }
+			},
+			async handler(ctx: Ctx<SendParams>): Promise<SendResult> {
+				const user = callerOf(ctx);
+				const content = ctx.params.content;
+				if (!content.trim()) throw new BadRequestError("Message content is empty", { field: "content" });
+				if (content.length > this.settings.maxContentChars)
+					throw new BadRequestError(`Message content is longer than ${this.settings.maxContentChars} characters`, { field: "content" });
+				// Unknown models are refused before anything is stored.
+				if (ctx.params.model) {
+					const models = await ctx.call<Array<{ id: string }>>("llm.models");
+					if (!models.some(m => m.id === ctx.params.model))
+						throw new BadRequestError(`Unknown model '${ctx.params.model}'`, { model: ctx.params.model }, ERR_MODEL_NOT_FOUND);
+				}
+				const existing = ctx.params.conversationId ? await this.owned(user.id, ctx.params.conversationId) : undefined;
+
+				const verdict = await ctx.call<{ action: "allow" | "flag" | "block"; reasons: string[] }, { text: string; direction: "input" }>(
+					"moderation.check",
+					{ text: content, direction: "input" }
+				);
+				if (verdict.action === "block")
+					throw new ContentBlockedError("The message was blocked by the content policy", { reasons: verdict.reasons });
+
+				const generationId = crypto.randomUUID();
+				const sequelize = this.model.sequelize;
+				if (!sequelize) throw new Error("model without sequelize");
+				const { conversationId, userMessage, assistant } = await sequelize.transaction(async transaction => {
+					const conversation =
+						existing ?? (await this.model.create({ userId: user.id, title: null }, { transaction })).get();
+					const userMessage = await this.messages.insert(
+						{ conversationId: conversation.id, userId: user.id, role: "user", content, status: "completed" },
+						transaction
+					);
+					const assistant = await this.messages.insert(
+						{
+							conversationId: conversation.id,
+							userId: user.id,
+							role: "assistant",
+							content: "",
+							status: "streaming",
+							model: ctx.params.model ?? null,
+							generationId,
+							metadata: { ownerNode: this.broker.nodeID },
+							// Timestamps are kept to the millisecond: the answer sorts after its question.
+							createdAt: new Date(userMessage.created_at.getTime() + 1)
+						},
+						transaction
+					);
+					await this.model.update({ updatedAt: new Date() }, { where: { id: conversation.id }, transaction });
+					return { conversationId: conversation.id, userMessage, assistant };
+				});
+				await this.cleanUserCache(user.id, conversationId);
+
+				const plan: TurnPlan = {
+					userId: user.id,
+					conversationId,
+					generationId,
+					assistant,
+					model: ctx.params.model,
+					firstTurn: !existing,
+					userContent: content
+				};
+				const writer = await this.generations.create({ generationId, ownerId: user.id, conversationId, messageId: assistant.id });
+				const running: RunningTurn = {
+					plan,
+					writer,
+					reader: new TurnReader(writer, {
+						onProducer: nodeID => (running.producer = nodeID),
+						onProgress: text => void this.messages.saveProgress(assistant.id, assistant.created_at, text).catch(() => {})
+					}),
+					done: Promise.resolve()
+				};
+				this.turns.set(generationId, running);
+				// The turn outlives this request: it runs to its end with or without a client.
+				running.done = this.runTurn(running)
+					.then(outcome => this.finishTurn(running, outcome))
+					.catch(err => this.logger.error("Chat turn could not be finished", { generationId, err }))
+					.finally(() => this.turns.delete(generationId));
+				return { conversationId, messageId: userMessage.id, assistantMessageId: assistant.id, generationId };
+			}
+		},
+
+		/** Where a generation stands (also after its replay log expired). */
+		generation: {
+			auth: "required",
+			params: { id: uuid },
+			async handler(ctx: Ctx<{ id: string }>): Promise<GenerationStatus> {
+				const row = await this.messages.byGeneration(ctx.params.id);
+				if (!row || row.user_id !== callerOf(ctx).id) throw new NotFoundError("generation", ctx.params.id);
+				return {
+					generationId: ctx.params.id,
+					conversationId: row.conversation_id,
+					messageId: row.id,
+					status: row.status,
+					content: row.content,
+					usage: messageView(row).usage
+				};
+			}
+		},
+
+		/** The generation's owner and state, for gateways deciding who may watch it. */
+		generationMeta: {
+			visibility: "public",
+			params: { id: uuid },
+			async handler(ctx: Context<{ id: string }>): Promise<GenerationMeta | null> {
+				return (await this.generations.meta(ctx.params.id)) ?? null;
+			}
+		},
+
+		/** Stops a generation wherever it runs; its message ends cancelled with the text so far. */
+		cancel: {
+			auth: "required",
+			params: { id: uuid },
+			async handler(ctx: Ctx<{ id: string }>): Promise<{ generationId: string; cancelled: boolean }> {
+				const meta = await this.generations.meta(ctx.params.id);
+				if (!meta || meta.ownerId !== callerOf(ctx).id) throw new NotFoundError("generation", ctx.params.id);
+				if (meta.state === "finished") return { generationId: ctx.params.id, cancelled: false };
+				await ctx.broadcast("generation.cancel", { generationId: ctx.params.id });
+				return { generationId: ctx.params.id, cancelled: true };
+			}
+		}
+	},
+
+	events: {
+		"generation.cancel": {
+			params: { generationId: "string" },
+			handler(ctx: Context<{ generationId: string }>) {
+				this.turns.get(ctx.params.generationId)?.reader.cancel(this.settings.cancelGraceMs);
+			}
+		},
+
+		/** A dead llm node ends the turns it was producing, visibly, instead of leaving them hanging. */
+		"$node.disconnected": {
+			params: { node: "object" },
+			handler(ctx: Context<{ node: { id: string }; unexpected?: boolean }>) {
+				for (const turn of this.turns.values())
+					if (turn.producer === ctx.params.node.id)
+						turn.reader.stop({ status: "interrupted", code: "INTERRUPTED", message: "The model node stopped mid-answer" });
+			}
+		}
+	},
+
+	methods: {
+		/** The user's conversation, or 404 — the same 404 whether it is missing or someone else's. */
+		async owned(userId: string, id: string): Promise<ConversationAttributes> {
+			const row = await this.model.findOne({ where: { id, userId } });
+			if (!row) throw new NotFoundError("conversation", id);
+			return row.get();
+		},
+
+		async cleanUserCache(userId: string, conversationId?: string) {
+			const patterns = [`conversation.list:${userId}:*`];
+			if (conversationId) patterns.push(`conversation.get:${userId}:${conversationId}*`);
+			await this.cleanCache(patterns);
+		},
+
+		/** Runs outside the send request (its deadline must not cut the answer short), as the user. */
+		async runTurn(turn: RunningTurn): Promise<TurnOutcome> {
+			const { plan, reader } = turn;
+			const asUser = { meta: { user: { id: plan.userId, roles: [] } } };
+			try {
+				await this.broker.call("quota.reserve", { generationId: plan.generationId, estimate: 0 }, asUser);
+				const history = await this.messages.context(plan.conversationId, this.settings.contextMessages + 1);
+				const messages: ChatMessage[] = history
+					.filter(m => m.id !== plan.assistant.id && m.status !== "blocked" && (m.role !== "assistant" || m.content))
+					.map(m => ({ role: m.role, content: m.content }));
+				const stream = await this.broker.call<Readable, Record<string, unknown>>(
+					"llm.stream",
+					{ generationId: plan.generationId, messages, ...(plan.model ? { model: plan.model } : {}) },
+					{ ...asUser, timeout: 0 }
+				);
+				return await reader.read(stream);
+			} catch (err) {
+				const e = err as { type?: string; message?: string; code?: number };
+				const known = typeof e.type === "string" && (e.code ?? 500) < 500;
+				return {
+					status: "failed",
+					content: reader.text,
+					usage: null,
+					model: plan.model ?? null,
+					toolCalls: null,
+					error: { code: e.type ?? "INTERNAL_ERROR", message: known || e.type?.startsWith("UPSTREAM") ? (e.message ?? "") : "The answer could not be produced" }
+				};
+			}
+		},
+
+		/** The message's final state first, then the terminal event, so a client told "done" finds it stored. */
+		async finishTurn(turn: RunningTurn, outcome: TurnOutcome) {
+			const { plan, writer } = turn;
+			const row = await this.messages.finish(plan.assistant.id, plan.assistant.created_at, {
+				content: outcome.content,
+				status: outcome.status,
+				model: outcome.model,
+				usage: outcome.usage,
+				toolCalls: outcome.toolCalls,
+				error: outcome.error
+			});
+			const usage = outcome.usage ?? { promptTokens: 0, completionTokens: 0 };
+			if (outcome.status === "completed" || (outcome.status === "cancelled" && !outcome.error))
+				writer.append({ type: "done", messageId: plan.assistant.id, status: outcome.status, usage, finishReason: outcome.finishReason });
+			else
+				writer.append({
+					type: "error",
+					messageId: plan.assistant.id,
+					status: outcome.status,
+					code: outcome.error?.code ?? "INTERNAL_ERROR",
+					message: outcome.error?.message ?? "",
+					usage
+				});
+			await writer.flush().catch(err => this.logger.warn("Generation log flush failed", err));
+			await this.broker
+				.call("quota.settle", { generationId: plan.generationId, userId: plan.userId, usage })
+				.catch(err => this.logger.warn("Quota settle failed", err));
+			if (plan.firstTurn && outcome.status === "completed")
+				await this.model.update({ title: titleFrom(plan.userContent) }, { where: { id: plan.conversationId, title: null }, silent: true });
+			await this.cleanUserCache(plan.userId, plan.conversationId);
+			if (!row) this.logger.warn("Assistant message was no longer streaming when its turn ended", { generationId: plan.generationId });
+		},
+
+		async ensurePartitions() {
+			try {
+				const created = await this.messages.ensurePartitions(this.settings.partitionMonthsAhead);
+				if (created > 0) this.logger.info(`Created ${created} message partition(s) ahead`);
+			} catch (err) {
+				this.logger.warn("Could not create message partitions ahead", err);
+			}
+		}
+	},
+
+	created() {
+		const runtime = runtimeOf(this.broker);
+		if (!runtime.database || !runtime.generations) throw new Error("conversation service needs the database and the generation log");
+		this.messages = new MessageStore(runtime.database.sequelize);
+		this.generations = runtime.generations;
+		this.turns = new Map();
+	},
+
+	async started() {
+		await this.ensurePartitions();
+		// Idempotent and locked in the database, so every node may run it.
+		this.partitionTimer = setInterval(() => void this.ensurePartitions(), 24 * 3600 * 1000);
+		this.partitionTimer.unref();
+	},
+
+	async stopped() {
+		clearInterval(this.partitionTimer);
+		// Running turns get the shutdown grace to finish; those still running then end
+		// interrupted, with their text, rather than vanish.
+		const all = Promise.allSettled([...this.turns.values()].map(t => t.done));
+		const grace = runtimeOf(this.broker).config.shutdownGraceMs;
+		let timer: NodeJS.Timeout | undefined;
+		await Promise.race([all, new Promise(r => (timer = setTimeout(r, grace)))]);
+		clearTimeout(timer);
+		for (const turn of this.turns.values())
+			turn.reader.stop({ status: "interrupted", code: "INTERRUPTED", message: "The server stopped mid-answer" });
+		await all;
+	}
+};
+
+export default ConversationService;

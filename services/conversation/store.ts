@@ -1,0 +1,248 @@
+/**
+ * The conversation service's data: the Sequelize model of conversations (used through
+ * moleculer-db, soft-deleted with deleted_at) and plain SQL for the month-partitioned messages.
+ * Messages are addressed by (id, created_at) so updates touch one partition; created_at is kept
+ * to the millisecond so the value JavaScript reads back matches the stored one exactly.
+ */
+import { DataTypes, QueryTypes, type Model, type ModelStatic, type Sequelize, type Transaction } from "sequelize";
+import type { FinalStatus, ToolCall, Usage } from "../../lib/generations/types";
+
+export interface ConversationAttributes {
+	id: string;
+	userId: string;
+	title: string | null;
+	createdAt: Date;
+	updatedAt: Date;
+	deletedAt: Date | null;
+	metadata: Record<string, unknown>;
+}
+
+export type ConversationModel = ModelStatic<Model<ConversationAttributes, Partial<ConversationAttributes>>>;
+
+export function conversationModel(sequelize: Sequelize): ConversationModel {
+	if (sequelize.isDefined("conversation")) return sequelize.model("conversation") as ConversationModel;
+	return sequelize.define<Model<ConversationAttributes, Partial<ConversationAttributes>>>(
+		"conversation",
+		{
+			id: { type: DataTypes.UUID, primaryKey: true, defaultValue: DataTypes.UUIDV4 },
+			userId: { type: DataTypes.UUID, allowNull: false, field: "user_id" },
+			title: { type: DataTypes.TEXT },
+			createdAt: { type: DataTypes.DATE, field: "created_at" },
+			updatedAt: { type: DataTypes.DATE, field: "updated_at" },
+			deletedAt: { type: DataTypes.DATE, field: "deleted_at" },
+			metadata: { type: DataTypes.JSONB, allowNull: false, defaultValue: {} }
+		},
+		{ tableName: "conversations", timestamps: true, paranoid: true }
+	);
+}
+
+export interface ConversationView {
+	id: string;
+	title: string | null;
+	createdAt: string;
+	updatedAt: string;
+	metadata: Record<string, unknown>;
+}
+
+export function conversationView(c: ConversationAttributes): ConversationView {
+	return {
+		id: c.id,
+		title: c.title,
+		createdAt: c.createdAt.toISOString(),
+		updatedAt: c.updatedAt.toISOString(),
+		metadata: c.metadata
+	};
+}
+
+export type MessageRole = "system" | "user" | "assistant" | "tool";
+export type MessageStatus = "streaming" | FinalStatus;
+
+export interface MessageRow {
+	id: string;
+	conversation_id: string;
+	user_id: string;
+	role: MessageRole;
+	content: string;
+	tool_calls: ToolCall[] | null;
+	status: MessageStatus;
+	model: string | null;
+	prompt_tokens: number | null;
+	completion_tokens: number | null;
+	generation_id: string | null;
+	error: { code: string; message: string } | null;
+	metadata: Record<string, unknown>;
+	created_at: Date;
+	updated_at: Date;
+}
+
+export interface MessageView {
+	id: string;
+	conversationId: string;
+	role: MessageRole;
+	content: string;
+	toolCalls: ToolCall[] | null;
+	status: MessageStatus;
+	model: string | null;
+	usage: Usage | null;
+	generationId: string | null;
+	error: { code: string; message: string } | null;
+	metadata: Record<string, unknown>;
+	createdAt: string;
+}
+
+export function messageView(m: MessageRow): MessageView {
+	return {
+		id: m.id,
+		conversationId: m.conversation_id,
+		role: m.role,
+		content: m.content,
+		toolCalls: m.tool_calls,
+		status: m.status,
+		model: m.model,
+		usage: m.prompt_tokens === null ? null : { promptTokens: m.prompt_tokens, completionTokens: m.completion_tokens ?? 0 },
+		generationId: m.generation_id,
+		error: m.error,
+		metadata: m.metadata,
+		createdAt: m.created_at.toISOString()
+	};
+}
+
+const MESSAGE_COLUMNS =
+	"id, conversation_id, user_id, role, content, tool_calls, status, model, prompt_tokens, completion_tokens, generation_id, error, metadata, created_at, updated_at";
+
+export interface NewMessage {
+	conversationId: string;
+	userId: string;
+	role: MessageRole;
+	content: string;
+	status: MessageStatus;
+	model?: string | null;
+	generationId?: string | null;
+	toolCalls?: ToolCall[] | null;
+	metadata?: Record<string, unknown>;
+	createdAt?: Date;
+}
+
+export interface MessageFinal {
+	content: string;
+	status: FinalStatus;
+	model: string | null;
+	usage: Usage | null;
+	toolCalls?: ToolCall[] | null;
+	error?: { code: string; message: string } | null;
+}
+
+export class MessageStore {
+	constructor(private readonly db: Sequelize) {}
+
+	async insert(m: NewMessage, transaction?: Transaction): Promise<MessageRow> {
+		const [row] = await this.db.query<MessageRow>(
+			`INSERT INTO messages (conversation_id, user_id, role, content, status, model, generation_id, tool_calls, metadata, created_at)
+			 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, coalesce($10, date_trunc('milliseconds', clock_timestamp())))
+			 RETURNING ${MESSAGE_COLUMNS}`,
+			{
+				bind: [
+					m.conversationId,
+					m.userId,
+					m.role,
+					m.content,
+					m.status,
+					m.model ?? null,
+					m.generationId ?? null,
+					m.toolCalls ? JSON.stringify(m.toolCalls) : null,
+					JSON.stringify(m.metadata ?? {}),
+					m.createdAt ?? null
+				],
+				type: QueryTypes.SELECT,
+				transaction
+			}
+		);
+		return row;
+	}
+
+	/** Writes an assistant message's final state; only a message still streaming changes. */
+	async finish(id: string, createdAt: Date, final: MessageFinal): Promise<MessageRow | undefined> {
+		const [row] = await this.db.query<MessageRow>(
+			`UPDATE messages SET content = $3, status = $4, model = coalesce($5, model), prompt_tokens = $6, completion_tokens = $7,
+			   tool_calls = coalesce($8, tool_calls), error = $9, updated_at = now()
+			 WHERE id = $1 AND created_at = $2 AND status = 'streaming'
+			 RETURNING ${MESSAGE_COLUMNS}`,
+			{
+				bind: [
+					id,
+					createdAt,
+					final.content,
+					final.status,
+					final.model,
+					final.usage?.promptTokens ?? null,
+					final.usage?.completionTokens ?? null,
+					final.toolCalls ? JSON.stringify(final.toolCalls) : null,
+					final.error ? JSON.stringify(final.error) : null
+				],
+				type: QueryTypes.SELECT
+			}
+		);
+		return row;
+	}
+
+	/** Keeps the text produced so far on a streaming message, so a crash loses little. */
+	async saveProgress(id: string, createdAt: Date, content: string): Promise<void> {
+		await this.db.query("UPDATE messages SET content = $3, updated_at = now() WHERE id = $1 AND created_at = $2 AND status = 'streaming'", {
+			bind: [id, createdAt, content]
+		});
+	}
+
+	/** A conversation's messages, newest first, keyset-paginated on (created_at, id). */
+	async page(conversationId: string, limit: number, before?: { at: string; id: string }): Promise<MessageRow[]> {
+		return this.db.query<MessageRow>(
+			before
+				? `SELECT ${MESSAGE_COLUMNS} FROM messages WHERE conversation_id = $1 AND (created_at, id) < ($3::timestamptz, $4::uuid)
+				   ORDER BY created_at DESC, id DESC LIMIT $2`
+				: `SELECT ${MESSAGE_COLUMNS} FROM messages WHERE conversation_id = $1 ORDER BY created_at DESC, id DESC LIMIT $2`,
+			{ bind: before ? [conversationId, limit, before.at, before.id] : [conversationId, limit], type: QueryTypes.SELECT }
+		);
+	}
+
+	/** The latest messages of a conversation in chronological order: the model's context. */
+	async context(conversationId: string, limit: number): Promise<MessageRow[]> {
+		const rows = await this.page(conversationId, limit);
+		return rows.reverse();
+	}
+
+	async byGeneration(generationId: string): Promise<MessageRow | undefined> {
+		const [row] = await this.db.query<MessageRow>(`SELECT ${MESSAGE_COLUMNS} FROM messages WHERE generation_id = $1 LIMIT 1`, {
+			bind: [generationId],
+			type: QueryTypes.SELECT
+		});
+		return row;
+	}
+
+	/** Messages left streaming by a node that is gone: they end interrupted. */
+	async interruptStale(olderThan: Date, ownerNodeAlive: (nodeID: string) => boolean): Promise<MessageRow[]> {
+		const rows = await this.db.query<MessageRow>(
+			`SELECT ${MESSAGE_COLUMNS} FROM messages WHERE status = 'streaming' AND updated_at < $1`,
+			{ bind: [olderThan], type: QueryTypes.SELECT }
+		);
+		const stale = rows.filter(r => !ownerNodeAlive(String(r.metadata.ownerNode ?? "")));
+		const ended: MessageRow[] = [];
+		for (const r of stale) {
+			const row = await this.finish(r.id, r.created_at, {
+				content: r.content,
+				status: "interrupted",
+				model: r.model,
+				usage: null,
+				error: { code: "INTERRUPTED", message: "The node producing this answer stopped" }
+			});
+			if (row) ended.push(row);
+		}
+		return ended;
+	}
+
+	async ensurePartitions(monthsAhead: number): Promise<number> {
+		const [row] = await this.db.query<{ created: number }>(
+			"SELECT chatmesh_ensure_message_partitions(now(), $1) AS created",
+			{ bind: [monthsAhead + 1], type: QueryTypes.SELECT }
+		);
+		return row.created;
+	}
+}

@@ -1,0 +1,91 @@
+/**
+ * How a generation reaches clients: the same log events become socket.io events or SSE frames.
+ * Every client reads through the node's one generation log reader, from any sequence number, so
+ * a client that reconnects to any gateway resumes with no gap and no duplicate.
+ */
+import type { IncomingMessage, ServerResponse } from "node:http";
+import type { GenerationLog } from "../../lib/generations/log";
+import type { GenerationEvent } from "../../lib/generations/types";
+
+/** The client-facing name and payload of a log event (socket.io event name; SSE `type`). */
+export function clientEvent(generationId: string, e: GenerationEvent): { name: string; payload: Record<string, unknown> } {
+	switch (e.type) {
+		case "chunk":
+			return { name: "generation:chunk", payload: { generationId, seq: e.seq, delta: e.delta } };
+		case "tool:start":
+			return { name: "tool:start", payload: { generationId, seq: e.seq, calls: e.calls } };
+		case "tool:result":
+			return { name: "tool:result", payload: { generationId, seq: e.seq, results: e.results } };
+		case "done":
+			return {
+				name: "generation:done",
+				payload: { generationId, seq: e.seq, messageId: e.messageId, status: e.status, usage: e.usage, finishReason: e.finishReason }
+			};
+		case "error":
+			return {
+				name: "generation:error",
+				payload: { generationId, seq: e.seq, messageId: e.messageId, status: e.status, code: e.code, message: e.message }
+			};
+	}
+}
+
+const SSE_HEARTBEAT_MS = 15_000;
+
+/** Streams a generation to an HTTP client as SSE: `id:` is the sequence number, `data:` a JSON object, last `data: [DONE]`. */
+export function streamGenerationSse(
+	log: GenerationLog,
+	generationId: string,
+	afterSeq: number,
+	req: IncomingMessage,
+	res: ServerResponse,
+	headers: Record<string, string> = {}
+): Promise<void> {
+	return new Promise(resolve => {
+		res.socket?.setNoDelay(true);
+		res.writeHead(200, {
+			...headers,
+			"Content-Type": "text/event-stream; charset=utf-8",
+			"Cache-Control": "no-cache, no-transform",
+			Connection: "keep-alive",
+			// nginx and similar proxies must pass frames through at once.
+			"X-Accel-Buffering": "no"
+		});
+		res.write(": stream open\n\n");
+		const heartbeat = setInterval(() => res.write(": ping\n\n"), SSE_HEARTBEAT_MS);
+		let finished = false;
+		const finish = () => {
+			if (finished) return;
+			finished = true;
+			clearInterval(heartbeat);
+			unsubscribe();
+			resolve();
+		};
+		const unsubscribe = log.subscribe(
+			generationId,
+			afterSeq,
+			e => {
+				const { name, payload } = clientEvent(generationId, e);
+				res.write(`id: ${e.seq}\ndata: ${JSON.stringify({ type: name, ...payload })}\n\n`);
+			},
+			() => {
+				res.end("data: [DONE]\n\n");
+				finish();
+			},
+			err => {
+				res.end(`data: ${JSON.stringify({ type: "generation:error", generationId, code: "STREAM_UNAVAILABLE", message: err.message })}\n\n`);
+				finish();
+			}
+		);
+		// The client went away: stop reading for it. The generation itself goes on.
+		req.on("close", finish);
+		res.on("close", finish);
+	});
+}
+
+/** `Last-Event-ID` (or `?after=`) as a sequence number; undefined when absent, null when malformed. */
+export function parseAfter(value: unknown): number | undefined | null {
+	if (value === undefined || value === null || value === "") return undefined;
+	const text = Array.isArray(value) ? String(value[0]) : String(value);
+	if (!/^\d{1,15}$/.test(text)) return null;
+	return Number(text);
+}

@@ -1,0 +1,34 @@
+/**
+ * For callers of `llm.stream` on any node. Moleculer tells the producing node nothing when a
+ * remote consumer destroys its copy of a response stream: the generation would go on, for no
+ * one. `callLlmStream` closes that gap by broadcasting `generation.cancel` when the stream is
+ * destroyed before its end. (On the producing node itself, destroying the stream stops the
+ * generation directly.)
+ */
+import type { Readable } from "node:stream";
+import type { CallingOptions } from "moleculer";
+import type { CancelParams, StreamParams } from "./params";
+
+/** The broadcast event that stops a generation on whichever node produces it. */
+export const CANCEL_EVENT = "generation.cancel";
+
+/** A broker or a context: whatever can call actions and broadcast events. */
+export interface LlmCaller {
+	call<TResult, TParams>(action: string, params: TParams, opts?: CallingOptions): Promise<TResult>;
+	broadcast<TData>(event: string, data: TData): Promise<void> | void;
+}
+
+/**
+ * Calls `llm.stream` (with no call timeout by default: the llm node bounds the wait for the
+ * first token itself) and returns its NDJSON stream; read it with `readLines` from ./ndjson.
+ */
+export async function callLlmStream(caller: LlmCaller, params: StreamParams, opts: CallingOptions = {}): Promise<Readable> {
+	const stream = await caller.call<Readable, StreamParams>("llm.stream", params, { timeout: 0, ...opts });
+	stream.once("close", () => {
+		if (stream.readableEnded) return;
+		Promise.resolve(caller.broadcast<CancelParams>(CANCEL_EVENT, { generationId: params.generationId })).catch(() => {
+			// Best effort: a node that cannot broadcast is leaving the cluster anyway.
+		});
+	});
+	return stream;
+}
