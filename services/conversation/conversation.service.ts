@@ -74,6 +74,7 @@ interface ConversationVars {
 	generations: GenerationLog;
 	turns: Map<string, RunningTurn>;
 	partitionTimer?: NodeJS.Timeout;
+	sweepTimer?: NodeJS.Timeout;
 }
 
 interface ConversationMethods extends CacheCleanerMethods {
@@ -82,6 +83,7 @@ interface ConversationMethods extends CacheCleanerMethods {
 	runTurn(turn: RunningTurn): Promise<TurnOutcome>;
 	finishTurn(turn: RunningTurn, outcome: TurnOutcome): Promise<void>;
 	ensurePartitions(): Promise<void>;
+	sweepOrphans(): Promise<void>;
 }
 
 interface TurnPlan {
@@ -450,6 +452,20 @@ const ConversationService: ServiceSchema<ConversationSettings, ConversationMetho
 			if (!row) this.logger.warn("Assistant message was no longer streaming when its turn ended", { generationId: plan.generationId });
 		},
 
+		/**
+		 * Answers left streaming by a conversation node that is gone (killed before it could end
+		 * them) end interrupted with the text they had, so no message stays "streaming" forever.
+		 */
+		async sweepOrphans() {
+			try {
+				const alive = (nodeID: string) => nodeID === this.broker.nodeID || this.broker.registry.nodes.get(nodeID)?.available === true;
+				const ended = await this.messages.interruptStale(new Date(Date.now() - 2 * 60_000), nodeID => alive(nodeID));
+				if (ended.length) this.logger.warn(`Ended ${ended.length} answer(s) left streaming by a stopped node as interrupted`);
+			} catch (err) {
+				this.logger.warn("Orphaned answer sweep failed", err);
+			}
+		},
+
 		async ensurePartitions() {
 			try {
 				const created = await this.messages.ensurePartitions(this.settings.partitionMonthsAhead);
@@ -473,10 +489,13 @@ const ConversationService: ServiceSchema<ConversationSettings, ConversationMetho
 		// Idempotent and locked in the database, so every node may run it.
 		this.partitionTimer = setInterval(() => void this.ensurePartitions(), 24 * 3600 * 1000);
 		this.partitionTimer.unref();
+		this.sweepTimer = setInterval(() => void this.sweepOrphans(), 60_000);
+		this.sweepTimer.unref();
 	},
 
 	async stopped() {
 		clearInterval(this.partitionTimer);
+		clearInterval(this.sweepTimer);
 		// Running turns get the shutdown grace to finish; those still running then end
 		// interrupted, with their text, rather than vanish.
 		const all = Promise.allSettled([...this.turns.values()].map(t => t.done));

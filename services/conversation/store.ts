@@ -1,8 +1,8 @@
 /**
  * The conversation service's data: the Sequelize model of conversations (used through
  * moleculer-db, soft-deleted with deleted_at) and plain SQL for the month-partitioned messages.
- * Messages are addressed by (id, created_at) so updates touch one partition; created_at is kept
- * to the millisecond so the value JavaScript reads back matches the stored one exactly.
+ * Messages are addressed by id and a one-millisecond created_at range (JavaScript dates hold
+ * milliseconds, PostgreSQL microseconds), so an update touches one partition only.
  */
 import { DataTypes, QueryTypes, type Model, type ModelStatic, type Sequelize, type Transaction } from "sequelize";
 import type { FinalStatus, ToolCall, Usage } from "../../lib/generations/types";
@@ -165,7 +165,7 @@ export class MessageStore {
 		const [row] = await this.db.query<MessageRow>(
 			`UPDATE messages SET content = $3, status = $4, model = coalesce($5, model), prompt_tokens = $6, completion_tokens = $7,
 			   tool_calls = coalesce($8, tool_calls), error = $9, updated_at = now()
-			 WHERE id = $1 AND created_at = $2 AND status = 'streaming'
+			 WHERE id = $1 AND created_at >= $2 AND created_at < $2::timestamptz + interval '1 millisecond' AND status = 'streaming'
 			 RETURNING ${MESSAGE_COLUMNS}`,
 			{
 				bind: [
@@ -187,7 +187,7 @@ export class MessageStore {
 
 	/** Keeps the text produced so far on a streaming message, so a crash loses little. */
 	async saveProgress(id: string, createdAt: Date, content: string): Promise<void> {
-		await this.db.query("UPDATE messages SET content = $3, updated_at = now() WHERE id = $1 AND created_at = $2 AND status = 'streaming'", {
+		await this.db.query("UPDATE messages SET content = $3, updated_at = now() WHERE id = $1 AND created_at >= $2 AND created_at < $2::timestamptz + interval '1 millisecond' AND status = 'streaming'", {
 			bind: [id, createdAt, content]
 		});
 	}

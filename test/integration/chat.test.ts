@@ -456,6 +456,31 @@ describe.each(MODES)("chat core on $name", mode => {
 		});
 	});
 
+	describe("answers orphaned by a stopped node", () => {
+		it("end interrupted with their text when their conversation node is gone", async () => {
+			const user = await signUp(api, "orphan");
+			const conv = await api.post<{ id: string }>("/api/conversations", { token: user.accessToken, body: {} });
+			const [orphan] = await sql(
+				`INSERT INTO messages (conversation_id, user_id, role, content, status, metadata, created_at, updated_at)
+				 VALUES ($1, $2, 'assistant', 'half an ans', 'streaming', '{"ownerNode":"node-that-died"}', now() - interval '10 minutes', now() - interval '10 minutes')
+				 RETURNING id`,
+				[conv.body.id, user.userId]
+			);
+			const [recent] = await sql(
+				`INSERT INTO messages (conversation_id, user_id, role, content, status, metadata)
+				 VALUES ($1, $2, 'assistant', 'still going', 'streaming', '{"ownerNode":"node-that-died"}') RETURNING id`,
+				[conv.body.id, user.userId]
+			);
+			const service = node.broker.getLocalService("conversation") as unknown as { sweepOrphans(): Promise<void> };
+			await service.sweepOrphans();
+			const rows = await sql("SELECT id, status, content FROM messages WHERE id = ANY($1::uuid[])", [[orphan.id, recent.id]]);
+			const byId = new Map(rows.map(r => [r.id, r]));
+			expect(byId.get(orphan.id)).toMatchObject({ status: "interrupted", content: "half an ans" });
+			// Too recent to judge: it may still be written by a node that is only slow.
+			expect(byId.get(recent.id)).toMatchObject({ status: "streaming" });
+		});
+	});
+
 	describe("partitions", () => {
 		it("a message dated next month lands in next month's partition", async () => {
 			const user = await signUp(api, "part");
