@@ -43,8 +43,10 @@ export function AuthMiddleware(): Middleware {
 			const mode = roles?.length ? "required" : (auth ?? "none");
 			if (mode !== "required") return next;
 			return function authorize(ctx: Context<unknown, ChatmeshMeta>) {
-				const user = callerOf(ctx);
-				if (roles?.length && !roles.some(r => user.roles.includes(r))) throw new ForbiddenError();
+				// A refusal is a rejected promise like any action failure, never a synchronous throw.
+				const user = ctx.meta.user;
+				if (!user) return Promise.reject(new UnauthorizedError());
+				if (roles?.length && !roles.some(r => user.roles.includes(r))) return Promise.reject(new ForbiddenError());
 				return next.call(this, ctx);
 			};
 		}

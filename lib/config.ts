@@ -6,7 +6,7 @@
 import path from "node:path";
 import { z } from "zod";
 
-export const SERVICE_NAMES = ["gateway", "user", "conversation", "llm", "quota", "moderation"] as const;
+export const SERVICE_NAMES = ["gateway", "user", "conversation", "llm", "quota", "moderation", "tool"] as const;
 export type ServiceName = (typeof SERVICE_NAMES)[number];
 
 const LOG_LEVELS = ["fatal", "error", "warn", "info", "debug", "trace"] as const;
@@ -60,6 +60,14 @@ export interface ChatmeshConfig {
 	bodyLimitBytes: number;
 	/** Take the client address from X-Forwarded-For (only behind a proxy you control). */
 	trustProxy: boolean;
+	/** Every user's token budget per period until an admin sets another. */
+	quotaDefaultTokens: number;
+	quotaPeriod: "day" | "week" | "month";
+	/** The most tokens one model call may write; reserved before it and enforced on it. */
+	quotaMaxOutputTokens: number;
+	quotaResetCheckS: number;
+	/** Model → tools → model rounds in one chat turn before the model must answer. */
+	maxToolSteps: number;
 	/** Overrides of the default rate limits (see services/gateway/rate-limit.ts). */
 	rateLimits?: RateLimitOverrides;
 	logLevel: LogLevel;
@@ -69,6 +77,11 @@ export interface ChatmeshConfig {
 	requestTimeoutMs: number;
 	heartbeatIntervalS: number;
 	heartbeatTimeoutS: number;
+	/** Words and phrases the moderation service blocks, lower-cased (MODERATION_DENY_LIST); empty by default. */
+	moderationDenyList: string[];
+	/** OpenAI-compatible base URL whose /moderations the moderation service consults; unset means no provider check. */
+	moderationProviderUrl?: string;
+	moderationProviderApiKey?: string;
 }
 
 const rateRuleSchema = z.object({ points: z.number().int().min(1), durationS: z.number().int().min(1) }).strict();
@@ -238,6 +251,19 @@ function parseTransporter(env: Env): string[] {
 	return urls;
 }
 
+const MAX_DENY_TERM_CHARS = 200;
+
+/** MODERATION_DENY_LIST: comma-separated words or phrases, kept lower-cased with whitespace collapsed. */
+function parseDenyList(env: Env): string[] {
+	const raw = read(env, "MODERATION_DENY_LIST");
+	if (raw === undefined) return [];
+	const terms = raw.split(",").map(term => term.normalize("NFKC").trim().replace(/\s+/g, " ").toLowerCase());
+	// A stray comma is a typo worth a line, not a silent empty term.
+	if (terms.some(term => term.length === 0 || term.length > MAX_DENY_TERM_CHARS))
+		throw new ConfigError("MODERATION_DENY_LIST", `a comma-separated list of words or phrases, each 1-${MAX_DENY_TERM_CHARS} characters`);
+	return [...new Set(terms)];
+}
+
 /** Reads and validates the environment. Throws ConfigError for the first bad value. */
 export function loadConfig(env: Env = process.env): ChatmeshConfig {
 	const nodeEnv =
@@ -297,6 +323,13 @@ export function loadConfig(env: Env = process.env): ChatmeshConfig {
 				"true or false"
 			) ?? false,
 		rateLimits: parseRateLimits(env),
+		quotaDefaultTokens:
+			parseWith(env, "QUOTA_DEFAULT_TOKENS", integer(0, 1e12), "a whole number of tokens") ?? 1_000_000,
+		quotaPeriod: parseWith(env, "QUOTA_PERIOD", z.enum(["day", "week", "month"]), "day, week or month") ?? "month",
+		quotaMaxOutputTokens:
+			parseWith(env, "QUOTA_MAX_OUTPUT_TOKENS", integer(1, 1_000_000), "a whole number of tokens (1-1000000)") ?? 2048,
+		quotaResetCheckS: parseWith(env, "QUOTA_RESET_CHECK_S", integer(1, 86_400), "a whole number of seconds (1-86400)") ?? 60,
+		maxToolSteps: parseWith(env, "MAX_TOOL_STEPS", integer(0, 20), "a whole number from 0 to 20") ?? 4,
 		logLevel: parseWith(env, "LOG_LEVEL", z.enum(LOG_LEVELS), `one of ${LOG_LEVELS.join(", ")}`) ?? "info",
 		logFormat:
 			parseWith(env, "LOG_FORMAT", z.enum(["json", "text"]), "json or text") ??
@@ -308,15 +341,25 @@ export function loadConfig(env: Env = process.env): ChatmeshConfig {
 			30_000,
 		heartbeatIntervalS:
 			parseWith(env, "HEARTBEAT_INTERVAL_S", integer(1, 60), "a whole number of seconds (1-60)") ?? 2,
-		heartbeatTimeoutS: parseWith(env, "HEARTBEAT_TIMEOUT_S", integer(2, 300), "a whole number of seconds (2-300)") ?? 6
+		heartbeatTimeoutS: parseWith(env, "HEARTBEAT_TIMEOUT_S", integer(2, 300), "a whole number of seconds (2-300)") ?? 6,
+		moderationDenyList: parseDenyList(env),
+		moderationProviderUrl: parseWith(
+			env,
+			"MODERATION_PROVIDER_URL",
+			urlWithProtocols(["http:", "https:"]),
+			"an http(s) OpenAI-compatible base URL such as https://api.openai.com/v1"
+		),
+		moderationProviderApiKey: parseWith(env, "MODERATION_PROVIDER_API_KEY", z.string().regex(/^\S+$/), "an API key without spaces")
 	};
+	if (config.moderationProviderApiKey !== undefined && config.moderationProviderUrl === undefined)
+		throw new ConfigError("MODERATION_PROVIDER_API_KEY", "unset unless MODERATION_PROVIDER_URL is set");
 	if (config.heartbeatTimeoutS <= config.heartbeatIntervalS)
 		throw new ConfigError("HEARTBEAT_TIMEOUT_S", "greater than HEARTBEAT_INTERVAL_S");
 	return config;
 }
 
 /** Services whose node needs the database (the gateway checks it for readiness). */
-const DATABASE_SERVICES: ReadonlySet<ServiceName> = new Set(["gateway", "user", "conversation"]);
+const DATABASE_SERVICES: ReadonlySet<ServiceName> = new Set(["gateway", "user", "conversation", "quota", "tool"]);
 
 /** Services that write or serve streamed answers, and so need the generation log. */
 export const GENERATION_SERVICES: ReadonlySet<ServiceName> = new Set(["gateway", "conversation"]);

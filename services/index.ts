@@ -9,6 +9,7 @@ import ConversationService from "./conversation/conversation.service";
 import LlmService from "./llm/llm.service";
 import ModerationService from "./moderation/moderation.service";
 import QuotaService from "./quota/quota.service";
+import ToolService from "./tool/tool.service";
 import UserService from "./user/user.service";
 
 export const SERVICE_SCHEMAS: Readonly<Record<ServiceName, ServiceSchema>> = {
@@ -17,6 +18,7 @@ export const SERVICE_SCHEMAS: Readonly<Record<ServiceName, ServiceSchema>> = {
 	user: UserService as unknown as ServiceSchema,
 	conversation: ConversationService as unknown as ServiceSchema,
 	llm: LlmService as unknown as ServiceSchema,
-	quota: QuotaService,
-	moderation: ModerationService
+	quota: QuotaService as unknown as ServiceSchema,
+	moderation: ModerationService,
+	tool: ToolService as unknown as ServiceSchema
 };

@@ -4,13 +4,13 @@
  * node: moderation, quota, the model's stream into the generation log, the assistant message's
  * final state, the usage charged.
  */
-import type { Readable } from "node:stream";
 import type { Context, ServiceSchema } from "moleculer";
 import { callerOf, type ChatmeshMeta } from "../../lib/auth";
 import { decodeCursor, pageOf } from "../../lib/cursor";
 import { BadRequestError, ContentBlockedError, ERR_MODEL_NOT_FOUND, NotFoundError } from "../../lib/errors";
-import type { GenerationLog, GenerationWriter } from "../../lib/generations/log";
+import type { GenerationLog } from "../../lib/generations/log";
 import type { ChatMessage, GenerationMeta } from "../../lib/generations/types";
+import { OutputWindow } from "../moderation/output-window";
 import { runtimeOf } from "../../lib/runtime";
 import { CacheCleanerMixin, scopedCacheKey, type CacheCleanerMethods } from "../../mixins/cache-cleaner.mixin";
 import { DbMixin } from "../../mixins/db.mixin";
@@ -22,10 +22,11 @@ import {
 	type ConversationAttributes,
 	type ConversationModel,
 	type ConversationView,
-	type MessageRow,
 	type MessageView
 } from "./store";
-import { TurnReader, type TurnOutcome } from "./turn";
+import { TurnReader } from "./turn";
+import { checkOutput, POLICY_NOTICE, runTurn, type RunningTurn, type TurnOutcome, type TurnPlan } from "./turn-runner";
+import { countPromptTokens } from "../../lib/tokens";
 
 export interface SendParams {
 	conversationId?: string;
@@ -38,6 +39,14 @@ export interface SendResult {
 	messageId: string;
 	assistantMessageId: string;
 	generationId: string;
+}
+
+export interface SearchHit {
+	conversationId: string;
+	messageId: string;
+	role: string;
+	snippet: string;
+	createdAt: string;
 }
 
 export interface GenerationStatus {
@@ -60,14 +69,6 @@ interface ConversationSettings {
 	partitionMonthsAhead: number;
 }
 
-interface RunningTurn {
-	plan: TurnPlan;
-	writer: GenerationWriter;
-	reader: TurnReader;
-	producer?: string;
-	done: Promise<void>;
-}
-
 interface ConversationVars {
 	model: ConversationModel;
 	messages: MessageStore;
@@ -80,20 +81,9 @@ interface ConversationVars {
 interface ConversationMethods extends CacheCleanerMethods {
 	owned(userId: string, id: string): Promise<ConversationAttributes>;
 	cleanUserCache(userId: string, conversationId?: string): Promise<void>;
-	runTurn(turn: RunningTurn): Promise<TurnOutcome>;
 	finishTurn(turn: RunningTurn, outcome: TurnOutcome): Promise<void>;
 	ensurePartitions(): Promise<void>;
 	sweepOrphans(): Promise<void>;
-}
-
-interface TurnPlan {
-	userId: string;
-	conversationId: string;
-	generationId: string;
-	assistant: MessageRow;
-	model?: string;
-	firstTurn: boolean;
-	userContent: string;
 }
 
 type Ctx<P = Record<string, never>> = Context<P, ChatmeshMeta>;
@@ -103,6 +93,14 @@ const pageParams = {
 	limit: { type: "number", integer: true, min: 1, max: 100, default: 20, convert: true },
 	cursor: { type: "string", optional: true, max: 200 }
 } as const;
+
+/** Up to ~160 characters around the first match. */
+function snippetOf(content: string, query: string): string {
+	const at = content.toLowerCase().indexOf(query.toLowerCase());
+	const start = Math.max(0, at - 60);
+	const text = content.slice(start, start + 160).replace(/\s+/g, " ").trim();
+	return `${start > 0 ? "…" : ""}${text}${start + 160 < content.length ? "…" : ""}`;
+}
 
 /** A title from the first message: its first words, cut at a word boundary. */
 function titleFrom(content: string): string {
@@ -227,6 +225,16 @@ const ConversationService: ServiceSchema<ConversationSettings, ConversationMetho
 			}
 		},
 
+		/** The caller's own messages that contain the query; the search tool's backend. */
+		search: {
+			auth: "required",
+			params: { query: { type: "string", min: 1, max: 200, trim: true }, limit: { type: "number", integer: true, min: 1, max: 50, default: 10, convert: true } },
+			async handler(ctx: Ctx<{ query: string; limit: number }>): Promise<{ items: SearchHit[] }> {
+				const rows = await this.messages.search(callerOf(ctx).id, ctx.params.query, ctx.params.limit);
+				return { items: rows.map(r => ({ conversationId: r.conversation_id, messageId: r.id, role: r.role, snippet: snippetOf(r.content, ctx.params.query), createdAt: r.created_at.toISOString() })) };
+			}
+		},
+
 		/** Stores the user's message, starts the answer, and returns the ids without waiting for it. */
 		send: {
 			auth: "required",
@@ -256,34 +264,49 @@ const ConversationService: ServiceSchema<ConversationSettings, ConversationMetho
 				if (verdict.action === "block")
 					throw new ContentBlockedError("The message was blocked by the content policy", { reasons: verdict.reasons });
 
+				// The model's context: the conversation so far and the new message. Its worst case is
+				// reserved against the quota before anything is stored, so a refusal stores nothing.
+				const history = existing ? await this.messages.context(existing.id, this.settings.contextMessages) : [];
+				const context: ChatMessage[] = [
+					...history.filter(m => m.status !== "blocked" && (m.role !== "assistant" || m.content)).map(m => ({ role: m.role, content: m.content })),
+					{ role: "user", content }
+				];
 				const generationId = crypto.randomUUID();
+				const firstReservation = `${generationId}:1`;
+				await ctx.call("quota.reserve", { reservationId: firstReservation, tokens: countPromptTokens(context) + runtimeOf(this.broker).config.quotaMaxOutputTokens });
+
 				const sequelize = this.model.sequelize;
 				if (!sequelize) throw new Error("model without sequelize");
-				const { conversationId, userMessage, assistant } = await sequelize.transaction(async transaction => {
-					const conversation =
-						existing ?? (await this.model.create({ userId: user.id, title: null }, { transaction })).get();
-					const userMessage = await this.messages.insert(
-						{ conversationId: conversation.id, userId: user.id, role: "user", content, status: "completed" },
-						transaction
-					);
-					const assistant = await this.messages.insert(
-						{
-							conversationId: conversation.id,
-							userId: user.id,
-							role: "assistant",
-							content: "",
-							status: "streaming",
-							model: ctx.params.model ?? null,
-							generationId,
-							metadata: { ownerNode: this.broker.nodeID },
-							// Timestamps are kept to the millisecond: the answer sorts after its question.
-							createdAt: new Date(userMessage.created_at.getTime() + 1)
-						},
-						transaction
-					);
-					await this.model.update({ updatedAt: new Date() }, { where: { id: conversation.id }, transaction });
-					return { conversationId: conversation.id, userMessage, assistant };
-				});
+				const stored = await sequelize
+					.transaction(async transaction => {
+						const conversation = existing ?? (await this.model.create({ userId: user.id, title: null }, { transaction })).get();
+						const userMessage = await this.messages.insert(
+							{ conversationId: conversation.id, userId: user.id, role: "user", content, status: "completed" },
+							transaction
+						);
+						const assistant = await this.messages.insert(
+							{
+								conversationId: conversation.id,
+								userId: user.id,
+								role: "assistant",
+								content: "",
+								status: "streaming",
+								model: ctx.params.model ?? null,
+								generationId,
+								metadata: { ownerNode: this.broker.nodeID },
+								// Timestamps are kept to the millisecond: the answer sorts after its question.
+								createdAt: new Date(userMessage.created_at.getTime() + 1)
+							},
+							transaction
+						);
+						await this.model.update({ updatedAt: new Date() }, { where: { id: conversation.id }, transaction });
+						return { conversationId: conversation.id, userMessage, assistant };
+					})
+					.catch(async (err: unknown) => {
+						await ctx.call("quota.settle", { reservationId: firstReservation, usage: { promptTokens: 0, completionTokens: 0 } }).catch(() => {});
+						throw err;
+					});
+				const { conversationId, userMessage, assistant } = stored;
 				await this.cleanUserCache(user.id, conversationId);
 
 				const plan: TurnPlan = {
@@ -293,22 +316,37 @@ const ConversationService: ServiceSchema<ConversationSettings, ConversationMetho
 					assistant,
 					model: ctx.params.model,
 					firstTurn: !existing,
-					userContent: content
+					userContent: content,
+					context,
+					firstReservation
 				};
 				const writer = await this.generations.create({ generationId, ownerId: user.id, conversationId, messageId: assistant.id });
+				const window = new OutputWindow();
 				const running: RunningTurn = {
 					plan,
 					writer,
+					policy: Promise.resolve(),
 					reader: new TurnReader(writer, {
 						onProducer: nodeID => (running.producer = nodeID),
-						onProgress: text => void this.messages.saveProgress(assistant.id, assistant.created_at, text).catch(() => {})
+						onProgress: text => void this.messages.saveProgress(assistant.id, assistant.created_at, text).catch(() => {}),
+						onDelta: delta => {
+							for (const text of window.push(delta)) checkOutput(this.broker, running, text);
+						}
 					}),
 					done: Promise.resolve()
 				};
 				this.turns.set(generationId, running);
 				// The turn outlives this request: it runs to its end with or without a client.
-				running.done = this.runTurn(running)
-					.then(outcome => this.finishTurn(running, outcome))
+				running.done = runTurn(this.broker, { maxOutputTokens: runtimeOf(this.broker).config.quotaMaxOutputTokens, maxToolSteps: runtimeOf(this.broker).config.maxToolSteps }, running)
+					.then(async outcome => {
+						// The rest of the output is checked before the answer counts as complete.
+						const rest = window.finish();
+						if (rest) checkOutput(this.broker, running, rest);
+						await running.policy;
+						const stop = running.reader.stopped;
+						const final = stop?.status === "blocked" ? { ...outcome, status: stop.status, error: { code: stop.code, message: stop.message } } : outcome;
+						await this.finishTurn(running, final);
+					})
 					.catch(err => this.logger.error("Chat turn could not be finished", { generationId, err }))
 					.finally(() => this.turns.delete(generationId));
 				return { conversationId, messageId: userMessage.id, assistantMessageId: assistant.id, generationId };
@@ -389,50 +427,22 @@ const ConversationService: ServiceSchema<ConversationSettings, ConversationMetho
 			await this.cleanCache(patterns);
 		},
 
-		/** Runs outside the send request (its deadline must not cut the answer short), as the user. */
-		async runTurn(turn: RunningTurn): Promise<TurnOutcome> {
-			const { plan, reader } = turn;
-			const asUser = { meta: { user: { id: plan.userId, roles: [] } } };
-			try {
-				await this.broker.call("quota.reserve", { generationId: plan.generationId, estimate: 0 }, asUser);
-				const history = await this.messages.context(plan.conversationId, this.settings.contextMessages + 1);
-				const messages: ChatMessage[] = history
-					.filter(m => m.id !== plan.assistant.id && m.status !== "blocked" && (m.role !== "assistant" || m.content))
-					.map(m => ({ role: m.role, content: m.content }));
-				const stream = await this.broker.call<Readable, Record<string, unknown>>(
-					"llm.stream",
-					{ generationId: plan.generationId, messages, ...(plan.model ? { model: plan.model } : {}) },
-					{ ...asUser, timeout: 0 }
-				);
-				return await reader.read(stream);
-			} catch (err) {
-				const e = err as { type?: string; message?: string; code?: number };
-				const known = typeof e.type === "string" && (e.code ?? 500) < 500;
-				return {
-					status: "failed",
-					content: reader.text,
-					usage: null,
-					model: plan.model ?? null,
-					toolCalls: null,
-					error: { code: e.type ?? "INTERNAL_ERROR", message: known || e.type?.startsWith("UPSTREAM") ? (e.message ?? "") : "The answer could not be produced" }
-				};
-			}
-		},
-
 		/** The message's final state first, then the terminal event, so a client told "done" finds it stored. */
 		async finishTurn(turn: RunningTurn, outcome: TurnOutcome) {
 			const { plan, writer } = turn;
+			const blocked = outcome.status === "blocked";
 			const row = await this.messages.finish(plan.assistant.id, plan.assistant.created_at, {
-				content: outcome.content,
+				// Blocked output is not kept for readers: the policy notice stands in its place.
+				content: blocked ? POLICY_NOTICE : outcome.content,
 				status: outcome.status,
 				model: outcome.model,
 				usage: outcome.usage,
-				toolCalls: outcome.toolCalls,
+				toolCalls: outcome.toolCalls.length ? outcome.toolCalls : null,
+				toolResults: outcome.toolResults.length ? outcome.toolResults : null,
 				error: outcome.error
 			});
-			const usage = outcome.usage ?? { promptTokens: 0, completionTokens: 0 };
 			if (outcome.status === "completed" || (outcome.status === "cancelled" && !outcome.error))
-				writer.append({ type: "done", messageId: plan.assistant.id, status: outcome.status, usage, finishReason: outcome.finishReason });
+				writer.append({ type: "done", messageId: plan.assistant.id, status: outcome.status, usage: outcome.usage, finishReason: outcome.finishReason });
 			else
 				writer.append({
 					type: "error",
@@ -440,12 +450,9 @@ const ConversationService: ServiceSchema<ConversationSettings, ConversationMetho
 					status: outcome.status,
 					code: outcome.error?.code ?? "INTERNAL_ERROR",
 					message: outcome.error?.message ?? "",
-					usage
+					usage: outcome.usage
 				});
 			await writer.flush().catch(err => this.logger.warn("Generation log flush failed", err));
-			await this.broker
-				.call("quota.settle", { generationId: plan.generationId, userId: plan.userId, usage })
-				.catch(err => this.logger.warn("Quota settle failed", err));
 			if (plan.firstTurn && outcome.status === "completed")
 				await this.model.update({ title: titleFrom(plan.userContent) }, { where: { id: plan.conversationId, title: null }, silent: true });
 			await this.cleanUserCache(plan.userId, plan.conversationId);

@@ -129,6 +129,8 @@ export interface MessageFinal {
 	model: string | null;
 	usage: Usage | null;
 	toolCalls?: ToolCall[] | null;
+	/** The tools' answers, kept beside the calls in metadata. */
+	toolResults?: unknown[] | null;
 	error?: { code: string; message: string } | null;
 }
 
@@ -164,7 +166,8 @@ export class MessageStore {
 	async finish(id: string, createdAt: Date, final: MessageFinal): Promise<MessageRow | undefined> {
 		const [row] = await this.db.query<MessageRow>(
 			`UPDATE messages SET content = $3, status = $4, model = coalesce($5, model), prompt_tokens = $6, completion_tokens = $7,
-			   tool_calls = coalesce($8, tool_calls), error = $9, updated_at = now()
+			   tool_calls = coalesce($8, tool_calls), error = $9, updated_at = now(),
+			   metadata = CASE WHEN $10::jsonb IS NULL THEN metadata ELSE metadata || jsonb_build_object('toolResults', $10::jsonb) END
 			 WHERE id = $1 AND created_at >= $2 AND created_at < $2::timestamptz + interval '1 millisecond' AND status = 'streaming'
 			 RETURNING ${MESSAGE_COLUMNS}`,
 			{
@@ -177,7 +180,8 @@ export class MessageStore {
 					final.usage?.promptTokens ?? null,
 					final.usage?.completionTokens ?? null,
 					final.toolCalls ? JSON.stringify(final.toolCalls) : null,
-					final.error ? JSON.stringify(final.error) : null
+					final.error ? JSON.stringify(final.error) : null,
+					final.toolResults ? JSON.stringify(final.toolResults) : null
 				],
 				type: QueryTypes.SELECT
 			}
@@ -207,6 +211,17 @@ export class MessageStore {
 	async context(conversationId: string, limit: number): Promise<MessageRow[]> {
 		const rows = await this.page(conversationId, limit);
 		return rows.reverse();
+	}
+
+	/** The user's own messages containing the query (case-insensitive), newest first, in live conversations. */
+	async search(userId: string, query: string, limit: number): Promise<MessageRow[]> {
+		const pattern = `%${query.replace(/[\\%_]/g, m => `\\${m}`)}%`;
+		return this.db.query<MessageRow>(
+			`SELECT ${MESSAGE_COLUMNS.split(", ").map(c => `m.${c}`).join(", ")} FROM messages m JOIN conversations c ON c.id = m.conversation_id
+			 WHERE m.user_id = $1 AND c.user_id = $1 AND c.deleted_at IS NULL AND m.role IN ('user', 'assistant') AND m.content ILIKE $2
+			 ORDER BY m.created_at DESC LIMIT $3`,
+			{ bind: [userId, pattern, limit], type: QueryTypes.SELECT }
+		);
 	}
 
 	async byGeneration(generationId: string): Promise<MessageRow | undefined> {

@@ -1,22 +1,25 @@
 /**
- * One chat turn on the node that owns it: read the llm service's NDJSON stream, append every
- * chunk to the generation log (which the gateways read), and end the assistant message in a
- * final state with the text produced so far — completed, cancelled, failed or interrupted.
- * The turn runs to its end whether or not any client is still watching.
+ * Reading a chat turn's model streams on the node that owns the turn. Each model call of the turn
+ * (the first, and one more after each round of tool calls) is one `read()`; every chunk goes to
+ * the generation log at once, and the text accumulates across calls. The turn can be stopped from
+ * outside: cancelled, blocked by the content policy, or interrupted when its model node dies.
  */
 import { createInterface, type Interface } from "node:readline";
 import type { Readable } from "node:stream";
 import type { GenerationWriter } from "../../lib/generations/log";
 import type { FinalStatus, FinishReason, LlmStreamLine, ToolCall, Usage } from "../../lib/generations/types";
 
-export interface TurnOutcome {
-	status: FinalStatus;
-	content: string;
-	usage: Usage | null;
-	model: string | null;
+/** How one model call ended. */
+export interface StepOutcome {
+	kind: "end" | "error" | "stopped" | "broken";
 	finishReason?: FinishReason;
-	toolCalls: ToolCall[] | null;
-	error: { code: string; message: string } | null;
+	/** Provider usage, or undefined when the call ended without it. */
+	usage?: Usage;
+	model: string | null;
+	toolCalls: ToolCall[];
+	/** The text this call produced. */
+	text: string;
+	error?: { code: string; message: string };
 }
 
 export interface TurnHooks {
@@ -24,20 +27,20 @@ export interface TurnHooks {
 	onProducer(nodeID: string): void;
 	/** Periodically, with the text so far (kept on the message row). */
 	onProgress(content: string): void;
+	/** Every text delta, after it was appended (output moderation reads them). */
+	onDelta(delta: string): void;
 }
 
 /** Why a turn was stopped from outside its stream. */
-export type TurnStop = { status: "cancelled" | "interrupted"; code: string; message: string };
+export interface TurnStop {
+	status: Extract<FinalStatus, "cancelled" | "interrupted" | "blocked">;
+	code: string;
+	message: string;
+}
 
-/**
- * Consumes the stream until it ends or `stop` is called. Never throws: every way a stream can
- * end is an outcome.
- */
 export class TurnReader {
 	private content = "";
-	private model: string | null = null;
-	private toolCalls: ToolCall[] | null = null;
-	private stopped?: TurnStop;
+	private stopReason?: TurnStop;
 	private stream?: Readable;
 	private lines?: Interface;
 	private lastProgress = Date.now();
@@ -48,10 +51,18 @@ export class TurnReader {
 		private readonly progressEveryMs = 2000
 	) {}
 
-	/** Ends the turn from outside at once (the producer died, or a cancel went unanswered). */
+	get text(): string {
+		return this.content;
+	}
+
+	get stopped(): TurnStop | undefined {
+		return this.stopReason;
+	}
+
+	/** Ends the turn from outside at once (the producer died, the policy blocked, a cancel went unanswered). */
 	stop(reason: TurnStop): void {
-		if (this.stopped) return;
-		this.stopped = reason;
+		if (this.stopReason) return;
+		this.stopReason = reason;
 		// Closing the line reader ends the loop in read(); a destroyed stream alone may never "end".
 		this.lines?.close();
 		this.stream?.destroy();
@@ -65,36 +76,39 @@ export class TurnReader {
 		setTimeout(() => this.stop({ status: "cancelled", code: "CANCELLED", message: "Cancelled" }), graceMs).unref();
 	}
 
-	get text(): string {
-		return this.content;
-	}
-
-	async read(stream: Readable): Promise<TurnOutcome> {
+	/** Reads one model call's NDJSON stream to its end. Never throws. */
+	async read(stream: Readable): Promise<StepOutcome> {
 		this.stream = stream;
+		let model: string | null = null;
+		let toolCalls: ToolCall[] = [];
+		let text = "";
 		let end: Extract<LlmStreamLine, { type: "end" }> | undefined;
 		let failure: Extract<LlmStreamLine, { type: "error" }> | undefined;
+		let broken: string | undefined;
 		try {
 			const lines = createInterface({ input: stream, crlfDelay: Infinity });
 			this.lines = lines;
-			if (this.stopped) lines.close();
+			if (this.stopReason) lines.close();
 			for await (const raw of lines) {
 				if (!raw) continue;
 				const line = JSON.parse(raw) as LlmStreamLine;
 				switch (line.type) {
 					case "start":
-						this.model = line.model;
+						model = line.model;
 						this.hooks.onProducer(line.nodeID);
 						break;
 					case "delta":
+						text += line.content;
 						this.content += line.content;
 						this.writer.append({ type: "chunk", delta: line.content });
+						this.hooks.onDelta(line.content);
 						if (Date.now() - this.lastProgress >= this.progressEveryMs) {
 							this.lastProgress = Date.now();
 							this.hooks.onProgress(this.content);
 						}
 						break;
 					case "tool_calls":
-						this.toolCalls = line.toolCalls;
+						toolCalls = line.toolCalls;
 						break;
 					case "end":
 						end = line;
@@ -105,21 +119,14 @@ export class TurnReader {
 				}
 			}
 		} catch (err) {
-			if (!this.stopped) failure = { type: "error", code: "INTERRUPTED", message: `The answer stream broke: ${(err as Error).message}` };
+			broken = (err as Error).message;
 		}
-		return this.outcome(end, failure);
-	}
-
-	private outcome(end?: Extract<LlmStreamLine, { type: "end" }>, failure?: Extract<LlmStreamLine, { type: "error" }>): TurnOutcome {
-		const base = { content: this.content, model: this.model, toolCalls: this.toolCalls };
-		if (end) {
-			const status: FinalStatus = end.finishReason === "cancelled" ? "cancelled" : "completed";
-			return { ...base, status, usage: end.usage, finishReason: end.finishReason, error: null };
-		}
-		if (this.stopped)
-			return { ...base, status: this.stopped.status, usage: null, error: { code: this.stopped.code, message: this.stopped.message } };
-		if (failure) return { ...base, status: "failed", usage: failure.usage ?? null, error: { code: failure.code, message: failure.message } };
+		const base = { model, toolCalls, text };
+		// A cancel answered by the llm node ends normally with "cancelled" and its usage.
+		if (end) return { ...base, kind: "end", finishReason: end.finishReason, usage: end.usage };
+		if (this.stopReason) return { ...base, kind: "stopped", error: { code: this.stopReason.code, message: this.stopReason.message } };
+		if (failure) return { ...base, kind: "error", usage: failure.usage, error: { code: failure.code, message: failure.message } };
 		// The stream ended without its last line: the producer went away mid-answer.
-		return { ...base, status: "interrupted", usage: null, error: { code: "INTERRUPTED", message: "The answer stream ended early" } };
+		return { ...base, kind: "broken", error: { code: "INTERRUPTED", message: broken ? `The answer stream broke: ${broken}` : "The answer stream ended early" } };
 	}
 }

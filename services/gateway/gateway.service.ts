@@ -5,6 +5,7 @@
  * actions themselves (`auth`, `roles`) and enforced by the broker middleware in lib/auth.ts.
  */
 import type { Server as HttpServer, IncomingMessage, ServerResponse } from "node:http";
+import path from "node:path";
 import { Redis } from "ioredis";
 import type { Context, ServiceSchema } from "moleculer";
 import ApiGateway, { type ApiRouteSchema, type ApiSettingsSchema, type IncomingRequest } from "moleculer-web";
@@ -68,7 +69,7 @@ interface GatewayMethods {
 	replyError(req: IncomingRequest, res: ServerResponse, err: Error, format: "chatmesh" | "openai"): Promise<void>;
 }
 
-type GatewayThis = GatewayVars & GatewayMethods & { logger: Context["broker"]["logger"] };
+type GatewayThis = GatewayVars & GatewayMethods & { logger: Context["broker"]["logger"]; broker: Context["broker"] };
 
 const jsonBody = (limitBytes: number) => ({ json: { limit: limitBytes, strict: true }, urlencoded: false });
 
@@ -110,6 +111,8 @@ function apiRoutes(bodyLimitBytes: number): ChatmeshRoute[] {
 				"GET admin/users": "user.list",
 				"PUT admin/users/:id/roles": "user.setRoles",
 				"GET models": "llm.models",
+				"GET usage": "quota.get",
+				"PUT admin/users/:id/quota": "quota.setLimit",
 				"GET conversations": "conversation.list",
 				"POST conversations": "conversation.create",
 				"GET conversations/:id": "conversation.get",
@@ -144,7 +147,15 @@ const chatCompletions: AliasHandler = function (req, res, next) {
 		.then(async () => {
 			callerOf(ctx);
 			const body = parseCompletionRequest((req as IncomingRequest & { body?: unknown }).body);
-			const deps = { ctx, req, res, body, generations: this.generations, headers: ctx.meta.$responseHeaders ?? {} };
+			const deps = {
+				ctx,
+				req,
+				res,
+				body,
+				generations: this.generations,
+				headers: ctx.meta.$responseHeaders ?? {},
+				maxOutputTokens: runtimeOf(this.broker).config.quotaMaxOutputTokens
+			};
 			await (body.conversation_id ? conversationCompletion(deps) : passthroughCompletion(deps));
 			next?.(RESPONSE_SENT);
 		})
@@ -242,6 +253,21 @@ function loginEmail(req: IncomingRequest): string | undefined {
 	const email = (req as IncomingRequest & { body?: { email?: unknown } }).body?.email;
 	return typeof email === "string" && email.length <= 254 ? email : undefined;
 }
+
+/** The web app in public/, served at `/` for whatever no route answers; its page may load only its own files. */
+const webAppAssets = {
+	folder: path.resolve(import.meta.dirname, "../../public"),
+	options: {
+		setHeaders(res: ServerResponse, file: string) {
+			res.setHeader("X-Content-Type-Options", "nosniff");
+			if (file.endsWith(".html"))
+				res.setHeader(
+					"Content-Security-Policy",
+					"default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
+				);
+		}
+	}
+};
 
 const GatewayService: ServiceSchema<ApiSettingsSchema, GatewayMethods & Record<string, never>, GatewayVars> = {
 	name: "gateway",
@@ -361,7 +387,7 @@ const GatewayService: ServiceSchema<ApiSettingsSchema, GatewayMethods & Record<s
 	/** moleculer-web builds its routes in its own created(), so they are set from config here. */
 	merged(schema) {
 		const { config } = runtimeOf(this.broker);
-		schema.settings = { ...schema.settings, port: config.port, ip: config.host, routes: apiRoutes(config.bodyLimitBytes) };
+		schema.settings = { ...schema.settings, port: config.port, ip: config.host, routes: apiRoutes(config.bodyLimitBytes), assets: webAppAssets };
 	},
 
 	created() {

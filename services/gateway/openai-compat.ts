@@ -9,7 +9,8 @@ import { createInterface } from "node:readline";
 import type { Context } from "moleculer";
 import { z } from "zod";
 import type { ChatmeshMeta } from "../../lib/auth";
-import { BadRequestError, httpStatusOf } from "../../lib/errors";
+import { BadRequestError, ContentBlockedError, httpStatusOf } from "../../lib/errors";
+import { countPromptTokens, countTokens } from "../../lib/tokens";
 import type { GenerationLog } from "../../lib/generations/log";
 import type { ChatMessage, FinishReason, LlmStreamLine, ToolCall, ToolDefinition, Usage } from "../../lib/generations/types";
 import type { SendResult } from "../conversation/conversation.service";
@@ -125,11 +126,13 @@ export interface CompletionDeps {
 	body: ChatCompletionRequest;
 	generations: GenerationLog;
 	headers: Record<string, string>;
+	/** The most a model call may write (and what the quota reserves for it). */
+	maxOutputTokens: number;
 }
 
 /** A stateless completion: straight through llm.stream / llm.chat. */
-export async function passthroughCompletion({ ctx, req, res, body, headers }: CompletionDeps): Promise<void> {
-	const maxTokens = body.max_completion_tokens ?? body.max_tokens ?? undefined;
+export async function passthroughCompletion({ ctx, req, res, body, headers, maxOutputTokens }: CompletionDeps): Promise<void> {
+	const maxTokens = Math.min(body.max_completion_tokens ?? body.max_tokens ?? maxOutputTokens, maxOutputTokens);
 	const params = {
 		messages: toChatMessages(body),
 		...(body.model ? { model: body.model } : {}),
@@ -139,11 +142,21 @@ export async function passthroughCompletion({ ctx, req, res, body, headers }: Co
 	};
 	const generationId = crypto.randomUUID();
 	const id = `chatcmpl-${generationId.replaceAll("-", "")}`;
+	// The same gates as a stored turn: the content policy on the input, the quota before the model.
+	await checkInput(ctx, params.messages);
+	const reservationId = `${generationId}:1`;
+	await ctx.call("quota.reserve", { reservationId, tokens: countPromptTokens(params.messages) + maxTokens });
+	let charged: Usage = { promptTokens: 0, completionTokens: 0 };
+	const settle = () => ctx.broker.call("quota.settle", { reservationId, usage: charged }).catch(() => {});
 	if (!body.stream) {
-		const answer = await ctx.call<
-			{ content: string; toolCalls: ToolCall[] | null; finishReason: FinishReason; usage: Usage; model: string },
-			typeof params
-		>("llm.chat", params);
+		const answer = await ctx
+			.call<{ content: string; toolCalls: ToolCall[] | null; finishReason: FinishReason; usage: Usage; model: string }, typeof params>("llm.chat", params)
+			.catch(async (err: unknown) => {
+				await settle();
+				throw err;
+			});
+		charged = answer.usage;
+		await settle();
 		res.writeHead(200, { ...headers, "Content-Type": "application/json; charset=utf-8" });
 		res.end(
 			JSON.stringify({
@@ -166,7 +179,11 @@ export async function passthroughCompletion({ ctx, req, res, body, headers }: Co
 	}
 
 	// Destroying a stream produced on another node does not reach it; this helper cancels then.
-	const stream = await callLlmStream(ctx, { ...params, generationId });
+	const stream = await callLlmStream(ctx, { ...params, generationId }).catch(async err => {
+		await settle();
+		throw err;
+	});
+	let produced = "";
 	const writer = new ChunkWriter(res, id, body.model ?? "");
 	writer.open(headers);
 	// The client left: stop the model too (a stateless request has no one else to answer).
@@ -179,19 +196,41 @@ export async function passthroughCompletion({ ctx, req, res, body, headers }: Co
 			if (line.type === "start") {
 				writer.setModel(line.model);
 				writer.role();
-			} else if (line.type === "delta") writer.delta(line.content);
+			} else if (line.type === "delta") {
+				produced += line.content;
+				writer.delta(line.content);
+			}
 			else if (line.type === "tool_calls") writer.toolCalls(line.toolCalls);
 			else if (line.type === "end") {
+				charged = line.usage;
 				writer.finish(finishOf(line.finishReason));
 				if (body.stream_options?.include_usage) writer.usage(line.usage);
-			} else if (line.type === "error") writer.error(line);
+			} else if (line.type === "error") {
+				if (line.usage) charged = line.usage;
+				writer.error(line);
+			}
 		}
 	} catch (err) {
 		if (!res.writableEnded) writer.error({ code: "STREAM_INTERRUPTED", message: (err as Error).message });
 	} finally {
 		req.off("close", abandon);
 		if (!res.writableEnded) writer.end();
+		// A stream that ended without usage (the client left, the producer died) pays for what it produced.
+		if (charged.promptTokens === 0 && charged.completionTokens === 0 && produced)
+			charged = { promptTokens: countPromptTokens(params.messages), completionTokens: countTokens(produced) };
+		await settle();
 	}
+}
+
+/** The content policy on the last user message, before any model call. */
+async function checkInput(ctx: Context<unknown, ChatmeshMeta>, messages: ChatMessage[]): Promise<void> {
+	const last = [...messages].reverse().find(m => m.role === "user");
+	if (!last?.content) return;
+	const verdict = await ctx.call<{ action: string; reasons: string[] }, { text: string; direction: "input" }>("moderation.check", {
+		text: last.content,
+		direction: "input"
+	});
+	if (verdict.action === "block") throw new ContentBlockedError("The message was blocked by the content policy", { reasons: verdict.reasons });
 }
 
 /** A completion stored into a conversation: its last user message runs as that conversation's turn. */

@@ -7,23 +7,9 @@
  */
 import { countTokens } from "gpt-tokenizer";
 import type { ChatCompletionChunk } from "openai/resources/chat/completions";
-import type { ChatMessage, FinishReason, ToolCall, Usage } from "../../lib/generations/types";
+import type { FinishReason, ToolCall, Usage } from "../../lib/generations/types";
 
-/** OpenAI's chat format overhead: tokens per message, and the reply priming. */
-const TOKENS_PER_MESSAGE = 3;
-const TOKENS_PER_NAME = 1;
-const REPLY_PRIMING_TOKENS = 3;
-
-/** The prompt's tokens, counted the way OpenAI's cookbook counts chat messages. */
-export function countPromptTokens(messages: readonly ChatMessage[]): number {
-	let total = REPLY_PRIMING_TOKENS;
-	for (const message of messages) {
-		total += TOKENS_PER_MESSAGE + countTokens(message.role) + countTokens(message.content ?? "");
-		if (message.name) total += TOKENS_PER_NAME + countTokens(message.name);
-		for (const call of message.tool_calls ?? []) total += countTokens(call.function.name) + countTokens(call.function.arguments);
-	}
-	return total;
-}
+export { countPromptTokens } from "../../lib/tokens";
 
 function finishReasonOf(raw: string): FinishReason {
 	switch (raw) {

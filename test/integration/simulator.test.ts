@@ -124,8 +124,8 @@ describe("chat completions", () => {
 		expect(contentChunks(chunks)).toHaveLength(24);
 		expect(first.usage?.completion_tokens).toBe(contentChunks(chunks).length);
 
-		// prompt_tokens: gpt-tokenizer count of each message's content plus 4 per message.
-		expect(first.usage?.prompt_tokens).toBe(encode("Tell me something about rivers").length + 4);
+		// prompt_tokens as OpenAI counts them: 3 per message + role + content, plus 3 to prime the reply.
+		expect(first.usage?.prompt_tokens).toBe(3 + encode("user").length + encode("Tell me something about rivers").length + 3);
 		expect(first.usage?.total_tokens).toBe((first.usage?.prompt_tokens ?? 0) + (first.usage?.completion_tokens ?? 0));
 	});
 

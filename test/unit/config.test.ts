@@ -150,6 +150,35 @@ describe("loadConfig", () => {
 		expect(configError({ HEARTBEAT_INTERVAL_S: "5", HEARTBEAT_TIMEOUT_S: "5" }).variable).toBe("HEARTBEAT_TIMEOUT_S");
 	});
 
+	it("reads the moderation deny list and provider, with their defaults", () => {
+		const defaults = loadConfig({});
+		expect(defaults.moderationDenyList).toEqual([]);
+		expect(defaults.moderationProviderUrl).toBeUndefined();
+		expect(defaults.moderationProviderApiKey).toBeUndefined();
+		const config = loadConfig({
+			MODERATION_DENY_LIST: " Foo ,bar  BAZ,foo,ｑｕｕｘ",
+			MODERATION_PROVIDER_URL: "https://mod.example.test/v1",
+			MODERATION_PROVIDER_API_KEY: "sk-test"
+		});
+		expect(config.moderationDenyList).toEqual(["foo", "bar baz", "quux"]);
+		expect(config.moderationProviderUrl).toBe("https://mod.example.test/v1");
+		expect(config.moderationProviderApiKey).toBe("sk-test");
+	});
+
+	it.each([
+		[{ MODERATION_DENY_LIST: "foo,,bar" }, "MODERATION_DENY_LIST"],
+		[{ MODERATION_DENY_LIST: "x".repeat(201) }, "MODERATION_DENY_LIST"],
+		[{ MODERATION_PROVIDER_URL: "ftp://mod.example.test/v1" }, "MODERATION_PROVIDER_URL"],
+		[{ MODERATION_PROVIDER_URL: "not a url" }, "MODERATION_PROVIDER_URL"],
+		[{ MODERATION_PROVIDER_URL: "http://m/v1", MODERATION_PROVIDER_API_KEY: "two words" }, "MODERATION_PROVIDER_API_KEY"],
+		[{ MODERATION_PROVIDER_API_KEY: "sk-orphan" }, "MODERATION_PROVIDER_API_KEY"]
+	])("rejects moderation setting %o with one line naming %s", (env, variable) => {
+		const err = configError(env);
+		expect(err.variable).toBe(variable);
+		expect(err.message.startsWith(`${variable} must be `)).toBe(true);
+		expect(err.message).not.toContain("\n");
+	});
+
 	it("never echoes the rejected value, which may hold a secret", () => {
 		const err = configError({ DATABASE_URL: "mysql://user:s3cret@host/db" });
 		expect(err.message).not.toContain("s3cret");

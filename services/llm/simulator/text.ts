@@ -206,7 +206,9 @@ export function canonicalMessages(messages: readonly unknown[]): string {
  * every message in a start marker, the role, a separator and an end marker (4 tokens in the
  * ChatML layout OpenAI's counting guide describes). Tool definitions are not counted.
  */
-export const PROMPT_TOKENS_PER_MESSAGE = 4;
+export const PROMPT_TOKENS_PER_MESSAGE = 3;
+/** Tokens that prime the reply, once per request. */
+export const PROMPT_REPLY_PRIMING_TOKENS = 3;
 
 /**
  * Longest piece handed to the BPE encoder in one call. gpt-tokenizer's merge step is quadratic
@@ -277,21 +279,28 @@ export function countTokens(text: string): number {
 }
 
 /**
- * Prompt tokens of a chat request: for each message, the tokens of its content text (plus its
- * `name` and tool-call names/arguments, if any) and PROMPT_TOKENS_PER_MESSAGE.
+ * Prompt tokens of a chat request, counted as OpenAI counts them, so usage a client estimates
+ * for an aborted request matches what the simulator records.
  */
 export function countPromptTokens(messages: readonly unknown[]): number {
-	let total = 0;
+	// OpenAI's own way of counting chat prompts (its cookbook): per message a fixed overhead, the
+	// role, the content, a name (plus one), tool-call names and arguments; plus the reply priming.
+	let total = PROMPT_REPLY_PRIMING_TOKENS;
 	for (const message of messages) {
 		total += PROMPT_TOKENS_PER_MESSAGE;
 		if (!isRecord(message)) {
 			total += countTokens(contentText(message));
 			continue;
 		}
+		if (typeof message.role === "string") total += countTokens(message.role);
 		total += countTokens(contentText(message.content));
-		if (typeof message.name === "string") total += countTokens(message.name);
-		const calls = toolCallsText(message.tool_calls);
-		if (calls) total += countTokens(calls);
+		if (typeof message.name === "string") total += 1 + countTokens(message.name);
+		if (Array.isArray(message.tool_calls))
+			for (const call of message.tool_calls) {
+				if (!isRecord(call) || !isRecord(call.function)) continue;
+				if (typeof call.function.name === "string") total += countTokens(call.function.name);
+				if (typeof call.function.arguments === "string") total += countTokens(call.function.arguments);
+			}
 	}
 	return total;
 }

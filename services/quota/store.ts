@@ -1,0 +1,164 @@
+/**
+ * The quota service's SQL. A reservation raises tokens_reserved only while used + reserved stays
+ * within the limit, in one UPDATE whose row lock serialises a user's concurrent requests; settling
+ * moves the reservation's real usage to tokens_used and releases the rest.
+ */
+import { QueryTypes, type Sequelize, type Transaction } from "sequelize";
+import type { Usage } from "../../lib/generations/types";
+
+export type Period = "day" | "week" | "month";
+
+export interface QuotaRow {
+	user_id: string;
+	tokens_used: string;
+	tokens_reserved: string;
+	tokens_limit: string;
+	period: Period;
+	reset_at: Date;
+}
+
+export interface QuotaView {
+	tokensUsed: number;
+	tokensReserved: number;
+	tokensLimit: number;
+	tokensRemaining: number;
+	period: Period;
+	resetAt: string;
+}
+
+export function quotaView(row: QuotaRow): QuotaView {
+	const used = Number(row.tokens_used);
+	const reserved = Number(row.tokens_reserved);
+	const limit = Number(row.tokens_limit);
+	return {
+		tokensUsed: used,
+		tokensReserved: reserved,
+		tokensLimit: limit,
+		tokensRemaining: Math.max(0, limit - used - reserved),
+		period: row.period,
+		resetAt: row.reset_at.toISOString()
+	};
+}
+
+/** The start of the next period, in UTC. */
+const NEXT_RESET = "date_trunc(period, now() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC' + ('1 ' || period)::interval";
+const COLUMNS = "user_id, tokens_used, tokens_reserved, tokens_limit, period, reset_at";
+
+export interface QuotaDefaults {
+	tokensLimit: number;
+	period: Period;
+}
+
+export class QuotaStore {
+	constructor(
+		private readonly db: Sequelize,
+		private readonly defaults: QuotaDefaults
+	) {}
+
+	private select<T extends object>(sql: string, bind: unknown[], transaction?: Transaction): Promise<T[]> {
+		return this.db.query<T>(sql, { bind, type: QueryTypes.SELECT, transaction });
+	}
+
+	/** The user's row, created with the defaults on first use and reset if its period is over. */
+	async current(userId: string, transaction?: Transaction): Promise<QuotaRow> {
+		await this.db.query(
+			`INSERT INTO user_quotas (user_id, tokens_limit, period, reset_at)
+			 VALUES ($1, $2, $3::text, date_trunc($3::text, now() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC' + ('1 ' || $3::text)::interval)
+			 ON CONFLICT (user_id) DO NOTHING`,
+			{ bind: [userId, this.defaults.tokensLimit, this.defaults.period], transaction }
+		);
+		const [reset] = await this.select<QuotaRow>(
+			`UPDATE user_quotas SET tokens_used = 0, reset_at = ${NEXT_RESET}, updated_at = now()
+			 WHERE user_id = $1 AND reset_at <= now() RETURNING ${COLUMNS}`,
+			[userId],
+			transaction
+		);
+		if (reset) return reset;
+		const [row] = await this.select<QuotaRow>(`SELECT ${COLUMNS} FROM user_quotas WHERE user_id = $1`, [userId], transaction);
+		return row;
+	}
+
+	/** Holds `tokens` for a reservation; undefined (and nothing held) when that would pass the limit. */
+	async reserve(userId: string, reservationId: string, tokens: number): Promise<{ row: QuotaRow; granted: boolean }> {
+		return this.db.transaction(async transaction => {
+			const row = await this.current(userId, transaction);
+			const [held] = await this.select<QuotaRow>(
+				`UPDATE user_quotas SET tokens_reserved = tokens_reserved + $2, updated_at = now()
+				 WHERE user_id = $1 AND tokens_used + tokens_reserved + $2 <= tokens_limit RETURNING ${COLUMNS}`,
+				[userId, tokens],
+				transaction
+			);
+			if (!held) return { row, granted: false };
+			await this.db.query("INSERT INTO quota_reservations (id, user_id, tokens) VALUES ($1, $2, $3)", {
+				bind: [reservationId, userId, tokens],
+				transaction
+			});
+			return { row: held, granted: true };
+		});
+	}
+
+	/** Charges the real usage and releases the reservation; a reservation settles once. */
+	async settle(reservationId: string, usage: Usage): Promise<{ charged: number; reserved: number } | undefined> {
+		return this.db.transaction(async transaction => {
+			const [reservation] = await this.select<{ user_id: string; tokens: string }>(
+				"DELETE FROM quota_reservations WHERE id = $1 RETURNING user_id, tokens",
+				[reservationId],
+				transaction
+			);
+			if (!reservation) return undefined;
+			const charged = Math.max(0, usage.promptTokens) + Math.max(0, usage.completionTokens);
+			await this.db.query(
+				`UPDATE user_quotas SET tokens_reserved = greatest(tokens_reserved - $2, 0), tokens_used = tokens_used + $3, updated_at = now()
+				 WHERE user_id = $1`,
+				{ bind: [reservation.user_id, Number(reservation.tokens), charged], transaction }
+			);
+			return { charged, reserved: Number(reservation.tokens) };
+		});
+	}
+
+	async setLimit(userId: string, tokensLimit: number, period: Period | undefined): Promise<QuotaRow | undefined> {
+		const [exists] = await this.select<{ id: string }>("SELECT id FROM users WHERE id = $1", [userId]);
+		if (!exists) return undefined;
+		await this.current(userId);
+		const [row] = await this.select<QuotaRow>(
+			`UPDATE user_quotas SET tokens_limit = $2, period = coalesce($3, period), updated_at = now() WHERE user_id = $1 RETURNING ${COLUMNS}`,
+			[userId, tokensLimit, period ?? null]
+		);
+		return row;
+	}
+
+	/**
+	 * The scheduled reset: under a transaction-level advisory lock, so when several nodes run it
+	 * at once one does the work and the others skip. Also releases reservations left behind by a
+	 * node that stopped before settling them. Returns how many users were reset by this run, or
+	 * undefined when another node holds the lock.
+	 */
+	async resetDue(nodeID: string, staleReservationS: number): Promise<number | undefined> {
+		return this.db.transaction(async transaction => {
+			const [lock] = await this.select<{ locked: boolean }>(
+				"SELECT pg_try_advisory_xact_lock(hashtext('chatmesh:quota-reset')) AS locked",
+				[],
+				transaction
+			);
+			if (!lock.locked) return undefined;
+			const reset = await this.select<{ user_id: string }>(
+				`UPDATE user_quotas SET tokens_used = 0, reset_at = ${NEXT_RESET}, updated_at = now() WHERE reset_at <= now() RETURNING user_id`,
+				[],
+				transaction
+			);
+			const stale = await this.select<{ user_id: string; tokens: string }>(
+				`DELETE FROM quota_reservations WHERE created_at < now() - ($1::int * interval '1 second') RETURNING user_id, tokens`,
+				[staleReservationS],
+				transaction
+			);
+			for (const r of stale)
+				await this.db.query("UPDATE user_quotas SET tokens_reserved = greatest(tokens_reserved - $2, 0) WHERE user_id = $1", {
+					bind: [r.user_id, Number(r.tokens)],
+					transaction
+				});
+			if (reset.length > 0)
+				await this.db.query("INSERT INTO quota_resets (node_id, users_reset) VALUES ($1, $2)", { bind: [nodeID, reset.length], transaction });
+			return reset.length;
+		});
+	}
+}
