@@ -63,7 +63,12 @@ export function brokerOptions(config: ChatmeshConfig): BrokerOptions {
 		// SIGTERM is handled by the node (server.ts), which closes the database after the broker.
 		skipProcessEventRegistration: true,
 		middlewares: [AuthMiddleware()],
-		metrics: { enabled: false },
+		metrics: config.metricsPort === undefined
+			? { enabled: false }
+			: {
+					enabled: true,
+					reporter: [{ type: "Prometheus", options: { port: config.metricsPort, path: "/metrics", defaultLabels: (registry: { broker: { namespace: string; nodeID: string } }) => ({ namespace: registry.broker.namespace, nodeID: registry.broker.nodeID }) } }]
+				},
 		tracing: { enabled: false }
 	};
 }

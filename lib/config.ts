@@ -60,6 +60,8 @@ export interface ChatmeshConfig {
 	bodyLimitBytes: number;
 	/** Take the client address from X-Forwarded-For (only behind a proxy you control). */
 	trustProxy: boolean;
+	/** Prometheus metrics endpoint port (Moleculer's reporter); undefined: metrics off. */
+	metricsPort?: number;
 	/** Every user's token budget per period until an admin sets another. */
 	quotaDefaultTokens: number;
 	quotaPeriod: "day" | "week" | "month";
@@ -323,6 +325,7 @@ export function loadConfig(env: Env = process.env): ChatmeshConfig {
 				"true or false"
 			) ?? false,
 		rateLimits: parseRateLimits(env),
+		metricsPort: parseWith(env, "METRICS_PORT", integer(0, 65535), "a port number from 0 to 65535"),
 		quotaDefaultTokens:
 			parseWith(env, "QUOTA_DEFAULT_TOKENS", integer(0, 1e12), "a whole number of tokens") ?? 1_000_000,
 		quotaPeriod: parseWith(env, "QUOTA_PERIOD", z.enum(["day", "week", "month"]), "day, week or month") ?? "month",
