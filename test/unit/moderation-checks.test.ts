@@ -43,7 +43,7 @@ describe("profanity check", () => {
 		["that word is a slur: fag", "flag", "hate"],
 		["the n1gger word", "block", "hate"],
 		["you stupid bitch", "block", "harassment"],
-		["u r such a worthless c*nt", "block", "harassment"],
+		["u r such a worthless twat", "block", "harassment"],
 		["fuck you", "block", "harassment"],
 		["go fuck yourself", "block", "harassment"],
 		["just go kill yourself", "block", "harassment"],
@@ -260,11 +260,14 @@ describe("local checks together", () => {
 			return combine(await Promise.all(checks.map(c => c.run(text, "input", ctx))));
 		};
 		for (let i = 0; i < 50; i++) await once();
-		const start = performance.now();
-		for (let i = 0; i < 200; i++) expect((await once()).action).toBe("allow");
-		const perCheckMs = (performance.now() - start) / 200;
+		// The fastest of a few batches: other processes on a small machine only ever slow one down.
+		let perCheckMs = Infinity;
+		for (let batch = 0; batch < 5; batch++) {
+			const start = performance.now();
+			for (let i = 0; i < 100; i++) expect((await once()).action).toBe("allow");
+			perCheckMs = Math.min(perCheckMs, (performance.now() - start) / 100);
+		}
 		console.log(`moderation of ${text.length} characters: ${perCheckMs.toFixed(3)} ms`);
-		// Generous for a loaded 2-core machine; measured values are well below.
-		expect(perCheckMs).toBeLessThan(1.5);
+		expect(perCheckMs).toBeLessThan(1);
 	});
 });

@@ -23,9 +23,10 @@ import {
 import type { CheckContext, CheckVerdict, Direction, ModerationAction, ModerationCheck } from "./check";
 import { allow, mostSevere } from "./check";
 
+/** A dataset word's verdict; `insult` words aimed at "you" are harassment and block. */
 export type ProfanityRule = { action: ModerationAction; category: "hate" | "profanity" | "sexual"; insult: boolean } | "ignore";
 
-const block = (insult = true): ProfanityRule => ({ action: "block", category: "hate", insult });
+const block = (): ProfanityRule => ({ action: "block", category: "hate", insult: true });
 const slur = (): ProfanityRule => ({ action: "flag", category: "hate", insult: true });
 const swear = (insult = false): ProfanityRule => ({ action: "flag", category: "profanity", insult });
 const sexual = (): ProfanityRule => ({ action: "flag", category: "sexual", insult: false });
@@ -54,8 +55,10 @@ const EXTRA_WHITELIST = [
 ];
 
 // An insult aimed at the reader: "you bitch", "you're a stupid twat", "u r such a dick".
-const AIMED_BEFORE =
-	/(?:^|[^\p{L}])(?:you|u|ya)(?:\s*(?:'re|’re|re)|\s+(?:are|r))?(?:\s+(?:such|so|a|an|the|one|total|complete|absolute|utter|fucking|fuckin|freaking|stupid|dumb|little|big|fat|ugly|worthless|pathetic|damn|dirty|lazy|useless|piece\s+of))*\s+$/u;
+const INSULT_MODIFIERS =
+	"such|so|a|an|the|one|total|complete|absolute|utter|fucking|fuckin|freaking|stupid|dumb|little|big|fat|ugly|worthless|" +
+	"pathetic|damn|dirty|lazy|useless|piece\\s+of";
+const AIMED_BEFORE = new RegExp(`(?:^|[^\\p{L}])(?:you|u|ya)(?:\\s*(?:'re|re)|\\s+(?:are|r))?(?:\\s+(?:${INSULT_MODIFIERS}))*\\s+$`, "u");
 // A curse aimed at the reader: "fuck you", "fucking off", "go fuck yourself".
 const AIMED_AFTER = /^[\p{L}]*\s+(?:you|u|ya|yourself|urself|off)(?!\p{L})/u;
 const SELF_HARM_INCITEMENT =

@@ -22,21 +22,43 @@ interface Rule {
 
 /** A pattern whose spaces stand for optional whitespace. */
 const words = (source: string, flags = "u"): RegExp => new RegExp(source.replaceAll(" ", "\\s*"), flags);
+const oneOf = (...alternatives: string[]): string => `(?:${alternatives.join("|")})`;
 
 // "skip" and "neglect" are left out: recipes and manuals say "skip the previous instructions".
 const VERB = "(?:ignore|disregard|forget|override|overrule|discard|abandon|bypass)";
 // Not "default", "current" or "existing": "override the default policy" is a sysadmin's question.
 const QUALIFIER = "(?:previous|prior|preceding|above|earlier|foregoing|former|initial|original|system|developer|safety)";
-const NOUN =
-	"(?:instructions?|rules?|directions?|directives?|prompts?|guidelines?|guidance|commands?|constraints?|restrictions?|programming|polic(?:y|ies)|system prompt|system message|training)";
+const NOUN = oneOf(
+	"instructions?|rules?|directions?|directives?|prompts?|guidelines?|guidance|commands?",
+	"constraints?|restrictions?|programming|polic(?:y|ies)|system prompt|system message|training"
+);
 // "my" is left out on purpose: "ignore my previous instructions" is a user correcting themselves.
 const DETERMINER = "(?:the |your |ur |these |those |this |its )?";
 const STRONG_ADJ = "(?:unrestricted|unfiltered|uncensored|jailbroken|unbound|unlimited|evil|rogue|amoral|unethical|unaligned)";
 const SPECIAL_MODE = "(?:developer|dev|god|jailbreak|jailbroken|dan|unrestricted|unfiltered|uncensored|sudo|admin|debug)";
 const EXTRACT_VERB =
 	"(?:reveal|print|show|display|output|repeat|dump|leak|disclose|expose|share|recite|spell out|write out|tell me|tell us|give me|send me|paste|echo)";
-const SECRET_NOUN =
-	"(?:system prompt|system message|system instructions?|initial prompt|initial instructions?|original prompt|original instructions?|hidden prompt|hidden instructions?|secret instructions?|pre-?prompt|developer message)";
+const SECRET_NOUN = oneOf(
+	"system prompt|system message|system instructions?|developer message|pre-?prompt",
+	"(?:initial|original|hidden|secret) (?:prompt|instructions?)"
+);
+// Where earlier instructions came from: "the instructions above", "the rules you were given".
+const GIVEN = oneOf(
+	"above|before this|so far|until now|up to now",
+	"given (?:to you )?(?:before|earlier|previously)",
+	"you(?:'ve| have| were)? (?:been )?(?:given|told|received)"
+);
+const YOU_ARE = "(?<!\\p{L})(?:you(?:'re| are| r|re)|u r)";
+// What a jailbreak says the model has become.
+const UNBOUND = oneOf(
+	"dan(?!\\p{L})",
+	`an? ${STRONG_ADJ}`,
+	`(?:in|entering|operating in) (?:an? )?${SPECIAL_MODE} mode`,
+	"free (?:of|from) (?:all |any |your )?(?:restrictions|rules|guidelines|limitations|constraints|filters|censorship|programming|polic(?:y|ies)|openai)",
+	"no longer (?:bound|restricted|limited|an? ai|an? assistant|chatgpt)",
+	"not bound",
+	"without (?:any )?(?:restrictions|limits|filters|rules|guidelines)"
+);
 
 const ROLE_OVERRIDE: Rule[] = [
 	{
@@ -50,45 +72,56 @@ const ROLE_OVERRIDE: Rule[] = [
 	},
 	{
 		label: "instruction override",
-		pattern: words(
-			`${VERB} (?:all |any )?(?:of )?(?:the )?(?:instructions?|rules?|directions?|prompts?|guidelines?) (?:above|before this|given (?:to you )?(?:before|earlier|previously)|you(?:'ve| have| were)? (?:been )?(?:given|told|received)|so far|until now|up to now)`
-		)
+		pattern: words(`${VERB} (?:all |any )?(?:of )?(?:the )?(?:instructions?|rules?|directions?|prompts?|guidelines?) ${GIVEN}`)
 	},
 	{
 		label: "instruction override",
 		pattern: words(
-			"forget (?:about )?(?:everything|all|anything) (?:(?:that )?you(?:'ve| have| were| had)? (?:been )?(?:told|given|instructed)|above|before this|prior|previously|so far|until now|up to now)"
+			"forget (?:about )?(?:everything|all|anything) " +
+				"(?:(?:that )?you(?:'ve| have| were| had)? (?:been )?(?:told|given|instructed)|above|before this|prior|previously|so far|until now|up to now)"
 		)
 	},
-	{
-		label: "role override",
-		pattern: words(
-			`(?<!\\p{L})(?:you(?:'re| are| r|re)|u r) (?:now|from now on|going to be|gonna be) (?:dan(?!\\p{L})|an? ${STRONG_ADJ}|(?:in|entering|operating in) (?:an? )?${SPECIAL_MODE} mode|free (?:of|from) (?:all |any |your )?(?:restrictions|rules|guidelines|limitations|constraints|filters|censorship|programming|polic(?:y|ies)|openai)|no longer (?:bound|restricted|limited|an? ai|an? assistant|chatgpt)|not bound|without (?:any )?(?:restrictions|limits|filters|rules|guidelines))`
-		)
-	},
-	{
-		label: "role override",
-		pattern: words(`from now on,? you(?:'re| are| will be| will act as| act as) (?:dan(?!\\p{L})|an? ${STRONG_ADJ}|in ${SPECIAL_MODE} mode)`)
-	},
+	{ label: "role override", pattern: words(`${YOU_ARE} (?:now|from now on|going to be|gonna be) ${UNBOUND}`) },
+	{ label: "role override", pattern: words(`from now on,? you(?:'re| are| will be| will act as| act as) ${UNBOUND}`) },
 	{ label: "role override", pattern: words("(?<!\\p{L})do anything now(?!\\p{L})") },
-	{ label: "role override", pattern: words(`(?:enter|enable|activate|switch (?:to|into)|turn on) (?:the )?(?:dan|jailbreak|jailbroken|god|unrestricted|unfiltered|uncensored) mode`) },
-	{ label: "role override", pattern: words("(?:chatgpt|assistant|ai|model|llm|gpt) with (?:developer|dev|dan|jailbreak) mode (?:enabled|activated|on)") },
+	{
+		// Not "enable developer mode": that is how Android settings are unlocked.
+		label: "role override",
+		pattern: words("(?:enter|enable|activate|switch (?:to|into)|turn on) (?:the )?(?:dan|jailbreak|jailbroken|god|unrestricted|unfiltered|uncensored) mode")
+	},
+	{
+		label: "role override",
+		pattern: words("(?:chatgpt|assistant|ai|model|llm|gpt) with (?:developer|dev|dan|jailbreak) mode (?:enabled|activated|on)")
+	},
 	{
 		// "act as the system", not "act as a system administrator".
 		label: "role override",
 		pattern: words(
-			"(?:(?:act|behave|respond|speak|pose|function) as (?:if you (?:are|were) )?|pretend (?:to be|you are) )(?:the |a |an |your )?system(?: prompt| message| role)?(?=\\s*(?:$|[^\\s\\p{L}]|(?:and|now|from|with|to|who|that|which|instead)(?!\\p{L})))"
+			`${oneOf("(?:act|behave|respond|speak|pose|function) as (?:if you (?:are|were) )?", "pretend (?:to be|you are) ")}` +
+				"(?:the |a |an |your )?system(?: prompt| message| role)?(?=\\s*(?:$|[^\\s\\p{L}]|(?:and|now|from|with|to|who|that|which|instead)(?!\\p{L})))"
 		)
 	},
-	{ label: "role override", pattern: words("(?<!\\p{L})i(?:'m| am) (?:your|ur) (?:developer|creator|programmer|owner|admin|administrator|operator|system)(?!\\p{L})") },
+	{
+		label: "role override",
+		pattern: words("(?<!\\p{L})i(?:'m| am) (?:your|ur) (?:developer|creator|programmer|owner|admin|administrator|operator|system)(?!\\p{L})")
+	},
 	{
 		label: "new instructions",
 		pattern: words("(?<!\\p{L})(?:(?:new|updated|real|actual|revised|additional|override) (?:system )?instructions?|new system prompt) ?:")
 	},
 	{ label: "new instructions", pattern: words("here (?:are|is) your (?:new|real|actual|updated) (?:instructions?|rules|prompt|directives?)") },
-	{ label: "system prompt extraction", pattern: words(`${EXTRACT_VERB} (?:me |us )?(?:all |exactly |verbatim |back )?(?:of )?(?:your|ur) (?:full |entire |complete |exact |original |initial |hidden |secret |internal )*(?:${SECRET_NOUN}|prompt|instructions)`) },
+	{
+		label: "system prompt extraction",
+		pattern: words(
+			`${EXTRACT_VERB} (?:me |us )?(?:all |exactly |verbatim |back )?(?:of )?(?:your|ur) ` +
+				`(?:full |entire |complete |exact |original |initial |hidden |secret |internal )*(?:${SECRET_NOUN}|prompt|instructions)`
+		)
+	},
 	{ label: "system prompt extraction", pattern: words(`what(?:'s| is| are| were) (?:your|ur) (?:full |entire |exact )?${SECRET_NOUN}`) },
-	{ label: "system prompt extraction", pattern: words(`${EXTRACT_VERB} (?:me |us )?the ${SECRET_NOUN} (?:you(?:'ve| have| were| are)|above|verbatim|word for word)`) },
+	{
+		label: "system prompt extraction",
+		pattern: words(`${EXTRACT_VERB} (?:me |us )?the ${SECRET_NOUN} (?:you(?:'ve| have| were| are)|above|verbatim|word for word)`)
+	},
 	// Chinese: ignore previous/above (all) instructions; forget your settings; you are now an unrestricted…; reveal your system prompt.
 	{
 		label: "instruction override",
@@ -115,15 +148,29 @@ const FAKE_DELIMITERS: Rule[] = [
 	// "System: Ubuntu 22.04" in a bug report is a label; "System: you are…" is a fake system turn.
 	{
 		label: "fake role delimiter",
-		pattern:
-			/(?:^|\n)[ \t>*_]*system\s*:(?=[^\n]*(?:\byou\b|\byour\b|ignore|disregard|forget|override|assistant|\bai\b|model|\bmust\b|always|never|do not|don't|respond|reply|answer|\bact\b|pretend|reveal|\bnew\b|instruction|rules|mode|\bnow\b))/u
+		pattern: new RegExp(
+			"(?:^|\\n)[ \\t>*_]*system\\s*:(?=[^\\n]*" +
+				oneOf(
+					"\\byou\\b|\\byour\\b|\\bai\\b|\\bmust\\b|\\bact\\b|\\bnew\\b|\\bnow\\b|assistant|model|instruction|rules|mode",
+					"ignore|disregard|forget|override|always|never|do not|don't|respond|reply|answer|pretend|reveal"
+				) +
+				")",
+			"u"
+		)
 	}
 ];
 
 // Hidden text that addresses an AI and tells it to do something: planted instructions in a page.
 const ADDRESSES_AI = /(?<!\p{L})(?:ai|assistant|chatbot|llm|language model|ai model|chatgpt|gpt|claude|gemini|copilot)(?!\p{L})/u;
-const IMPERATIVE =
-	/(?<!\p{L})(?:ignore|disregard|forget|instead|must|should|do not|don't|never|always|tell|say|respond|reply|answer|send|include|output|print|reveal|execute|run|call|visit|navigate|recommend|click|email|summari[sz]e)(?!\p{L})/u;
+const IMPERATIVE = new RegExp(
+	"(?<!\\p{L})" +
+		oneOf(
+			"ignore|disregard|forget|instead|must|should|do not|don't|never|always|tell|say|respond|reply|answer",
+			"send|include|output|print|reveal|execute|run|call|visit|navigate|recommend|click|email|summari[sz]e"
+		) +
+		"(?!\\p{L})",
+	"u"
+);
 
 const INJECTION_RULES = [...ROLE_OVERRIDE, ...FAKE_DELIMITERS];
 
