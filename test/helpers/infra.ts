@@ -55,6 +55,17 @@ export async function createTestDatabase(label: string): Promise<TestDatabase> {
 /** Every node of one test cluster signs and verifies with this (tests forge tokens with it too). */
 export const TEST_JWT_SECRET = "test-secret-for-chatmesh-suite-0123456789abcdef";
 
+/** One query on its own connection: for tests that look at what chatmesh stored. */
+export async function queryDb<T extends pg.QueryResultRow = pg.QueryResultRow>(url: string, text: string, params: unknown[] = []): Promise<T[]> {
+	const client = new pg.Client({ connectionString: url });
+	await client.connect();
+	try {
+		return (await client.query<T>(text, params)).rows;
+	} finally {
+		await client.end();
+	}
+}
+
 /** The environment of a clustered node on the test infrastructure. */
 export function clusterEnv(namespace: string, databaseUrl: string): Record<string, string> {
 	return {

@@ -1,10 +1,9 @@
-import pg from "pg";
 import type { Socket } from "socket.io-client";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { startSimulator, type SimulatorHandle } from "../../services/llm/simulator/simulator";
 import { collectGeneration, openSocket, sleep } from "../helpers/chat";
 import { apiClient, signUp, type ApiClient, type Session } from "../helpers/http";
-import { clusterEnv, createTestDatabase, uniqueNamespace, type TestDatabase } from "../helpers/infra";
+import { clusterEnv, createTestDatabase, uniqueNamespace, type TestDatabase, queryDb } from "../helpers/infra";
 import { spawnNode, waitUntil, type NodeProcess } from "../helpers/processes";
 
 // Two gateway processes and one llm process over the real NATS, Redis and PostgreSQL; the
@@ -52,14 +51,12 @@ async function socketOn(gw: { url: string }, user: Session): Promise<Socket> {
 }
 
 async function stored(generationId: string) {
-	const client = new pg.Client({ connectionString: db.url });
-	await client.connect();
-	try {
-		const { rows } = await client.query("SELECT content, status, completion_tokens FROM messages WHERE generation_id = $1", [generationId]);
-		return rows[0] as { content: string; status: string; completion_tokens: number | null } | undefined;
-	} finally {
-		await client.end();
-	}
+	const rows = await queryDb<{ content: string; status: string; completion_tokens: number | null }>(
+		db.url,
+		"SELECT content, status, completion_tokens FROM messages WHERE generation_id = $1",
+		[generationId]
+	);
+	return rows[0];
 }
 
 async function finalOf(generationId: string, timeoutMs = 20_000) {

@@ -2,14 +2,14 @@ import fs from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
 import OpenAI from "openai";
-import pg from "pg";
+import type pg from "pg";
 import type { Socket } from "socket.io-client";
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from "vitest";
 import type { ChatmeshNode } from "../../lib/node";
 import { startSimulator, type SimulatorHandle } from "../../services/llm/simulator/simulator";
 import { collectGeneration, openSocket, readSse, recordAll, sleep } from "../helpers/chat";
 import { apiClient, signUp, type ApiClient, type Session } from "../helpers/http";
-import { createTestDatabase, TEST_JWT_SECRET, TEST_REDIS_URL, uniqueNamespace, type TestDatabase } from "../helpers/infra";
+import { createTestDatabase, TEST_JWT_SECRET, TEST_REDIS_URL, uniqueNamespace, type TestDatabase, queryDb } from "../helpers/infra";
 import { startTestNode } from "../helpers/nodes";
 
 // The chat core on one node, twice: on PostgreSQL with Redis (the cluster's stores), and on the
@@ -19,15 +19,7 @@ interface Mode {
 	env(): Promise<{ env: Record<string, string>; cleanup(): Promise<void>; sql(text: string, params?: unknown[]): Promise<pg.QueryResultRow[]> }>;
 }
 
-async function pgSql(url: string, text: string, params: unknown[] = []) {
-	const client = new pg.Client({ connectionString: url });
-	await client.connect();
-	try {
-		return (await client.query(text, params)).rows;
-	} finally {
-		await client.end();
-	}
-}
+const pgSql = (url: string, text: string, params: unknown[] = []) => queryDb(url, text, params);
 
 const MODES: Mode[] = [
 	{

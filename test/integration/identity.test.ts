@@ -1,9 +1,9 @@
 import crypto from "node:crypto";
 import { SignJWT } from "jose";
-import pg from "pg";
+import type pg from "pg";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { ChatmeshNode } from "../../lib/node";
-import { clusterEnv, createTestDatabase, TEST_JWT_SECRET, uniqueNamespace, type TestDatabase } from "../helpers/infra";
+import { clusterEnv, createTestDatabase, TEST_JWT_SECRET, uniqueNamespace, type TestDatabase, queryDb } from "../helpers/infra";
 import { apiClient, signUp, type ApiClient, type Session } from "../helpers/http";
 import { startTestNode } from "../helpers/nodes";
 
@@ -31,15 +31,7 @@ afterAll(async () => {
 	await db?.drop();
 });
 
-async function sql<T extends pg.QueryResultRow>(text: string, params: unknown[] = []): Promise<T[]> {
-	const client = new pg.Client({ connectionString: db.url });
-	await client.connect();
-	try {
-		return (await client.query<T>(text, params)).rows;
-	} finally {
-		await client.end();
-	}
-}
+const sql = <T extends pg.QueryResultRow>(text: string, params: unknown[] = []) => queryDb<T>(db.url, text, params);
 
 const userCount = async () => Number((await sql<{ n: string }>("SELECT count(*) AS n FROM users"))[0].n);
 

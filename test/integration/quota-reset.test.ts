@@ -1,6 +1,5 @@
-import pg from "pg";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { createTestDatabase, TEST_NATS_URL, uniqueNamespace, type TestDatabase } from "../helpers/infra";
+import { createTestDatabase, TEST_NATS_URL, uniqueNamespace, type TestDatabase, queryDb } from "../helpers/infra";
 import { spawnNode, waitUntil, type NodeProcess } from "../helpers/processes";
 
 // The scheduled quota reset on three quota nodes started together: one run resets the users
@@ -8,15 +7,7 @@ import { spawnNode, waitUntil, type NodeProcess } from "../helpers/processes";
 let db: TestDatabase;
 const procs: NodeProcess[] = [];
 
-async function sql(text: string, params: unknown[] = []) {
-	const client = new pg.Client({ connectionString: db.url });
-	await client.connect();
-	try {
-		return (await client.query(text, params)).rows;
-	} finally {
-		await client.end();
-	}
-}
+const sql = (text: string, params: unknown[] = []) => queryDb(db.url, text, params);
 
 beforeAll(async () => {
 	db = await createTestDatabase("quota_reset");

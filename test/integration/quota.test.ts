@@ -1,5 +1,4 @@
 import OpenAI from "openai";
-import pg from "pg";
 import type { Socket } from "socket.io-client";
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from "vitest";
 import type { ChatmeshNode } from "../../lib/node";
@@ -7,7 +6,7 @@ import { countPromptTokens } from "../../lib/tokens";
 import { startSimulator, type SimulatorHandle } from "../../services/llm/simulator/simulator";
 import { collectGeneration, openSocket, sleep } from "../helpers/chat";
 import { apiClient, signUp, type ApiClient, type Session } from "../helpers/http";
-import { createTestDatabase, TEST_REDIS_URL, uniqueNamespace, type TestDatabase } from "../helpers/infra";
+import { createTestDatabase, TEST_REDIS_URL, uniqueNamespace, type TestDatabase, queryDb } from "../helpers/infra";
 import { startTestNode } from "../helpers/nodes";
 import { waitUntil } from "../helpers/processes";
 
@@ -48,15 +47,7 @@ beforeEach(() => {
 	sim.resetConfig();
 });
 
-async function sql(text: string, params: unknown[] = []) {
-	const client = new pg.Client({ connectionString: db.url });
-	await client.connect();
-	try {
-		return (await client.query(text, params)).rows;
-	} finally {
-		await client.end();
-	}
-}
+const sql = (text: string, params: unknown[] = []) => queryDb(db.url, text, params);
 
 async function socketFor(user: Session): Promise<Socket> {
 	const socket = await openSocket(node.baseUrl, user.accessToken);

@@ -1,5 +1,4 @@
 import OpenAI from "openai";
-import pg from "pg";
 import type { Service, ServiceSchema } from "moleculer";
 import type { Socket } from "socket.io-client";
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from "vitest";
@@ -8,7 +7,7 @@ import { startSimulator, type SimulatorHandle } from "../../services/llm/simulat
 import ToolService from "../../services/tool/tool.service";
 import { collectGeneration, openSocket } from "../helpers/chat";
 import { apiClient, signUp, type ApiClient, type Session } from "../helpers/http";
-import { createTestDatabase, TEST_REDIS_URL, uniqueNamespace, type TestDatabase } from "../helpers/infra";
+import { createTestDatabase, TEST_REDIS_URL, uniqueNamespace, type TestDatabase, queryDb } from "../helpers/infra";
 import { startTestNode } from "../helpers/nodes";
 
 // The full turn on one node (real PostgreSQL and Redis; the simulator over HTTP): the content
@@ -83,15 +82,7 @@ beforeEach(() => {
 	sim.configure({ outputTokens: 80 });
 });
 
-async function sql(text: string, params: unknown[] = []) {
-	const client = new pg.Client({ connectionString: db.url });
-	await client.connect();
-	try {
-		return (await client.query(text, params)).rows;
-	} finally {
-		await client.end();
-	}
-}
+const sql = (text: string, params: unknown[] = []) => queryDb(db.url, text, params);
 
 async function socketFor(user: Session): Promise<Socket> {
 	const socket = await openSocket(node.baseUrl, user.accessToken);

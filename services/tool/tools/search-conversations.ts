@@ -1,13 +1,6 @@
 /** Finds the user's own earlier messages; conversation.search scopes the query to the caller. */
+import type { SearchHit } from "../../conversation/conversation.service";
 import { defineTool } from "../registry";
-
-export interface SearchHit {
-	conversationId: string;
-	messageId: string;
-	role: string;
-	snippet: string;
-	createdAt: string;
-}
 
 export default defineTool<{ query: string; limit: number }>({
 	name: "search_conversations",
