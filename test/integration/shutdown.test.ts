@@ -1,0 +1,70 @@
+import fs from "node:fs/promises";
+import os from "node:os";
+import path from "node:path";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { startSimulator, type SimulatorHandle } from "../../services/llm/simulator/simulator";
+import { apiClient, signUp } from "../helpers/http";
+import { spawnNode, waitUntil, type NodeProcess } from "../helpers/processes";
+
+// SIGTERM with an answer still streaming: the node stops taking work, lets the answer finish
+// within the grace period, stores it, closes its connections and exits 0.
+let sim: SimulatorHandle;
+let dataDir: string;
+const procs: NodeProcess[] = [];
+
+beforeAll(async () => {
+	sim = await startSimulator();
+	dataDir = await fs.mkdtemp(path.join(os.tmpdir(), "chatmesh-shutdown-"));
+});
+afterAll(async () => {
+	for (const p of procs) p.kill("SIGKILL");
+	await Promise.all(procs.map(p => p.exited));
+	await sim?.close();
+	await fs.rm(dataDir, { recursive: true, force: true });
+});
+
+function start(): NodeProcess {
+	const proc = spawnNode({
+		DATA_DIR: dataDir,
+		NODE_ENV: "development",
+		LLM_PROVIDERS: JSON.stringify([{ name: "sim", baseURL: sim.baseURL, models: ["sim-small"] }]),
+		SHUTDOWN_GRACE_MS: "8000"
+	});
+	procs.push(proc);
+	return proc;
+}
+
+describe("graceful shutdown", () => {
+	it("finishes and stores an answer in flight at SIGTERM, then exits 0", async () => {
+		sim.configure({ outputTokens: 40, tokenIntervalMs: 50 });
+		const first = start();
+		const api = apiClient(`http://127.0.0.1:${await first.httpPort()}`);
+		const user = await signUp(api, "shutdown");
+		const conv = await api.post<{ id: string }>("/api/conversations", { token: user.accessToken, body: {} });
+		const sent = await api.post<{ generationId: string }>(`/api/conversations/${conv.body.id}/messages`, {
+			token: user.accessToken,
+			body: { content: "finish this before you go" }
+		});
+		expect(sent.status).toBe(202);
+		await new Promise(r => setTimeout(r, 300)); // the answer is under way (about 2 s in all)
+		const stoppedAt = Date.now();
+		first.kill("SIGTERM");
+		expect(await first.exited).toBe(0);
+		// It waited for the answer rather than cutting it off.
+		expect(Date.now() - stoppedAt).toBeGreaterThan(1000);
+		expect(first.output()).toMatch(/SIGTERM received: shutting down/);
+
+		const second = start();
+		const api2 = apiClient(`http://127.0.0.1:${await second.httpPort()}`);
+		const login = await api2.post<{ accessToken: string }>("/api/auth/login", { body: { email: user.email, password: user.password } });
+		let status: { status: string; usage: { completionTokens: number } | null } | undefined;
+		await waitUntil(async () => {
+			status = (await api2.get<typeof status>(`/api/generations/${sent.body.generationId}`, { token: login.body.accessToken })).body;
+			return status?.status !== undefined;
+		}, 10_000);
+		expect(status?.status).toBe("completed");
+		expect(status?.usage?.completionTokens).toBe(40);
+		second.kill("SIGTERM");
+		expect(await second.exited).toBe(0);
+	}, 60_000);
+});
