@@ -15,6 +15,8 @@ export interface AuthUser {
 export interface ChatmeshMeta {
 	user?: AuthUser;
 	$statusCode?: number;
+	/** The Location of a resource a 201 created. */
+	$location?: string;
 	$responseHeaders?: Record<string, string>;
 }
 

@@ -131,6 +131,7 @@ const ConversationService: ServiceSchema<ConversationSettings, ConversationMetho
 				const row = await this.model.create({ userId: user.id, title: ctx.params.title || null });
 				await this.cleanUserCache(user.id);
 				ctx.meta.$statusCode = 201;
+				ctx.meta.$location = `/api/conversations/${row.get().id}`;
 				return conversationView(row.get());
 			}
 		},

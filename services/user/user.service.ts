@@ -98,6 +98,7 @@ const UserService: ServiceSchema<Record<string, never>, UserMethods & Record<str
 				const row = await this.store.createUser(email, await hashPassword(password));
 				if (!row) throw new ChatmeshClientError("An account with this email already exists", ERR_EMAIL_TAKEN);
 				ctx.meta.$statusCode = 201;
+				ctx.meta.$location = "/api/me";
 				return { user: publicUser(row), ...(await this.issueTokens(row)) };
 			}
 		},
@@ -190,6 +191,7 @@ const UserService: ServiceSchema<Record<string, never>, UserMethods & Record<str
 				const { key, prefix, hash } = newApiKey();
 				const row = await this.store.createApiKey(callerOf(ctx).id, ctx.params.name, prefix, hash);
 				ctx.meta.$statusCode = 201;
+				ctx.meta.$location = `/api/keys/${row.id}`;
 				return { ...apiKeyView(row), key };
 			}
 		},

@@ -115,6 +115,7 @@ describe.each(MODES)("chat core on $name", mode => {
 			for (let i = 0; i < 3; i++) {
 				const res = await api.post<{ id: string; title: string }>("/api/conversations", { token: user.accessToken, body: { title: `c${i}` } });
 				expect(res.status).toBe(201);
+				expect(res.headers.get("location")).toBe(`/api/conversations/${res.body.id}`);
 				ids.push(res.body.id);
 				await sleep(5);
 			}

@@ -43,6 +43,7 @@ describe("register", () => {
 			{ body: { email, password: "a long enough password" } }
 		);
 		expect(res.status).toBe(201);
+		expect(res.headers.get("location")).toBe("/api/me");
 		expect(res.body.user.email).toBe(email.toLowerCase());
 		expect(res.body.user.roles).toEqual(["user"]);
 		expect(res.body.tokenType).toBe("Bearer");
