@@ -93,6 +93,11 @@ function scrollToBottom() {
 	els.messages.scrollTop = els.messages.scrollHeight;
 }
 
+/** Focus the composer, except on touch screens, where that would pop up the keyboard unasked. */
+function focusPrompt() {
+	if (matchMedia("(pointer: fine)").matches) els.prompt.focus();
+}
+
 function setSidebar(open) {
 	els.appView.classList.toggle("sidebar-open", open);
 	els.menuToggle.setAttribute("aria-expanded", String(open));
@@ -274,9 +279,9 @@ async function loadMoreConversations() {
 }
 
 /** Moves a conversation to the top (it just had activity), adding it if the list lacks it. */
-function touchConversation(id, fallbackTitle) {
+function touchConversation(id) {
 	const index = state.conversations.findIndex(c => c.id === id);
-	const conv = index >= 0 ? state.conversations.splice(index, 1)[0] : { id, title: fallbackTitle ?? null };
+	const conv = index >= 0 ? state.conversations.splice(index, 1)[0] : { id, title: null };
 	conv.updatedAt = new Date().toISOString();
 	state.conversations.unshift(conv);
 	renderConversations();
@@ -287,7 +292,7 @@ async function renameConversation(id, title) {
 	editingId = null;
 	const conv = state.conversations.find(c => c.id === id);
 	const before = conv?.title;
-	if (conv) conv.title = title;
+	if (conv) Object.assign(conv, { title, provisional: false });
 	renderConversations();
 	updateTitle();
 	focusConversation(id);
@@ -300,6 +305,7 @@ async function renameConversation(id, title) {
 	}
 	renderConversations();
 	updateTitle();
+	focusConversation(id);
 }
 
 async function deleteConversation(id) {
@@ -313,7 +319,28 @@ async function deleteConversation(id) {
 	state.conversations = state.conversations.filter(c => c.id !== id);
 	renderConversations();
 	if (state.currentId === id) go(null);
+	els.newChat.focus();
 	announce("Conversation deleted");
+}
+
+/** The server's title for a conversation whose title was only guessed; it lands just after the first answer. */
+async function refreshTitle(id, attempts = 4) {
+	for (let i = 0; i < attempts; i++) {
+		const conv = state.conversations.find(c => c.id === id);
+		if (!conv?.provisional) return;
+		try {
+			const fresh = await api.conversation(id);
+			if (fresh.title) {
+				Object.assign(conv, { title: fresh.title, provisional: false });
+				renderConversations();
+				if (state.currentId === id) updateTitle();
+				return;
+			}
+		} catch {
+			return;
+		}
+		await new Promise(resolve => setTimeout(resolve, 400 * (i + 1)));
+	}
 }
 
 function updateTitle() {
@@ -350,7 +377,7 @@ async function openConversation(id) {
 	renderMessages();
 	updateComposer();
 	if (!id) {
-		els.prompt.focus();
+		focusPrompt();
 		return;
 	}
 	if (!state.conversations.some(c => c.id === id))
@@ -373,7 +400,7 @@ async function openConversation(id) {
 		renderMessages();
 		updateComposer();
 		scrollToBottom();
-		els.prompt.focus();
+		focusPrompt();
 		loadOlderIfVisible();
 	} catch (err) {
 		if (at !== navigation) return;
@@ -386,7 +413,11 @@ async function openConversation(id) {
 }
 
 function fromServer(m) {
-	const tools = (m.toolCalls ?? []).map(c => ({ id: c.id, name: c.function?.name, arguments: c.function?.arguments, status: "success" }));
+	const results = Array.isArray(m.metadata?.toolResults) ? m.metadata.toolResults : [];
+	const tools = (m.toolCalls ?? []).map(c => {
+		const result = results.find(r => (r?.toolCallId ?? r?.id) === c.id);
+		return { id: c.id, name: c.function?.name, arguments: c.function?.arguments, status: result?.status ?? "success", output: result?.output, durationMs: result?.durationMs };
+	});
 	return { id: m.id, role: m.role, content: m.content ?? "", status: m.status, error: m.error, generationId: m.generationId, tools, name: m.metadata?.name };
 }
 
@@ -476,7 +507,7 @@ function autosize() {
 
 async function sendMessage(content) {
 	if (!content.trim() || currentStream()) return;
-	if (!socket?.connected) return showError(new ApiError("OFFLINE", "You're offline. Your message was not sent; it will be here when you're back."));
+	if (!socket) return;
 	hideBanner();
 	const conversationId = state.currentId;
 	const at = navigation;
@@ -515,13 +546,13 @@ async function sendMessage(content) {
 		history.replaceState(null, "", `#/c/${ack.conversationId}`);
 	}
 	if (here) state.messages.push({ id: ack.assistantMessageId, role: "assistant", content: "", status: "streaming", generationId: ack.generationId, tools: [] });
-	const conv = touchConversation(ack.conversationId, conversationId ? undefined : content.slice(0, 60));
-	if (!conversationId)
-		api.conversation(ack.conversationId).then(fresh => {
-			conv.title = fresh.title;
-			renderConversations();
-			if (state.currentId === ack.conversationId) updateTitle();
-		}, () => {});
+	const conv = touchConversation(ack.conversationId);
+	if (!conv.title) {
+		// The server titles a new conversation once its first answer is done; until then, a guess.
+		conv.title = content.replace(/\s+/g, " ").trim().slice(0, 60);
+		conv.provisional = true;
+		renderConversations();
+	}
 	if (here) {
 		updateTitle();
 		renderMessages();
@@ -608,6 +639,8 @@ async function recover(stream) {
 function finish(stream, status, error) {
 	stream.status = status || "completed";
 	stream.error = error;
+	// Blocked output is not shown: the policy notice stands in its place.
+	if (stream.status === "blocked") stream.text = "";
 	state.streams.delete(stream.generationId);
 	forget(stream);
 	const msg = state.messages.find(m => m.generationId === stream.generationId);
@@ -619,6 +652,7 @@ function finish(stream, status, error) {
 		announce(status === "completed" ? "Answer complete" : status === "cancelled" ? "Answer stopped" : `Answer ${status}`);
 	}
 	loadUsage();
+	refreshTitle(stream.conversationId);
 }
 
 /** Applies event `seq` to its stream once, in order; a gap means something was missed: read again. */
@@ -657,8 +691,9 @@ const socketHandlers = {
 	"tool:result": e =>
 		applyNumbered("tool:result", e, s => {
 			for (const r of e.results ?? []) {
-				let tool = s.tools.find(t => t.id === r.id);
-				if (!tool) s.tools.push((tool = { id: r.id, name: r.name }));
+				const id = r.id ?? r.toolCallId;
+				let tool = s.tools.find(t => t.id === id);
+				if (!tool) s.tools.push((tool = { id, name: r.name }));
 				Object.assign(tool, { status: r.status, output: r.output, durationMs: r.durationMs });
 			}
 		}),
@@ -684,6 +719,8 @@ function wire() {
 	els.newChat.addEventListener("click", () => go(null));
 	els.menuToggle.addEventListener("click", () => setSidebar(!els.appView.classList.contains("sidebar-open")));
 	els.backdrop.addEventListener("click", () => setSidebar(false));
+	// Picking a conversation closes the drawer (also the one already open, which changes no hash).
+	els.convList.addEventListener("click", event => event.target.closest(".conv__open") && setSidebar(false));
 	els.bannerClose.addEventListener("click", hideBanner);
 	els.modelPicker.addEventListener("change", () => preferences.setModel(els.modelPicker.value));
 	els.stop.addEventListener("click", stopAnswer);

@@ -241,7 +241,12 @@ function renderInline(text, parent) {
 			const href = safeUrl(m[5]);
 			parent.append(...(href ? [link(href, inline(m[4]))] : [document.createTextNode(m[0])]));
 		} else if (m[6] !== undefined || m[12] !== undefined) {
-			const address = m[6] ?? m[12];
+			let address = m[6] ?? m[12];
+			// A bare address keeps a closing parenthesis that balances one inside it: …/Foo_(bar)
+			if (m[12] !== undefined && text[last] === ")" && address.split("(").length > address.split(")").length) {
+				address += ")";
+				last += 1;
+			}
 			const href = safeUrl(address);
 			parent.append(href ? link(href, [document.createTextNode(address)]) : document.createTextNode(m[0]));
 		} else {

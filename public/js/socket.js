@@ -9,6 +9,7 @@ import { io } from "/vendor/socket.io.esm.min.js";
 import { ApiError, accessToken, currentAccessToken, onToken, refresh } from "./api.js";
 
 const ACK_TIMEOUT_MS = 15_000;
+const CONNECT_WAIT_MS = 5000;
 const TOKEN_CODES = new Set(["TOKEN_EXPIRED", "INVALID_TOKEN", "UNAUTHORIZED"]);
 
 export function createSocket({ onConnect, onStatus }) {
@@ -23,6 +24,21 @@ export function createSocket({ onConnect, onStatus }) {
 	let failures = 0;
 
 	const status = value => onStatus?.(value);
+
+	/** Resolves true once connected, false if that takes longer than `ms`. */
+	function connected(ms) {
+		if (socket.connected) return Promise.resolve(true);
+		return new Promise(resolve => {
+			const done = ok => {
+				clearTimeout(timer);
+				socket.off("connect", onConnected);
+				resolve(ok);
+			};
+			const onConnected = () => done(true);
+			const timer = setTimeout(() => done(false), ms);
+			socket.on("connect", onConnected);
+		});
+	}
 
 	async function connect() {
 		if (closed || socket.connected) return;
@@ -79,7 +95,7 @@ export function createSocket({ onConnect, onStatus }) {
 		});
 	});
 
-	const online = () => connect();
+	const online = () => (socket.connected ? status("connected") : connect());
 	const offline = () => status("offline");
 	window.addEventListener("online", online);
 	window.addEventListener("offline", offline);
@@ -91,9 +107,13 @@ export function createSocket({ onConnect, onStatus }) {
 		},
 		connect,
 		on: (event, fn) => socket.on(event, fn),
-		/** Emits an event and resolves with its acknowledgement; an `{error}` ack becomes an ApiError. */
+		/**
+		 * Emits an event and resolves with its acknowledgement; an `{error}` ack becomes an ApiError.
+		 * While (re)connecting it waits a few seconds for the connection before giving up.
+		 */
 		async call(event, payload) {
-			if (!socket.connected) throw new ApiError("OFFLINE", "You're offline. Reconnecting…");
+			if (!socket.connected && !(await connected(closed ? 0 : CONNECT_WAIT_MS)))
+				throw new ApiError("OFFLINE", "You're offline, so this wasn't sent. Reconnecting…");
 			let ack;
 			try {
 				ack = await socket.timeout(ACK_TIMEOUT_MS).emitWithAck(event, payload);

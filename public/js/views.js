@@ -86,7 +86,15 @@ const STATUS_LABELS = {
 function toolView(tool) {
 	const state = tool.status ?? "running";
 	const summary =
-		state === "running" ? "running…" : state === "error" ? "failed" : tool.durationMs !== undefined ? `done in ${tool.durationMs} ms` : "done";
+		state === "running"
+			? "running…"
+			: state === "error"
+				? "failed"
+				: state === "timeout"
+					? "timed out"
+					: tool.durationMs !== undefined
+						? `done in ${tool.durationMs} ms`
+						: "done";
 	return h(
 		"details",
 		{ class: "tool", dataset: { state } },

@@ -442,6 +442,10 @@ const ConversationService: ServiceSchema<ConversationSettings, ConversationMetho
 				toolResults: outcome.toolResults.length ? outcome.toolResults : null,
 				error: outcome.error
 			});
+			// The title too is in place before clients hear "done".
+			if (plan.firstTurn && outcome.status === "completed")
+				await this.model.update({ title: titleFrom(plan.userContent) }, { where: { id: plan.conversationId, title: null }, silent: true });
+			await this.cleanUserCache(plan.userId, plan.conversationId);
 			if (outcome.status === "completed" || (outcome.status === "cancelled" && !outcome.error))
 				writer.append({ type: "done", messageId: plan.assistant.id, status: outcome.status, usage: outcome.usage, finishReason: outcome.finishReason });
 			else
@@ -454,9 +458,6 @@ const ConversationService: ServiceSchema<ConversationSettings, ConversationMetho
 					usage: outcome.usage
 				});
 			await writer.flush().catch(err => this.logger.warn("Generation log flush failed", err));
-			if (plan.firstTurn && outcome.status === "completed")
-				await this.model.update({ title: titleFrom(plan.userContent) }, { where: { id: plan.conversationId, title: null }, silent: true });
-			await this.cleanUserCache(plan.userId, plan.conversationId);
 			if (!row) this.logger.warn("Assistant message was no longer streaming when its turn ended", { generationId: plan.generationId });
 		},
 

@@ -193,6 +193,7 @@ describe("the web app in Chromium", () => {
 	it("signs up, streams an answer in visible steps, and keeps the session over a reload and a new sign-in", async () => {
 		const page = await openApp();
 		await page.getByRole("heading", { name: "Sign in" }).waitFor();
+		await page.screenshot({ path: path.join(SHOTS, "00-sign-in.png") });
 		const creds = await signUpInUi(page, "stream");
 		await page.screenshot({ path: path.join(SHOTS, "01-signed-up.png") });
 
@@ -220,6 +221,11 @@ describe("the web app in Chromium", () => {
 		const conversationId = conversationIdOf(page);
 		const token = await tokenFor(creds);
 		const stored = await finalAnswer(token, conversationId);
+		// The quota widget shows when the server reports usage, and stays hidden when it doesn't.
+		const usage = await api.get<{ tokensUsed?: number; tokensLimit?: number }>("/api/usage", { token });
+		const reported = usage.status === 200 && typeof usage.body.tokensLimit === "number";
+		expect(await page.locator("#usage").isVisible()).toBe(reported);
+		if (reported) expect(await page.locator("#usage").getAttribute("aria-label")).toMatch(/^Token use: [\d,.\s]+ of [\d,.\s]+/);
 		expect(stored.status).toBe("completed");
 		expect(await answerText(page)).toBe(normalize(stored.content));
 		// The conversation is listed, titled from the first message.
@@ -360,7 +366,8 @@ describe("the web app in Chromium", () => {
 		expect(await titles.count()).toBe(30);
 		expect((await titles.allTextContents()).slice(0, 3)).toEqual(["Topic 45", "Topic 44", "Topic 43"]);
 		// Scrolling to the end of the list loads the rest.
-		await page.locator("#conversation-scroll").evaluate("el => el.scrollTo(0, el.scrollHeight)");
+		await page.locator("#conversation-scroll").hover();
+		await page.mouse.wheel(0, 5000);
 		await waitFor("older conversations", async () => (await titles.count()) === 45);
 		expect((await titles.allTextContents()).at(-1)).toBe("Topic 1");
 
@@ -394,6 +401,10 @@ describe("the web app in Chromium", () => {
 	it("shows hostile text as text: no script runs, in the user's message or in a Markdown answer", async () => {
 		proxy.setEcho(true);
 		sim.configure({ tokenIntervalMs: 5 });
+		// The page itself may only run its own scripts.
+		const index = await fetch(`${node.baseUrl}/`);
+		expect(index.headers.get("content-type")).toMatch(/text\/html/);
+		expect(index.headers.get("content-security-policy")).toContain("script-src 'self'");
 		const page = await openApp();
 		await signUpInUi(page, "xss");
 		const script = "<script>window.__pwned=1</script>";
@@ -436,6 +447,29 @@ describe("the web app in Chromium", () => {
 		expect(await page.evaluate("window.__pwned")).toBeUndefined();
 	}, 60_000);
 
+	it("shows tool calls and their results as they happen, and again from the history", async () => {
+		sim.configure({ outputTokens: 12, tokenIntervalMs: 20 });
+		const page = await openApp();
+		await signUpInUi(page, "tools");
+		await send(page, 'Please use the calculator {"expression": "6*7"} for me');
+		const tool = lastAnswer(page).locator(".tool");
+		await tool.waitFor();
+		await waitFor("the answer", async () => (await answerStatus(page)) === "completed");
+		expect(await tool.locator(".tool__name").textContent()).toBe("calculator");
+		expect(await tool.getAttribute("data-state")).toBe("success");
+		await tool.locator("summary").click();
+		const parts = await tool.locator("pre").allTextContents();
+		expect(parts[0]).toContain('"expression": "6*7"');
+		expect(parts[1]).toContain("42");
+		expect(await answerText(page)).toContain("Based on the tool results");
+		await page.screenshot({ path: path.join(SHOTS, "08-tools.png") });
+
+		await page.reload();
+		await lastAnswer(page).locator(".tool").waitFor();
+		expect(await lastAnswer(page).locator(".tool .tool__name").textContent()).toBe("calculator");
+		expect((await lastAnswer(page).locator(".tool pre").allTextContents()).join(" ")).toContain("42");
+	}, 60_000);
+
 	it("works on a phone-sized screen: the composer fits, sends with a tap, and the list opens as a drawer", async () => {
 		sim.configure({ outputTokens: 20, tokenIntervalMs: 20 });
 		const viewport = { width: 390, height: 844 };
@@ -463,18 +497,19 @@ describe("the web app in Chromium", () => {
 		await sendButton.tap();
 		await waitFor("the answer", async () => (await answerStatus(page)) === "completed");
 		expect(words(await answerText(page))).toBe(20);
-		await page.screenshot({ path: path.join(SHOTS, "08-phone.png") });
+		await page.screenshot({ path: path.join(SHOTS, "09-phone.png") });
 
 		await page.getByRole("button", { name: "Show conversations" }).tap();
 		const link = page.getByRole("link", { name: "Hello from my phone" });
 		await link.waitFor({ state: "visible" });
-		await page.screenshot({ path: path.join(SHOTS, "09-phone-drawer.png") });
+		await sleep(300); // the drawer's slide
+		await page.screenshot({ path: path.join(SHOTS, "10-phone-drawer.png") });
 		await link.tap();
 		await waitFor("the drawer to close", async () => !(await page.locator("#sidebar").isVisible()));
 	}, 60_000);
 });
 
-describe("the web app's session over access-token expiry", () => {
+describe("the web app's session over access-token expiry, and its error messages", () => {
 	let sim: SimulatorHandle;
 	let db: TestDatabase;
 	let node: TestNode;
@@ -489,7 +524,8 @@ describe("the web app's session over access-token expiry", () => {
 			NAMESPACE: uniqueNamespace("webapp-ttl"),
 			JWT_SECRET: TEST_JWT_SECRET,
 			LLM_PROVIDERS: JSON.stringify([{ name: "sim", baseURL: sim.baseURL, models: MODELS }]),
-			RATE_LIMITS: GENEROUS_LIMITS,
+			// Two messages a minute per user, so the third one shows the rate-limit message.
+			RATE_LIMITS: JSON.stringify({ ...JSON.parse(GENEROUS_LIMITS), perUser: { chat: { points: 2, durationS: 60 }, default: { points: 10_000, durationS: 60 } } }),
 			ACCESS_TOKEN_TTL_S: "8"
 		});
 		browser = await chromium.launch({ executablePath: CHROMIUM, args: CHROMIUM_ARGS });
@@ -526,6 +562,43 @@ describe("the web app's session over access-token expiry", () => {
 		expect(await page.locator("#auth-view").isVisible()).toBe(false);
 		// The server would have closed a connection whose token ran out: it never had to.
 		expect(websockets).toBe(1);
+		await context.close();
+	}, 60_000);
+
+	it("says when messages come too fast (with the wait) and when the network is gone, and keeps the unsent text", async () => {
+		const context = await browser.newContext();
+		const page = await context.newPage();
+		await page.goto(node.baseUrl);
+		await page.getByRole("button", { name: "Create an account" }).click();
+		const creds = newCredentials("limits");
+		await page.getByLabel("Email").fill(creds.email);
+		await page.getByLabel("Password").fill(creds.password);
+		await page.getByRole("button", { name: "Create account" }).click();
+		const box = page.getByRole("textbox", { name: "Message" });
+		await box.waitFor();
+		for (const [i, text] of ["first", "second"].entries()) {
+			await box.fill(text);
+			await box.press("Enter");
+			await waitFor(
+				`the answer to ${text}`,
+				async () => (await page.locator(".msg--assistant").count()) === i + 1 && (await page.locator(".msg--assistant").last().getAttribute("data-status")) === "completed"
+			);
+		}
+		await box.fill("third, too soon");
+		await box.press("Enter");
+		const banner = page.getByRole("alert").filter({ hasText: "too fast" });
+		await banner.waitFor();
+		expect(await banner.textContent()).toMatch(/You're sending requests too fast\. Try again in \d+ s\./);
+		expect(await box.inputValue()).toBe("third, too soon");
+		expect(await page.locator(".msg--user .msg__body").allTextContents()).toEqual(["first", "second"]);
+		await page.screenshot({ path: path.join(SHOTS, "11-rate-limited.png") });
+
+		// Offline, then back: the header says so, and clears once connected again.
+		const connection = page.locator("#connection");
+		await context.setOffline(true);
+		await waitFor("the offline notice", async () => (await connection.isVisible()) && (await connection.textContent()) === "Offline");
+		await context.setOffline(false);
+		await waitFor("the offline notice to clear", async () => !(await connection.isVisible()));
 		await context.close();
 	}, 60_000);
 });
