@@ -10,7 +10,7 @@ import { startSimulator, type SimulatorHandle } from "../services/llm/simulator/
 import { assertNodeConfig, GENERATION_SERVICES, needsDatabase, redactUrl, type ChatmeshConfig, type ProviderConfig } from "./config";
 import { openDatabase, type Database } from "./db";
 import { createGenerationLog, type GenerationLog } from "./generations/log";
-import { attachRuntime, type Runtime } from "./runtime";
+import { attachRuntime, NODE_STOPPING_EVENT, type Runtime } from "./runtime";
 import { resolveJwtSecret } from "./secrets";
 
 export interface ChatmeshNode {
@@ -88,6 +88,9 @@ export async function startNode(config: ChatmeshConfig): Promise<ChatmeshNode> {
 			httpPort,
 			stop() {
 				stopping ??= (async () => {
+					// Long-lived client streams end first (clients resume on another node), so the
+					// grace period goes to work in flight rather than to idle listeners.
+					await broker.broadcastLocal(NODE_STOPPING_EVENT);
 					await broker.stop();
 					await closeOpened();
 				})();

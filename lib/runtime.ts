@@ -20,6 +20,9 @@ export interface Runtime {
 	generations?: GenerationLog;
 }
 
+/** Broadcast to a node's own services when it begins to stop. */
+export const NODE_STOPPING_EVENT = "chatmesh.node.stopping";
+
 const runtimes = new WeakMap<ServiceBroker, Runtime>();
 
 export function attachRuntime(broker: ServiceBroker, runtime: Runtime): void {

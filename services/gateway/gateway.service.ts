@@ -25,9 +25,9 @@ import type { SendResult } from "../conversation/conversation.service";
 import type { ModelInfo } from "../llm/llm.service";
 import { conversationCompletion, modelList, openAiError, parseCompletionRequest, passthroughCompletion } from "./openai-compat";
 import { chatSocketHandlers } from "./socket-chat";
-import { parseAfter, streamGenerationSse } from "./streaming";
+import { endStreamsForShutdown, parseAfter, streamGenerationSse } from "./streaming";
 import { redisOptions } from "../../lib/redis";
-import { runtimeOf } from "../../lib/runtime";
+import { NODE_STOPPING_EVENT, runtimeOf } from "../../lib/runtime";
 import type { ResolvedCredential } from "../user/user.service";
 import { toPublicError } from "./http-errors";
 import { DEFAULT_RATE_LIMITS, RateLimiter, type RateLimitSettings, type RouteClass } from "./rate-limit";
@@ -53,6 +53,8 @@ interface GatewayVars {
 	io?: SocketServer;
 	server: HttpServer;
 	generations: GenerationLog;
+	/** Open SSE responses, ended when the node stops. */
+	sseStreams: Set<ServerResponse>;
 }
 
 interface GatewayMethods {
@@ -200,11 +202,15 @@ const sendMessage: AliasHandler = function (req, res, next) {
 		.call<SendResult, Record<string, unknown>>("conversation.send", { conversationId: params.id, content: params.content, model: params.model })
 		.then(async result => {
 			if (wantsEventStream(req)) {
-				await streamGenerationSse(this.generations, result.generationId, 0, req, res, {
-					...ctx.meta.$responseHeaders,
-					"X-Generation-Id": result.generationId,
-					"X-Message-Id": result.messageId
-				});
+				await streamGenerationSse(
+					this.generations,
+					result.generationId,
+					0,
+					req,
+					res,
+					{ ...ctx.meta.$responseHeaders, "X-Generation-Id": result.generationId, "X-Message-Id": result.messageId },
+					this.sseStreams
+				);
 			} else {
 				res.writeHead(202, { ...ctx.meta.$responseHeaders, "Content-Type": "application/json; charset=utf-8" });
 				res.end(JSON.stringify(result));
@@ -228,7 +234,7 @@ const generationEvents: AliasHandler = function (req, res, next) {
 		.then(async meta => {
 			// Someone else's generation looks exactly like a missing one.
 			if (!meta || meta.ownerId !== ctx.meta.user?.id) throw new NotFoundError("generation", String(params.id));
-			await streamGenerationSse(this.generations, meta.generationId, after ?? 0, req, res, ctx.meta.$responseHeaders);
+			await streamGenerationSse(this.generations, meta.generationId, after ?? 0, req, res, ctx.meta.$responseHeaders, this.sseStreams);
 			next?.(RESPONSE_SENT);
 		})
 		.catch(err => next?.(err));
@@ -302,6 +308,14 @@ const GatewayService: ServiceSchema<ApiSettingsSchema, GatewayMethods & Record<s
 				if (readiness.status !== "ready") ctx.meta.$statusCode = 503;
 				return readiness;
 			}
+		}
+	},
+
+	events: {
+		/** The node is stopping: release long-lived client streams so they resume elsewhere. */
+		[NODE_STOPPING_EVENT]() {
+			endStreamsForShutdown(this.sseStreams);
+			this.io?.disconnectSockets(true);
 		}
 	},
 
@@ -394,6 +408,7 @@ const GatewayService: ServiceSchema<ApiSettingsSchema, GatewayMethods & Record<s
 		const { config, generations } = runtimeOf(this.broker);
 		if (!generations) throw new Error("gateway needs the generation log");
 		this.generations = generations;
+		this.sseStreams = new Set();
 		this.trustProxy = config.trustProxy;
 		this.redis = config.redisUrl ? new Redis({ ...redisOptions(config.redisUrl), lazyConnect: false }) : undefined;
 		this.redis?.on("error", () => {

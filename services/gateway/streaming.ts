@@ -38,9 +38,11 @@ export function streamGenerationSse(
 	afterSeq: number,
 	req: IncomingMessage,
 	res: ServerResponse,
-	headers: Record<string, string> = {}
+	headers: Record<string, string> = {},
+	open?: Set<ServerResponse>
 ): Promise<void> {
 	return new Promise(resolve => {
+		open?.add(res);
 		res.socket?.setNoDelay(true);
 		res.writeHead(200, {
 			...headers,
@@ -56,6 +58,7 @@ export function streamGenerationSse(
 		const finish = () => {
 			if (finished) return;
 			finished = true;
+			open?.delete(res);
 			clearInterval(heartbeat);
 			unsubscribe();
 			resolve();
@@ -80,6 +83,12 @@ export function streamGenerationSse(
 		req.on("close", finish);
 		res.on("close", finish);
 	});
+}
+
+/** Ends open SSE streams when the node stops; their clients reconnect with Last-Event-ID. */
+export function endStreamsForShutdown(open: Set<ServerResponse>): void {
+	for (const res of open) res.end(": server stopping; reconnect with Last-Event-ID to resume\n\n");
+	open.clear();
 }
 
 /** `Last-Event-ID` (or `?after=`) as a sequence number; undefined when absent, null when malformed. */

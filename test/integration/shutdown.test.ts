@@ -3,6 +3,7 @@ import os from "node:os";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { startSimulator, type SimulatorHandle } from "../../services/llm/simulator/simulator";
+import { readSse } from "../helpers/chat";
 import { apiClient, signUp } from "../helpers/http";
 import { spawnNode, waitUntil, type NodeProcess } from "../helpers/processes";
 
@@ -38,7 +39,8 @@ describe("graceful shutdown", () => {
 	it("finishes and stores an answer in flight at SIGTERM, then exits 0", async () => {
 		sim.configure({ outputTokens: 40, tokenIntervalMs: 50 });
 		const first = start();
-		const api = apiClient(`http://127.0.0.1:${await first.httpPort()}`);
+		const base = `http://127.0.0.1:${await first.httpPort()}`;
+		const api = apiClient(base);
 		const user = await signUp(api, "shutdown");
 		const conv = await api.post<{ id: string }>("/api/conversations", { token: user.accessToken, body: {} });
 		const sent = await api.post<{ generationId: string }>(`/api/conversations/${conv.body.id}/messages`, {
@@ -46,9 +48,22 @@ describe("graceful shutdown", () => {
 			body: { content: "finish this before you go" }
 		});
 		expect(sent.status).toBe(202);
+		// A client watching over SSE: released at once when the node stops, free to resume elsewhere.
+		const watching = await fetch(`${base}/api/generations/${sent.body.generationId}/events`, {
+			headers: { authorization: `Bearer ${user.accessToken}` }
+		});
+		let released = 0;
+		const watched = readSse(watching).then(frames => {
+			released = Date.now();
+			return frames;
+		});
 		await new Promise(r => setTimeout(r, 300)); // the answer is under way (about 2 s in all)
 		const stoppedAt = Date.now();
 		first.kill("SIGTERM");
+		const frames = await watched;
+		expect(frames.length).toBeGreaterThan(0);
+		expect(frames.at(-1)?.data).not.toBe("[DONE]");
+		expect(released - stoppedAt).toBeLessThan(1000);
 		expect(await first.exited).toBe(0);
 		// It waited for the answer rather than cutting it off.
 		expect(Date.now() - stoppedAt).toBeGreaterThan(1000);
