@@ -1,0 +1,39 @@
+/** Percentiles (nearest rank), medians and a compact summary of samples, all in plain numbers. */
+
+export function sorted(values: readonly number[]): number[] {
+	return [...values].sort((a, b) => a - b);
+}
+
+/** Nearest-rank percentile of ascending values; NaN when there are none. */
+export function percentileOf(ascending: readonly number[], p: number): number {
+	if (ascending.length === 0) return Number.NaN;
+	const rank = Math.ceil((p / 100) * ascending.length);
+	return ascending[Math.min(ascending.length, Math.max(1, rank)) - 1];
+}
+
+export function median(values: readonly number[]): number {
+	const finite = values.filter(Number.isFinite);
+	if (finite.length === 0) return Number.NaN;
+	const s = sorted(finite);
+	const mid = s.length >> 1;
+	return s.length % 2 ? s[mid] : (s[mid - 1] + s[mid]) / 2;
+}
+
+export interface Summary {
+	n: number;
+	p50: number;
+	p95: number;
+	p99: number;
+	max: number;
+}
+
+export function summarize(values: readonly number[]): Summary {
+	const s = sorted(values);
+	return { n: s.length, p50: percentileOf(s, 50), p95: percentileOf(s, 95), p99: percentileOf(s, 99), max: s.length ? s[s.length - 1] : Number.NaN };
+}
+
+/** Rounds for printing and JSON: NaN stays null in JSON, numbers keep `digits` decimals. */
+export function round(value: number, digits = 2): number {
+	const f = 10 ** digits;
+	return Math.round(value * f) / f;
+}
