@@ -359,7 +359,8 @@ const LlmService: ServiceSchema<LlmSettings, LlmMethods, LlmVars> = {
 			firstTokenTimeoutMs: config.llmFirstTokenTimeoutMs,
 			idleTimeoutMs: config.llmIdleTimeoutMs,
 			tiers: config.modelTiers ?? defaultTiers(providers),
-			drainTimeoutMs: config.shutdownGraceMs
+			drainTimeoutMs: config.shutdownGraceMs,
+			concurrency: config.llmConcurrency
 		};
 		schema.settings = settings;
 		const bulkhead = { enabled: true, concurrency: settings.concurrency, maxQueueSize: settings.maxQueueSize };

@@ -1,7 +1,7 @@
 /**
  * The quota service's SQL. A reservation raises tokens_reserved only while used + reserved stays
- * within the limit, in one UPDATE whose row lock serialises a user's concurrent requests; settling
- * moves the reservation's real usage to tokens_used and releases the rest.
+ * within the limit, in one statement whose row lock serialises a user's concurrent requests;
+ * settling moves the reservation's real usage to tokens_used and releases the rest, also in one.
  */
 import { QueryTypes, type Sequelize, type Transaction } from "sequelize";
 import type { Usage } from "../../lib/generations/types";
@@ -78,42 +78,51 @@ export class QuotaStore {
 		return row;
 	}
 
-	/** Holds `tokens` for a reservation; undefined (and nothing held) when that would pass the limit. */
+	/**
+	 * Holds `tokens` for a reservation, or grants nothing when that would pass the limit. One
+	 * statement on the hot path: a period that is over counts as reset, the reservation row is
+	 * written only when tokens were held, and the row lock serialises a user's concurrent calls.
+	 */
 	async reserve(userId: string, reservationId: string, tokens: number): Promise<{ row: QuotaRow; granted: boolean }> {
-		return this.db.transaction(async transaction => {
-			const row = await this.current(userId, transaction);
-			const [held] = await this.select<QuotaRow>(
-				`UPDATE user_quotas SET tokens_reserved = tokens_reserved + $2, updated_at = now()
-				 WHERE user_id = $1 AND tokens_used + tokens_reserved + $2 <= tokens_limit RETURNING ${COLUMNS}`,
-				[userId, tokens],
-				transaction
-			);
-			if (!held) return { row, granted: false };
-			await this.db.query("INSERT INTO quota_reservations (id, user_id, tokens) VALUES ($1, $2, $3)", {
-				bind: [reservationId, userId, tokens],
-				transaction
-			});
-			return { row: held, granted: true };
-		});
+		const held = await this.holdTokens(userId, reservationId, tokens);
+		if (held) return { row: held, granted: true };
+		// No row yet (a first request), or over the limit: the slow path tells which.
+		const row = await this.current(userId);
+		const retried = await this.holdTokens(userId, reservationId, tokens);
+		return retried ? { row: retried, granted: true } : { row, granted: false };
 	}
 
-	/** Charges the real usage and releases the reservation; a reservation settles once. */
+	private async holdTokens(userId: string, reservationId: string, tokens: number): Promise<QuotaRow | undefined> {
+		const [row] = await this.select<QuotaRow>(
+			`WITH held AS (
+				UPDATE user_quotas SET
+					tokens_used = CASE WHEN reset_at <= now() THEN 0 ELSE tokens_used END,
+					reset_at = CASE WHEN reset_at <= now() THEN ${NEXT_RESET} ELSE reset_at END,
+					tokens_reserved = tokens_reserved + $2,
+					updated_at = now()
+				WHERE user_id = $1 AND (CASE WHEN reset_at <= now() THEN 0 ELSE tokens_used END) + tokens_reserved + $2 <= tokens_limit
+				RETURNING ${COLUMNS}
+			), noted AS (
+				INSERT INTO quota_reservations (id, user_id, tokens) SELECT $3, user_id, $2 FROM held
+			)
+			SELECT ${COLUMNS} FROM held`,
+			[userId, tokens, reservationId]
+		);
+		return row;
+	}
+
+	/** Charges the real usage and releases the reservation, in one statement; a reservation settles once. */
 	async settle(reservationId: string, usage: Usage): Promise<{ charged: number; reserved: number } | undefined> {
-		return this.db.transaction(async transaction => {
-			const [reservation] = await this.select<{ user_id: string; tokens: string }>(
-				"DELETE FROM quota_reservations WHERE id = $1 RETURNING user_id, tokens",
-				[reservationId],
-				transaction
-			);
-			if (!reservation) return undefined;
-			const charged = Math.max(0, usage.promptTokens) + Math.max(0, usage.completionTokens);
-			await this.db.query(
-				`UPDATE user_quotas SET tokens_reserved = greatest(tokens_reserved - $2, 0), tokens_used = tokens_used + $3, updated_at = now()
-				 WHERE user_id = $1`,
-				{ bind: [reservation.user_id, Number(reservation.tokens), charged], transaction }
-			);
-			return { charged, reserved: Number(reservation.tokens) };
-		});
+		const charged = Math.max(0, usage.promptTokens) + Math.max(0, usage.completionTokens);
+		const [row] = await this.select<{ tokens: string }>(
+			`WITH released AS (DELETE FROM quota_reservations WHERE id = $1 RETURNING user_id, tokens)
+			 UPDATE user_quotas q SET tokens_reserved = greatest(q.tokens_reserved - released.tokens, 0),
+			   tokens_used = q.tokens_used + $2, updated_at = now()
+			 FROM released WHERE q.user_id = released.user_id
+			 RETURNING released.tokens`,
+			[reservationId, charged]
+		);
+		return row ? { charged, reserved: Number(row.tokens) } : undefined;
 	}
 
 	async setLimit(userId: string, tokensLimit: number, period: Period | undefined): Promise<QuotaRow | undefined> {

@@ -448,7 +448,7 @@ describe("circuit breaker", () => {
 
 describe("concurrency", () => {
 	it("holds a generation's slot until its stream ends, not only until the first token", async () => {
-		await llmNodeWith("llm-gpu", { LLM_PROVIDERS: providers(["sim", sim]) }, { concurrency: 1 });
+		await llmNodeWith("llm-gpu", { LLM_PROVIDERS: providers(["sim", sim]), LLM_CONCURRENCY: "1" }, {});
 		sim.configure({ tokenIntervalMs: 20, outputTokens: 20 });
 		const onGpu = { nodeID: "llm-gpu" };
 		const first = await callLlmStream(caller, params(user("one"), { model: "sim-small" }), onGpu);

@@ -186,6 +186,22 @@ describe("quota", () => {
 		await sleep(1);
 	});
 
+	it("starts a new period on the first request after the old one ended, even before the schedule runs", async () => {
+		sim.configure({ outputTokens: 5 });
+		const user = await signUp(api, "newperiod");
+		await usageOf(user);
+		await sql("UPDATE user_quotas SET tokens_limit = 1000, tokens_used = 1000, reset_at = now() - interval '1 second' WHERE user_id = $1", [user.userId]);
+		const socket = await socketFor(user);
+		const ack = await socket.timeout(5000).emitWithAck("chat:send", { content: "a new month" });
+		expect(ack.generationId).toEqual(expect.any(String));
+		await collectGeneration(socket, ack.generationId).ended;
+		await waitUntil(async () => (await usageOf(user)).tokensReserved === 0, 5000);
+		const usage = await usageOf(user);
+		expect(usage.tokensUsed).toBeGreaterThan(0);
+		expect(usage.tokensUsed).toBeLessThan(1000);
+		expect(Date.parse(usage.resetAt)).toBeGreaterThan(Date.now());
+	});
+
 	it("answers GET /api/usage with the caller's budget", async () => {
 		const user = await signUp(api, "usage");
 		const usage = await usageOf(user);
