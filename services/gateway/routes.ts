@@ -189,7 +189,10 @@ async function loginGuard(this: GatewayThis, ctx: Context<unknown, ChatmeshMeta>
 	const ip = this.clientIp(req);
 	await this.limit(ctx, route.opts.rateClass ?? "auth", ip);
 	const email = loginEmail(req);
-	if (email) RateLimiter.assertAllowed(await this.rateLimiter.checkLogin(email, ip));
+	if (!email) return;
+	const decision = await this.rateLimiter.checkLogin(email, ip);
+	if (!decision.allowed) ctx.meta.$responseHeaders = { ...ctx.meta.$responseHeaders, ...RateLimiter.headers(decision) };
+	RateLimiter.assertAllowed(decision);
 }
 
 async function loginSucceeded(this: GatewayThis, _ctx: Context, _route: unknown, req: IncomingRequest, _res: ServerResponse, data: unknown) {

@@ -107,6 +107,22 @@ describe("login", () => {
 		}
 	});
 
+	it("blocks an email after five failed sign-ins from one address, with Retry-After, and only that email", async () => {
+		const target = await signUp(api, "guessed");
+		for (let i = 0; i < 5; i++) {
+			const res = await api.post("/api/auth/login", { body: { email: target.email, password: `guess number ${i}` } });
+			expect(res.status).toBe(401);
+		}
+		// Now even the right password waits: the block holds the email for this address.
+		const blocked = await api.post("/api/auth/login", { body: { email: target.email, password: target.password } });
+		expect(blocked.status).toBe(429);
+		expect(blocked.body).toMatchObject({ type: "RATE_LIMITED", data: { scope: "login" } });
+		expect(Number(blocked.headers.get("retry-after"))).toBeGreaterThanOrEqual(60);
+		// Another account from the same address signs in as usual.
+		const other = await signUp(api, "unguessed");
+		expect((await api.post("/api/auth/login", { body: { email: other.email, password: other.password } })).status).toBe(200);
+	});
+
 	it("requires a caller for /api/me", async () => {
 		const res = await api.get("/api/me");
 		expect(res.status).toBe(401);
