@@ -6,7 +6,7 @@
  */
 import type { Context, ServiceSchema } from "moleculer";
 import { callerOf, type ChatmeshMeta } from "../../lib/auth";
-import { decodeCursor, pageOf } from "../../lib/cursor";
+import { decodeCursor, encodeCursor, pageOf } from "../../lib/cursor";
 import { BadRequestError, ContentBlockedError, ERR_MODEL_NOT_FOUND, NotFoundError } from "../../lib/errors";
 import type { GenerationLog } from "../../lib/generations/log";
 import type { ChatMessage, GenerationMeta } from "../../lib/generations/types";
@@ -79,6 +79,8 @@ interface ConversationVars {
 }
 
 interface ConversationMethods extends CacheCleanerMethods {
+	firstPage(userId: string): Promise<ConversationView[]>;
+	conversationsAfter(userId: string, limit: number, after?: { at: string; id: string }): Promise<ConversationAttributes[]>;
 	owned(userId: string, id: string): Promise<ConversationAttributes>;
 	cleanUserCache(userId: string, conversationId?: string): Promise<void>;
 	finishTurn(turn: RunningTurn, outcome: TurnOutcome): Promise<void>;
@@ -93,6 +95,10 @@ const pageParams = {
 	limit: { type: "number", integer: true, min: 1, max: 100, default: 20, convert: true },
 	cursor: { type: "string", optional: true, max: 200 }
 } as const;
+
+/** How many conversations the cached first page holds. */
+const FIRST_PAGE_SIZE = 100;
+const firstPageKey = (userId: string) => `conversation.first:${userId}`;
 
 /** Up to ~160 characters around the first match. */
 function snippetOf(content: string, query: string): string {
@@ -140,33 +146,18 @@ const ConversationService: ServiceSchema<ConversationSettings, ConversationMetho
 		list: {
 			auth: "required",
 			params: pageParams,
-			cache: {
-				ttl: 60,
-				keygen: (_a, _o, ctx) => {
-					const c = ctx as Ctx<{ cursor?: string; limit: number }>;
-					return scopedCacheKey("conversation.list", c.meta.user?.id ?? "-", c.params.cursor, c.params.limit);
-				}
-			},
 			async handler(ctx: Ctx<{ cursor?: string; limit: number }>): Promise<{ items: ConversationView[]; nextCursor: string | null }> {
 				const user = callerOf(ctx);
+				// The first page is what clients ask for almost always: it is cached under one exact
+				// key per user, so a write drops it without scanning the cache.
+				if (!ctx.params.cursor && ctx.params.limit <= FIRST_PAGE_SIZE) {
+					const first = await this.firstPage(user.id);
+					const items = first.slice(0, ctx.params.limit);
+					const last = items.at(-1);
+					return { items, nextCursor: first.length > ctx.params.limit && last ? encodeCursor(new Date(last.updatedAt), last.id) : null };
+				}
 				const after = decodeCursor(ctx.params.cursor);
-				const db = this.model.sequelize;
-				if (!db) throw new Error("model without sequelize");
-				const rows = await this.model.findAll({
-					where: after
-						? db.and({ userId: user.id }, db.literal(`(updated_at, id) < (${db.escape(after.at)}::timestamptz, ${db.escape(after.id)}::uuid)`))
-						: { userId: user.id },
-					order: [
-						["updatedAt", "DESC"],
-						["id", "DESC"]
-					],
-					limit: ctx.params.limit + 1
-				});
-				const page = pageOf(
-					rows.map(r => r.get()),
-					ctx.params.limit,
-					c => ({ at: c.updatedAt, id: c.id })
-				);
+				const page = pageOf(await this.conversationsAfter(user.id, ctx.params.limit + 1, after), ctx.params.limit, c => ({ at: c.updatedAt, id: c.id }));
 				return { items: page.items.map(conversationView), nextCursor: page.nextCursor };
 			}
 		},
@@ -422,10 +413,37 @@ const ConversationService: ServiceSchema<ConversationSettings, ConversationMetho
 			return row.get();
 		},
 
+		/** Exact keys only: dropping them costs one delete each, never a scan. */
 		async cleanUserCache(userId: string, conversationId?: string) {
-			const patterns = [`conversation.list:${userId}:*`];
-			if (conversationId) patterns.push(`conversation.get:${userId}:${conversationId}*`);
-			await this.cleanCache(patterns);
+			const keys = [firstPageKey(userId)];
+			if (conversationId) keys.push(scopedCacheKey("conversation.get", userId, conversationId));
+			await this.cleanCache(keys);
+		},
+
+		/** The user's most recently active conversations (one more than a page, to tell if there are more). */
+		async firstPage(userId: string): Promise<ConversationView[]> {
+			const key = firstPageKey(userId);
+			const cached = (await this.broker.cacher?.get(key)) as ConversationView[] | null | undefined;
+			if (cached) return cached;
+			const page = (await this.conversationsAfter(userId, FIRST_PAGE_SIZE + 1)).map(conversationView);
+			await this.broker.cacher?.set(key, page, 60);
+			return page;
+		},
+
+		async conversationsAfter(userId: string, limit: number, after?: { at: string; id: string }): Promise<ConversationAttributes[]> {
+			const db = this.model.sequelize;
+			if (!db) throw new Error("model without sequelize");
+			const rows = await this.model.findAll({
+				where: after
+					? db.and({ userId }, db.literal(`(updated_at, id) < (${db.escape(after.at)}::timestamptz, ${db.escape(after.id)}::uuid)`))
+					: { userId },
+				order: [
+					["updatedAt", "DESC"],
+					["id", "DESC"]
+				],
+				limit
+			});
+			return rows.map(r => r.get());
 		},
 
 		/** The message's final state first, then the terminal event, so a client told "done" finds it stored. */
