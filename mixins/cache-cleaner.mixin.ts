@@ -34,7 +34,8 @@ export function CacheCleanerMixin(serviceName: string): Partial<ServiceSchema> {
 			[event]: {
 				params: { patterns: { type: "array", items: "string" } },
 				async handler(this: { broker: ServiceBroker }, ctx: Context<CacheCleanEvent>) {
-					if (!this.broker.cacher) return;
+					// The sender dropped its own keys before broadcasting.
+					if (ctx.nodeID === this.broker.nodeID) return;
 					await drop(this.broker, ctx.params.patterns);
 				}
 			}

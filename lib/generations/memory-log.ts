@@ -5,6 +5,7 @@
  * kept), and a generation is dropped `ttlS` after its terminal event, or `runningTtlS` after it
  * started when it never ends. Nothing survives a restart.
  */
+import { callSubscriber } from "./subscriber";
 import { isTerminal, type GenerationEvent, type GenerationEventInput, type GenerationMeta } from "./types";
 import {
 	GenerationNotFoundError,
@@ -171,11 +172,7 @@ export class MemoryGenerationLog implements GenerationLog {
 		for (let i = this.#indexAfter(gen, sub.cursor); i < gen.events.length && !sub.done; i = this.#indexAfter(gen, sub.cursor)) {
 			const event = gen.events[i];
 			sub.cursor = event.seq;
-			try {
-				sub.onEvent(event);
-			} catch (err) {
-				this.#logger?.error("Generation log: a subscriber's onEvent threw", err);
-			}
+			callSubscriber(this.#logger, "onEvent", () => sub.onEvent(event));
 		}
 		const last = gen.events.at(-1);
 		// The log ends with the terminal event and this subscriber has it (or asked for what follows it).
@@ -185,22 +182,14 @@ export class MemoryGenerationLog implements GenerationLog {
 	#end(gen: Generation, sub: Subscriber): void {
 		sub.done = true;
 		gen.subscribers.delete(sub);
-		try {
-			sub.onEnd?.();
-		} catch (err) {
-			this.#logger?.error("Generation log: a subscriber's onEnd threw", err);
-		}
+		callSubscriber(this.#logger, "onEnd", () => sub.onEnd?.());
 	}
 
 	#fail(gen: Generation | undefined, sub: Subscriber, err: Error): void {
 		if (sub.done) return;
 		sub.done = true;
 		gen?.subscribers.delete(sub);
-		try {
-			sub.onError?.(err);
-		} catch (thrown) {
-			this.#logger?.error("Generation log: a subscriber's onError threw", thrown);
-		}
+		callSubscriber(this.#logger, "onError", () => sub.onError?.(err));
 	}
 
 	#expireIn(generationId: string, gen: Generation, seconds: number): void {

@@ -17,6 +17,7 @@
  * managed Redis offerings; probed before the first XREAD), the block timeout drops to
  * FALLBACK_BLOCK_MS instead.
  */
+import { callSubscriber } from "./subscriber";
 import { setTimeout as sleep } from "node:timers/promises";
 import { Redis } from "ioredis";
 import { redisOptions } from "../redis";
@@ -437,22 +438,14 @@ export class RedisGenerationLog implements GenerationLog {
 	#deliverEvent(channel: Channel, sub: Subscriber, event: GenerationEvent): void {
 		if (sub.done || event.seq <= sub.cursor) return;
 		sub.cursor = event.seq;
-		try {
-			sub.onEvent(event);
-		} catch (err) {
-			this.#logger?.error("Generation log: a subscriber's onEvent threw", err);
-		}
+		callSubscriber(this.#logger, "onEvent", () => sub.onEvent(event));
 		if (isTerminal(event)) this.#end(channel, sub);
 	}
 
 	#end(channel: Channel, sub: Subscriber): void {
 		sub.done = true;
 		this.#leave(channel, sub);
-		try {
-			sub.onEnd?.();
-		} catch (err) {
-			this.#logger?.error("Generation log: a subscriber's onEnd threw", err);
-		}
+		callSubscriber(this.#logger, "onEnd", () => sub.onEnd?.());
 	}
 
 	#fail(channel: Channel | undefined, sub: Subscriber, err: Error): void {
@@ -463,11 +456,7 @@ export class RedisGenerationLog implements GenerationLog {
 			if (!(err instanceof GenerationNotFoundError)) this.#logger?.warn("Generation log: a subscription failed", err);
 			return;
 		}
-		try {
-			sub.onError(err);
-		} catch (thrown) {
-			this.#logger?.error("Generation log: a subscriber's onError threw", thrown);
-		}
+		callSubscriber(this.#logger, "onError", () => sub.onError?.(err));
 	}
 
 	/** The last subscriber of a stream takes it out of the loop (from its next XREAD on). */

@@ -60,21 +60,20 @@ export class QuotaStore {
 	}
 
 	/** The user's row, created with the defaults on first use and reset if its period is over. */
-	async current(userId: string, transaction?: Transaction): Promise<QuotaRow> {
+	async current(userId: string): Promise<QuotaRow> {
 		await this.db.query(
 			`INSERT INTO user_quotas (user_id, tokens_limit, period, reset_at)
 			 VALUES ($1, $2, $3::text, date_trunc($3::text, now() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC' + ('1 ' || $3::text)::interval)
 			 ON CONFLICT (user_id) DO NOTHING`,
-			{ bind: [userId, this.defaults.tokensLimit, this.defaults.period], transaction }
+			{ bind: [userId, this.defaults.tokensLimit, this.defaults.period] }
 		);
 		const [reset] = await this.select<QuotaRow>(
 			`UPDATE user_quotas SET tokens_used = 0, reset_at = ${NEXT_RESET}, updated_at = now()
 			 WHERE user_id = $1 AND reset_at <= now() RETURNING ${COLUMNS}`,
-			[userId],
-			transaction
+			[userId]
 		);
 		if (reset) return reset;
-		const [row] = await this.select<QuotaRow>(`SELECT ${COLUMNS} FROM user_quotas WHERE user_id = $1`, [userId], transaction);
+		const [row] = await this.select<QuotaRow>(`SELECT ${COLUMNS} FROM user_quotas WHERE user_id = $1`, [userId]);
 		return row;
 	}
 
