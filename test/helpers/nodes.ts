@@ -5,6 +5,11 @@
 import { loadConfig } from "../../lib/config";
 import { startNode, type ChatmeshNode } from "../../lib/node";
 
+/** LLM_PROVIDERS naming one simulator the test started, serving these models. */
+export function simulatorProviders(sim: { baseURL: string }, models: string[] = ["sim-small", "sim-medium", "sim-large"]): string {
+	return JSON.stringify([{ name: "sim", baseURL: sim.baseURL, models }]);
+}
+
 export async function startTestNode(env: Record<string, string>): Promise<ChatmeshNode & { baseUrl: string }> {
 	const config = loadConfig({ NODE_ENV: "test", LOG_LEVEL: "warn", PORT: "0", HOST: "127.0.0.1", ...env });
 	const node = await startNode(config);

@@ -5,7 +5,7 @@ import type { ChatmeshNode } from "../../lib/node";
 import { startSimulator, type SimulatorHandle } from "../../services/llm/simulator/simulator";
 import { createTestDatabase, TEST_REDIS_URL, uniqueNamespace, type TestDatabase } from "../helpers/infra";
 import { apiClient, signUp, type ApiClient, type ApiResponse, type Session } from "../helpers/http";
-import { startTestNode } from "../helpers/nodes";
+import { startTestNode, simulatorProviders } from "../helpers/nodes";
 
 // The authorization matrix: for every route that addresses one resource by id, user B gets
 // exactly the 404 a missing resource gets, and A's resource is unchanged. Each issue that adds
@@ -102,7 +102,7 @@ beforeAll(async () => {
 		DATABASE_URL: db.url,
 		REDIS_URL: TEST_REDIS_URL,
 		NAMESPACE: uniqueNamespace("authz"),
-		LLM_PROVIDERS: JSON.stringify([{ name: "sim", baseURL: sim.baseURL, models: ["sim-small"] }]),
+		LLM_PROVIDERS: simulatorProviders(sim, ["sim-small"]),
 		RATE_LIMITS: JSON.stringify({ perIp: { auth: { points: 1000, durationS: 60 } } })
 	});
 	api = apiClient(node.baseUrl);

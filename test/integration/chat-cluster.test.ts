@@ -5,6 +5,7 @@ import { collectGeneration, openSocket, sleep } from "../helpers/chat";
 import { apiClient, signUp, type ApiClient, type Session } from "../helpers/http";
 import { clusterEnv, createTestDatabase, uniqueNamespace, type TestDatabase, queryDb } from "../helpers/infra";
 import { spawnNode, waitUntil, type NodeProcess } from "../helpers/processes";
+import { simulatorProviders } from "../helpers/nodes";
 
 // Two gateway processes and one llm process over the real NATS, Redis and PostgreSQL; the
 // simulator runs in this test process and is reached over HTTP by the llm process.
@@ -21,7 +22,7 @@ beforeAll(async () => {
 	db = await createTestDatabase("chat_cluster");
 	const env = {
 		...clusterEnv(uniqueNamespace("chatcluster"), db.url),
-		LLM_PROVIDERS: JSON.stringify([{ name: "sim", baseURL: sim.baseURL, models: ["sim-small", "sim-medium", "sim-large"] }]),
+		LLM_PROVIDERS: simulatorProviders(sim),
 		RATE_LIMITS: JSON.stringify({ perIp: { auth: { points: 1000, durationS: 60 } } })
 	};
 	const front = "gateway,user,conversation,quota,moderation";

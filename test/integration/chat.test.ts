@@ -10,7 +10,7 @@ import { startSimulator, type SimulatorHandle } from "../../services/llm/simulat
 import { collectGeneration, openSocket, readSse, recordAll, sleep } from "../helpers/chat";
 import { apiClient, signUp, type ApiClient, type Session } from "../helpers/http";
 import { createTestDatabase, TEST_JWT_SECRET, TEST_REDIS_URL, uniqueNamespace, type TestDatabase, queryDb } from "../helpers/infra";
-import { startTestNode } from "../helpers/nodes";
+import { startTestNode, simulatorProviders } from "../helpers/nodes";
 
 // The chat core on one node, twice: on PostgreSQL with Redis (the cluster's stores), and on the
 // embedded defaults (PGlite, memory). The model is the simulator, reached over HTTP.
@@ -66,7 +66,7 @@ describe.each(MODES)("chat core on $name", mode => {
 		cleanup = setup.cleanup;
 		node = await startTestNode({
 			...setup.env,
-			LLM_PROVIDERS: JSON.stringify([{ name: "sim", baseURL: sim.baseURL, models: ["sim-small", "sim-medium", "sim-large"] }]),
+			LLM_PROVIDERS: simulatorProviders(sim),
 			RATE_LIMITS: JSON.stringify({
 				perUser: { chat: { points: 10_000, durationS: 60 }, default: { points: 10_000, durationS: 60 } },
 				perIp: { chat: { points: 10_000, durationS: 60 }, default: { points: 10_000, durationS: 60 }, auth: { points: 10_000, durationS: 60 } }

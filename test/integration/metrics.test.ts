@@ -3,7 +3,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { ChatmeshNode } from "../../lib/node";
 import { startSimulator, type SimulatorHandle } from "../../services/llm/simulator/simulator";
 import { createTestDatabase, TEST_REDIS_URL, uniqueNamespace, type TestDatabase } from "../helpers/infra";
-import { startTestNode } from "../helpers/nodes";
+import { startTestNode, simulatorProviders } from "../helpers/nodes";
 
 // METRICS_PORT turns on Moleculer's Prometheus reporter; a scrape sees the node's requests.
 let sim: SimulatorHandle;
@@ -27,7 +27,7 @@ beforeAll(async () => {
 		DATABASE_URL: db.url,
 		REDIS_URL: TEST_REDIS_URL,
 		NAMESPACE: uniqueNamespace("metrics"),
-		LLM_PROVIDERS: JSON.stringify([{ name: "sim", baseURL: sim.baseURL, models: ["sim-small"] }]),
+		LLM_PROVIDERS: simulatorProviders(sim, ["sim-small"]),
 		METRICS_PORT: String(port)
 	});
 });

@@ -7,7 +7,7 @@ import { startSimulator, type SimulatorHandle } from "../../services/llm/simulat
 import { collectGeneration, openSocket, sleep } from "../helpers/chat";
 import { apiClient, signUp, type ApiClient, type Session } from "../helpers/http";
 import { createTestDatabase, TEST_REDIS_URL, uniqueNamespace, type TestDatabase, queryDb } from "../helpers/infra";
-import { startTestNode } from "../helpers/nodes";
+import { startTestNode, simulatorProviders } from "../helpers/nodes";
 import { waitUntil } from "../helpers/processes";
 
 // Token quotas on one node with the real PostgreSQL and Redis; the model is the simulator.
@@ -25,7 +25,7 @@ beforeAll(async () => {
 		DATABASE_URL: db.url,
 		REDIS_URL: TEST_REDIS_URL,
 		NAMESPACE: uniqueNamespace("quota"),
-		LLM_PROVIDERS: JSON.stringify([{ name: "sim", baseURL: sim.baseURL, models: ["sim-small", "sim-medium", "sim-large"] }]),
+		LLM_PROVIDERS: simulatorProviders(sim),
 		QUOTA_MAX_OUTPUT_TOKENS: String(MAX_OUTPUT),
 		LLM_IDLE_TIMEOUT_MS: "1000",
 		RATE_LIMITS: JSON.stringify({

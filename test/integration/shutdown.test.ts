@@ -6,6 +6,7 @@ import { startSimulator, type SimulatorHandle } from "../../services/llm/simulat
 import { readSse } from "../helpers/chat";
 import { apiClient, signUp } from "../helpers/http";
 import { spawnNode, waitUntil, type NodeProcess } from "../helpers/processes";
+import { simulatorProviders } from "../helpers/nodes";
 
 // SIGTERM with an answer still streaming: the node stops taking work, lets the answer finish
 // within the grace period, stores it, closes its connections and exits 0.
@@ -28,7 +29,7 @@ function start(): NodeProcess {
 	const proc = spawnNode({
 		DATA_DIR: dataDir,
 		NODE_ENV: "development",
-		LLM_PROVIDERS: JSON.stringify([{ name: "sim", baseURL: sim.baseURL, models: ["sim-small"] }]),
+		LLM_PROVIDERS: simulatorProviders(sim, ["sim-small"]),
 		SHUTDOWN_GRACE_MS: "8000"
 	});
 	procs.push(proc);

@@ -9,7 +9,7 @@ import { startSimulator, type SimulatorHandle } from "../../services/llm/simulat
 import { defineTool, type ToolModule } from "../../services/tool/registry";
 import ToolService, { type ToolResult } from "../../services/tool/tool.service";
 import { createTestDatabase, TEST_JWT_SECRET, TEST_REDIS_URL, uniqueNamespace, type TestDatabase } from "../helpers/infra";
-import { startTestNode } from "../helpers/nodes";
+import { startTestNode, simulatorProviders } from "../helpers/nodes";
 
 // The tool service on one node against the real PostgreSQL and Redis. Slow, hanging and throwing
 // tools come in through settings.extraTools on a service built with mixins: [ToolService], the
@@ -109,7 +109,7 @@ describe("tool service", () => {
 			REDIS_URL: TEST_REDIS_URL,
 			NAMESPACE: uniqueNamespace("tools"),
 			JWT_SECRET: TEST_JWT_SECRET,
-			LLM_PROVIDERS: JSON.stringify([{ name: "sim", baseURL: sim.baseURL, models: ["sim-small"] }])
+			LLM_PROVIDERS: simulatorProviders(sim, ["sim-small"])
 		});
 		sql = new pg.Client({ connectionString: db.url });
 		await sql.connect();

@@ -8,7 +8,7 @@ import ToolService from "../../services/tool/tool.service";
 import { collectGeneration, openSocket } from "../helpers/chat";
 import { apiClient, signUp, type ApiClient, type Session } from "../helpers/http";
 import { createTestDatabase, TEST_REDIS_URL, uniqueNamespace, type TestDatabase, queryDb } from "../helpers/infra";
-import { startTestNode } from "../helpers/nodes";
+import { startTestNode, simulatorProviders } from "../helpers/nodes";
 
 // The full turn on one node (real PostgreSQL and Redis; the simulator over HTTP): the content
 // policy before and during the answer, and the model → tools → model loop.
@@ -59,7 +59,7 @@ beforeAll(async () => {
 		DATABASE_URL: db.url,
 		REDIS_URL: TEST_REDIS_URL,
 		NAMESPACE: uniqueNamespace("turn"),
-		LLM_PROVIDERS: JSON.stringify([{ name: "sim", baseURL: sim.baseURL, models: ["sim-small", "sim-medium", "sim-large"] }]),
+		LLM_PROVIDERS: simulatorProviders(sim),
 		MODERATION_DENY_LIST: `forbiddenword,${lateWord}`,
 		RATE_LIMITS: JSON.stringify({ perIp: { auth: { points: 1000, durationS: 60 } }, perUser: { chat: { points: 1000, durationS: 60 } } })
 	});
