@@ -4,10 +4,10 @@
  * the generation log at once, and the text accumulates across calls. The turn can be stopped from
  * outside: cancelled, blocked by the content policy, or interrupted when its model node dies.
  */
-import { createInterface, type Interface } from "node:readline";
 import type { Readable } from "node:stream";
 import type { GenerationWriter } from "../../lib/generations/log";
 import type { FinalStatus, FinishReason, LlmStreamLine, ToolCall, Usage } from "../../lib/generations/types";
+import { readLineBatches } from "../llm/ndjson";
 
 /** How one model call ended. */
 export interface StepOutcome {
@@ -42,7 +42,6 @@ export class TurnReader {
 	private content = "";
 	private stopReason?: TurnStop;
 	private stream?: Readable;
-	private lines?: Interface;
 	private lastProgress = Date.now();
 
 	constructor(
@@ -63,8 +62,7 @@ export class TurnReader {
 	stop(reason: TurnStop): void {
 		if (this.stopReason) return;
 		this.stopReason = reason;
-		// Closing the line reader ends the loop in read(); a destroyed stream alone may never "end".
-		this.lines?.close();
+		// Destroying the stream ends read() at once.
 		this.stream?.destroy();
 	}
 
@@ -86,38 +84,37 @@ export class TurnReader {
 		let failure: Extract<LlmStreamLine, { type: "error" }> | undefined;
 		let broken: string | undefined;
 		try {
-			const lines = createInterface({ input: stream, crlfDelay: Infinity });
-			this.lines = lines;
-			if (this.stopReason) lines.close();
-			for await (const raw of lines) {
-				if (!raw) continue;
-				const line = JSON.parse(raw) as LlmStreamLine;
-				switch (line.type) {
-					case "start":
-						model = line.model;
-						this.hooks.onProducer(line.nodeID);
-						break;
-					case "delta":
-						text += line.content;
-						this.content += line.content;
-						this.writer.append({ type: "chunk", delta: line.content });
-						this.hooks.onDelta(line.content);
-						if (Date.now() - this.lastProgress >= this.progressEveryMs) {
-							this.lastProgress = Date.now();
-							this.hooks.onProgress(this.content);
-						}
-						break;
-					case "tool_calls":
-						toolCalls = line.toolCalls;
-						break;
-					case "end":
-						end = line;
-						break;
-					case "error":
-						failure = line;
-						break;
+			if (this.stopReason) stream.destroy();
+			await readLineBatches(stream, lines => {
+				for (const line of lines) {
+					if (this.stopReason) return; // stopped by an earlier line of this batch (the policy blocked it)
+					switch (line.type) {
+						case "start":
+							model = line.model;
+							this.hooks.onProducer(line.nodeID);
+							break;
+						case "delta":
+							text += line.content;
+							this.content += line.content;
+							this.writer.append({ type: "chunk", delta: line.content });
+							this.hooks.onDelta(line.content);
+							break;
+						case "tool_calls":
+							toolCalls = line.toolCalls;
+							break;
+						case "end":
+							end = line;
+							break;
+						case "error":
+							failure = line;
+							break;
+					}
 				}
-			}
+				if (Date.now() - this.lastProgress >= this.progressEveryMs) {
+					this.lastProgress = Date.now();
+					this.hooks.onProgress(this.content);
+				}
+			});
 		} catch (err) {
 			broken = (err as Error).message;
 		}

@@ -5,16 +5,16 @@
  * a chat turn of that conversation (stored, resumable) and its answer is streamed in the same format.
  */
 import type { IncomingMessage, ServerResponse } from "node:http";
-import { createInterface } from "node:readline";
 import type { Context } from "moleculer";
 import { z } from "zod";
 import type { ChatmeshMeta } from "../../lib/auth";
 import { BadRequestError, ContentBlockedError, httpStatusOf } from "../../lib/errors";
 import { countPromptTokens, countTokens } from "../../lib/tokens";
 import type { GenerationLog } from "../../lib/generations/log";
-import type { ChatMessage, FinishReason, LlmStreamLine, ToolCall, ToolDefinition, Usage } from "../../lib/generations/types";
+import type { ChatMessage, FinishReason, ToolCall, ToolDefinition, Usage } from "../../lib/generations/types";
 import type { SendResult } from "../conversation/conversation.service";
 import { callLlmStream } from "../llm/client";
+import { readLineBatches } from "../llm/ndjson";
 import type { ModelInfo } from "../llm/llm.service";
 
 const textPart = z.object({ type: z.literal("text"), text: z.string() }).passthrough();
@@ -190,26 +190,28 @@ export async function passthroughCompletion({ ctx, req, res, body, headers, maxO
 	const abandon = () => stream.destroy();
 	req.on("close", abandon);
 	try {
-		for await (const raw of createInterface({ input: stream, crlfDelay: Infinity })) {
-			if (!raw) continue;
-			const line = JSON.parse(raw) as LlmStreamLine;
-			if (line.type === "start") {
-				writer.setModel(line.model);
-				writer.role();
-			} else if (line.type === "delta") {
-				produced += line.content;
-				writer.delta(line.content);
+		await readLineBatches(stream, lines => {
+			// The frames of one chunk leave in one write.
+			res.cork();
+			for (const line of lines) {
+				if (line.type === "start") {
+					writer.setModel(line.model);
+					writer.role();
+				} else if (line.type === "delta") {
+					produced += line.content;
+					writer.delta(line.content);
+				} else if (line.type === "tool_calls") writer.toolCalls(line.toolCalls);
+				else if (line.type === "end") {
+					charged = line.usage;
+					writer.finish(finishOf(line.finishReason));
+					if (body.stream_options?.include_usage) writer.usage(line.usage);
+				} else if (line.type === "error") {
+					if (line.usage) charged = line.usage;
+					writer.error(line);
+				}
 			}
-			else if (line.type === "tool_calls") writer.toolCalls(line.toolCalls);
-			else if (line.type === "end") {
-				charged = line.usage;
-				writer.finish(finishOf(line.finishReason));
-				if (body.stream_options?.include_usage) writer.usage(line.usage);
-			} else if (line.type === "error") {
-				if (line.usage) charged = line.usage;
-				writer.error(line);
-			}
-		}
+			res.uncork();
+		});
 	} catch (err) {
 		if (!res.writableEnded) writer.error({ code: "STREAM_INTERRUPTED", message: (err as Error).message });
 	} finally {

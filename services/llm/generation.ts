@@ -17,6 +17,7 @@ import type { ChatMessage, FinishReason, ToolCall, ToolDefinition, Usage } from 
 import { Accumulator, countPromptTokens } from "./accumulator";
 import type { CircuitBreaker } from "./breaker";
 import type { ConcurrencyGate } from "./gate";
+import { streamChatCompletion } from "./provider-stream";
 import type { Provider } from "./providers";
 import { isProviderFault, toUpstreamError, upstreamDetail, type AbortReason } from "./upstream-errors";
 
@@ -166,8 +167,12 @@ export class Generation {
 		this.accumulator = this.newAccumulator();
 		const abortWith = (reason: AbortReason) => controller.abort(reason);
 		let timer = setTimeout(abortWith, firstTokenTimeoutMs, { kind: "first-token-timeout", ms: firstTokenTimeoutMs });
+		let idle = false;
+		// Called per chunk: after the first, the idle timer is only pushed back (refresh), not remade.
 		const rearm = () => {
+			if (idle) return void timer.refresh();
 			clearTimeout(timer);
+			idle = true;
 			timer = setTimeout(abortWith, idleTimeoutMs, { kind: "idle-timeout", ms: idleTimeoutMs });
 		};
 		const aborted = (): AttemptResult => {
@@ -177,12 +182,7 @@ export class Generation {
 		};
 
 		try {
-			const stream = await provider.client.chat.completions.create(this.body(), {
-				signal: controller.signal,
-				timeout: firstTokenTimeoutMs,
-				maxRetries: 0
-			});
-			for await (const chunk of stream) {
+			await streamChatCompletion(provider.chat, this.body(), controller.signal, chunk => {
 				if (this.committed) rearm();
 				else if (Accumulator.isToken(chunk)) {
 					this.committed = true;
@@ -192,8 +192,7 @@ export class Generation {
 				}
 				const text = this.accumulator.add(chunk);
 				if (text) sink.delta(text);
-			}
-			// The SDK ends the iteration quietly when its request is aborted.
+			});
 			if (controller.signal.aborted) return aborted();
 			if (this.accumulator.rawFinishReason === null) {
 				const error = toUpstreamError(new Error("stream ended without a finish reason"), ctx);

@@ -1,8 +1,10 @@
 /**
- * The byte stream `llm.stream` returns: one JSON `LlmStreamLine` per line, each pushed the
- * moment it exists. Moleculer sends each chunk as its own packet to the calling node, so lines
- * arrive as they are produced; a consumer must still split on "\n" (Moleculer cuts chunks over
- * 256 KiB, and a local consumer may read several lines at once). `readLines` does that.
+ * The byte stream `llm.stream` returns: one JSON `LlmStreamLine` per line. Lines produced in the
+ * same turn of the event loop are pushed together at its end (setImmediate): Moleculer sends each
+ * chunk of a stream as its own packet, so tokens that arrive together (a busy node, a provider
+ * that sends several per read) share one packet, while a lone token waits for nothing but the
+ * rest of the current turn. A consumer splits on "\n": `readLineBatches` (push: a chunk's lines
+ * at once) or `readLines` (an async iterator) do that.
  */
 import { Readable } from "node:stream";
 import { StringDecoder } from "node:string_decoder";
@@ -10,6 +12,9 @@ import type { LlmStreamLine } from "../../lib/generations/types";
 
 export class LineStream extends Readable {
 	private ended = false;
+	/** Lines sent in this turn of the event loop, not pushed yet. */
+	private pending = "";
+	private flushScheduled = false;
 
 	/** `onConsumerGone` runs when the reading side destroys the stream before its last line. */
 	constructor(private readonly onConsumerGone: () => void) {
@@ -20,18 +25,31 @@ export class LineStream extends Readable {
 		// Lines are pushed as the model produces them; nothing to pull.
 	}
 
-	/** Pushes one line, unless the stream is already ended or destroyed. */
+	/** Queues one line for the end of this turn, unless the stream is already ended or destroyed. */
 	send(line: LlmStreamLine): void {
 		if (this.ended || this.destroyed) return;
-		this.push(`${JSON.stringify(line)}\n`);
+		this.pending += `${JSON.stringify(line)}\n`;
+		if (!this.flushScheduled) {
+			this.flushScheduled = true;
+			setImmediate(this.flush);
+		}
 	}
 
 	/** Pushes the end of the stream after the lines sent so far. */
 	finish(): void {
 		if (this.ended || this.destroyed) return;
 		this.ended = true;
+		this.flush();
 		this.push(null);
 	}
+
+	private readonly flush = (): void => {
+		this.flushScheduled = false;
+		if (!this.pending || this.destroyed) return;
+		const lines = this.pending;
+		this.pending = "";
+		this.push(lines);
+	};
 
 	override _destroy(error: Error | null, callback: (error?: Error | null) => void): void {
 		if (!this.ended) this.onConsumerGone();
@@ -55,20 +73,76 @@ export class LineStream extends Readable {
 	}
 }
 
+/** Splits NDJSON bytes into parsed lines, across chunk boundaries. */
+export class LineSplitter {
+	private readonly decoder = new StringDecoder("utf8");
+	private buffered = "";
+
+	/** The complete lines this chunk finished. */
+	push(chunk: Buffer | string): LlmStreamLine[] {
+		this.buffered += typeof chunk === "string" ? chunk : this.decoder.write(chunk);
+		const lines: LlmStreamLine[] = [];
+		let start = 0;
+		let newline = this.buffered.indexOf("\n");
+		while (newline >= 0) {
+			if (newline > start) lines.push(JSON.parse(this.buffered.slice(start, newline)) as LlmStreamLine);
+			start = newline + 1;
+			newline = this.buffered.indexOf("\n", start);
+		}
+		this.buffered = this.buffered.slice(start);
+		return lines;
+	}
+
+	/** A last line without its newline, if any. */
+	end(): LlmStreamLine[] {
+		const rest = (this.buffered + this.decoder.end()).trim();
+		this.buffered = "";
+		return rest ? [JSON.parse(rest) as LlmStreamLine] : [];
+	}
+}
+
+/**
+ * Reads an `llm.stream` response, handing over the lines of each chunk together as it arrives
+ * (a consumer can write them out in one go). Resolves at the stream's end; rejects when it errors,
+ * is destroyed before its end, or a line is not JSON. A throwing `onLines` destroys the stream.
+ */
+export function readLineBatches(stream: Readable, onLines: (lines: LlmStreamLine[]) => void): Promise<void> {
+	return new Promise((resolve, reject) => {
+		if (stream.destroyed) return reject(new Error("The stream was closed before its end"));
+		const splitter = new LineSplitter();
+		let settled = false;
+		const fail = (err: Error) => {
+			if (settled) return;
+			settled = true;
+			stream.destroy();
+			reject(err);
+		};
+		const deliver = (read: () => LlmStreamLine[]) => {
+			try {
+				const lines = read();
+				if (lines.length > 0) onLines(lines);
+				return true;
+			} catch (err) {
+				fail(err as Error);
+				return false;
+			}
+		};
+		stream.on("data", (chunk: Buffer | string) => {
+			if (!settled) deliver(() => splitter.push(chunk));
+		});
+		stream.once("end", () => {
+			if (settled || !deliver(() => splitter.end())) return;
+			settled = true;
+			resolve();
+		});
+		stream.once("error", fail);
+		stream.once("close", () => fail(new Error("The stream was closed before its end")));
+	});
+}
+
 /** Parses an `llm.stream` response into its lines, in order. Throws when the stream breaks. */
 export async function* readLines(stream: Readable): AsyncGenerator<LlmStreamLine> {
-	const decoder = new StringDecoder("utf8");
-	let buffered = "";
-	for await (const chunk of stream as AsyncIterable<Buffer | string>) {
-		buffered += typeof chunk === "string" ? chunk : decoder.write(chunk);
-		let newline = buffered.indexOf("\n");
-		while (newline >= 0) {
-			const raw = buffered.slice(0, newline);
-			buffered = buffered.slice(newline + 1);
-			if (raw.trim()) yield JSON.parse(raw) as LlmStreamLine;
-			newline = buffered.indexOf("\n");
-		}
-	}
-	buffered += decoder.end();
-	if (buffered.trim()) yield JSON.parse(buffered) as LlmStreamLine;
+	const splitter = new LineSplitter();
+	for await (const chunk of stream as AsyncIterable<Buffer | string>) yield* splitter.push(chunk);
+	yield* splitter.end();
 }

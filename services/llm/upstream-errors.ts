@@ -10,7 +10,6 @@
  * Messages are ours, never the provider's body (it may name keys or internal hosts); the
  * provider's own message goes to the log only.
  */
-import { APIConnectionError, APIConnectionTimeoutError, APIError } from "openai";
 import {
 	ERR_UPSTREAM_BAD_REQUEST,
 	ERR_UPSTREAM_ERROR,
@@ -18,6 +17,7 @@ import {
 	ERR_UPSTREAM_TIMEOUT,
 	UpstreamError
 } from "../../lib/errors";
+import { isUndiciTimeout, ProviderConnectionError, ProviderStatusError, ProviderStreamError } from "./provider-stream";
 
 /** Why an attempt's AbortController fired; the timers and stop requests pass one as the abort reason. */
 export type AbortReason =
@@ -67,19 +67,17 @@ function upstream(type: string, detail: string, ctx: UpstreamContext, extra: Rec
 
 /**
  * Maps anything an upstream attempt threw or was aborted with to an UpstreamError. `abort` is
- * the attempt's abort reason when its controller fired (the SDK then reports a plain abort).
+ * the attempt's abort reason when its controller fired (the request then reports a plain abort).
  */
 export function toUpstreamError(err: unknown, ctx: UpstreamContext, abort?: AbortReason): UpstreamError {
 	if (err instanceof UpstreamError) return err;
 	if (abort?.kind === "first-token-timeout") return upstream(ERR_UPSTREAM_TIMEOUT, `no first token within ${abort.ms} ms`, ctx);
 	if (abort?.kind === "idle-timeout") return upstream(ERR_UPSTREAM_TIMEOUT, `no chunk for ${abort.ms} ms`, ctx);
-	if (err instanceof APIConnectionTimeoutError) return upstream(ERR_UPSTREAM_TIMEOUT, "connection timed out", ctx);
-	if (err instanceof APIConnectionError) return upstream(ERR_UPSTREAM_ERROR, "connection failed", ctx);
-	if (err instanceof APIError) {
-		// An error event inside a 200 stream has no status: the provider failed mid-answer.
-		if (typeof err.status !== "number") return upstream(ERR_UPSTREAM_ERROR, "error event in the stream", ctx);
-		return upstream(typeOfStatus(err.status), `status ${err.status}`, ctx, { status: err.status });
-	}
+	if (isUndiciTimeout(err)) return upstream(ERR_UPSTREAM_TIMEOUT, "connection timed out", ctx);
+	if (err instanceof ProviderConnectionError) return upstream(ERR_UPSTREAM_ERROR, "connection failed", ctx);
+	// An error event inside a 200 stream: the provider failed mid-answer.
+	if (err instanceof ProviderStreamError) return upstream(ERR_UPSTREAM_ERROR, "error event in the stream", ctx);
+	if (err instanceof ProviderStatusError) return upstream(typeOfStatus(err.status), `status ${err.status}`, ctx, { status: err.status });
 	// undici's "terminated" and friends: the connection broke while the body was read.
 	return upstream(ERR_UPSTREAM_ERROR, "the connection broke", ctx);
 }

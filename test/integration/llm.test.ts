@@ -1,3 +1,4 @@
+import net from "node:net";
 import type { Readable } from "node:stream";
 import { countTokens } from "gpt-tokenizer";
 import { ServiceBroker, type ServiceSchema } from "moleculer";
@@ -334,6 +335,25 @@ describe("provider failures", () => {
 		expect(lines[0]).toMatchObject({ type: "start", provider: "second" });
 		expect(lines.at(-1)).toMatchObject({ type: "end", finishReason: "stop" });
 		expect(chats(first)).toMatchObject([{ status: 503 }]);
+		expect(chats(second)).toHaveLength(1);
+	});
+
+	it("falls back to the next provider when the first refuses the connection", async () => {
+		// A port that was just free: nothing listens there.
+		const closed = await new Promise<number>(resolve => {
+			const server = net.createServer().listen(0, "127.0.0.1", () => {
+				const { port } = server.address() as net.AddressInfo;
+				server.close(() => resolve(port));
+			});
+		});
+		const dead = JSON.stringify([
+			{ name: "dead", baseURL: `http://127.0.0.1:${closed}/v1`, models: MODELS },
+			{ name: "second", baseURL: second.baseURL, models: MODELS }
+		]);
+		await llmNode("llm-dead-first", { LLM_PROVIDERS: dead });
+		const lines = await collect(await callLlmStream(caller, params(user("hello"), { model: "sim-small" }), { nodeID: "llm-dead-first" }));
+		expect(lines[0]).toMatchObject({ type: "start", provider: "second" });
+		expect(lines.at(-1)).toMatchObject({ type: "end", finishReason: "stop" });
 		expect(chats(second)).toHaveLength(1);
 	});
 
