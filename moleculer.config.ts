@@ -3,10 +3,11 @@
  * defaults live here; actions override them where it matters (the llm bulkhead, idempotent
  * retries).
  */
-import type { BrokerOptions } from "moleculer";
+import type { BrokerOptions, Middleware } from "moleculer";
 import type { ChatmeshConfig } from "./lib/config";
 import { AuthMiddleware } from "./lib/auth";
 import { ChatmeshRegenerator } from "./lib/errors";
+import { INTERNAL_MIDDLEWARES, PacketBatchedMetrics } from "./lib/metrics-middleware";
 import { redisOptions } from "./lib/redis";
 
 export function brokerOptions(config: ChatmeshConfig): BrokerOptions {
@@ -62,7 +63,12 @@ export function brokerOptions(config: ChatmeshConfig): BrokerOptions {
 		tracking: { enabled: true, shutdownTimeout: config.shutdownGraceMs },
 		// SIGTERM is handled by the node (server.ts), which closes the database after the broker.
 		skipProcessEventRegistration: true,
-		middlewares: [AuthMiddleware()],
+		// Moleculer's internal middlewares in their order, with per-packet metrics batched (see lib/metrics-middleware.ts).
+		internalMiddlewares: false,
+		middlewares: [
+			AuthMiddleware(),
+			...INTERNAL_MIDDLEWARES.map(name => (name === "Metrics" ? (PacketBatchedMetrics() as unknown as Middleware) : name))
+		],
 		metrics: config.metricsPort === undefined
 			? { enabled: false }
 			: {

@@ -1,11 +1,15 @@
 import net from "node:net";
+import { ServiceBroker } from "moleculer";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { ChatmeshNode } from "../../lib/node";
 import { startSimulator, type SimulatorHandle } from "../../services/llm/simulator/simulator";
-import { createTestDatabase, TEST_REDIS_URL, uniqueNamespace, type TestDatabase } from "../helpers/infra";
+import { createTestDatabase, TEST_JWT_SECRET, TEST_NATS_URL, TEST_REDIS_URL, uniqueNamespace, type TestDatabase } from "../helpers/infra";
 import { startTestNode, simulatorProviders } from "../helpers/nodes";
+import { waitUntil } from "../helpers/processes";
 
-// METRICS_PORT turns on Moleculer's Prometheus reporter; a scrape sees the node's requests.
+// METRICS_PORT turns on Moleculer's Prometheus reporter; a scrape sees the node's requests and,
+// batched once a second, the packets it exchanged over NATS with another broker.
+const namespace = uniqueNamespace("metrics");
 let sim: SimulatorHandle;
 let db: TestDatabase;
 let node: ChatmeshNode & { baseUrl: string };
@@ -26,7 +30,9 @@ beforeAll(async () => {
 	node = await startTestNode({
 		DATABASE_URL: db.url,
 		REDIS_URL: TEST_REDIS_URL,
-		NAMESPACE: uniqueNamespace("metrics"),
+		NAMESPACE: namespace,
+		TRANSPORTER: TEST_NATS_URL,
+		JWT_SECRET: TEST_JWT_SECRET,
 		LLM_PROVIDERS: simulatorProviders(sim, ["sim-small"]),
 		METRICS_PORT: String(port)
 	});
@@ -45,5 +51,31 @@ describe("Prometheus metrics", () => {
 		const text = await res.text();
 		expect(text).toMatch(/moleculer_request_total\{[^}]*action="gateway\.ready"[^}]*\} [3-9]/);
 		expect(text).toMatch(/moleculer_request_total\{[^}]*action="llm\.health"/);
+	});
+
+	it("count the packets exchanged with another node, by packet type", async () => {
+		const caller = new ServiceBroker({ namespace, nodeID: "metrics-caller", transporter: { type: "NATS", options: { servers: TEST_NATS_URL } }, logger: false });
+		await caller.start();
+		try {
+			await caller.waitForServices(["llm"], 10_000);
+			for (let i = 0; i < 5; i++) await caller.call("llm.models", {}, { nodeID: node.broker.nodeID });
+		} finally {
+			await caller.stop();
+		}
+		const series = (text: string, name: string, type?: string) => {
+			const line = text
+				.split("\n")
+				.find(l => l.startsWith(`${name}{`) && (type === undefined || l.includes(`type="${type}"`)));
+			return line ? Number(line.slice(line.lastIndexOf(" ") + 1)) : 0;
+		};
+		let text = "";
+		await waitUntil(async () => {
+			text = await (await fetch(`http://127.0.0.1:${port}/metrics`)).text();
+			return series(text, "moleculer_transit_receive_total", "REQ") >= 5;
+		}, 5000);
+		expect(series(text, "moleculer_transit_receive_total", "REQ")).toBeGreaterThanOrEqual(5);
+		expect(series(text, "moleculer_transit_publish_total", "RES")).toBeGreaterThanOrEqual(5);
+		expect(series(text, "moleculer_transporter_packets_received_total")).toBeGreaterThanOrEqual(5);
+		expect(series(text, "moleculer_transporter_packets_sent_bytes")).toBeGreaterThan(0);
 	});
 });
