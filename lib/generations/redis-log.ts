@@ -19,7 +19,7 @@
  */
 import { callSubscriber } from "./subscriber";
 import { setTimeout as sleep } from "node:timers/promises";
-import { Redis } from "ioredis";
+import { Redis, type ChainableCommander } from "ioredis";
 import { redisOptions } from "../redis";
 import { isTerminal, type GenerationEvent, type GenerationEventInput, type GenerationMeta } from "./types";
 import {
@@ -84,10 +84,10 @@ interface Keys {
 }
 
 interface WriterContext {
-	redis: Redis;
 	opts: GenerationLogOptions;
 	logger?: GenerationLogLogger;
-	ready(): Promise<void>;
+	/** Puts the writer in the node's next pipeline (see WriteBatcher). */
+	schedule(writer: RedisWriter): void;
 }
 
 interface PendingEvent {
@@ -96,10 +96,16 @@ interface PendingEvent {
 	terminal: boolean;
 }
 
+/** One writer's part of a shared pipeline: how many commands it added, and what to do with their replies. */
+interface BatchPart {
+	commands: number;
+	done(results: PipelineResults): void;
+}
+
 /**
- * Appends go to a queue, written in order by one pipeline at a time (what arrives meanwhile goes
- * in the next one), so the producer never waits and a slow Redis only makes batches bigger. A
- * failed batch stays queued and is sent again with the next append or flush.
+ * Appends go to the writer's queue and are written in order, one batch in flight per writer (what
+ * arrives meanwhile goes in the next one), so the producer never waits and a slow Redis only makes
+ * batches bigger. A failed batch stays queued and is sent again with the next append or flush.
  */
 class RedisWriter implements GenerationWriter {
 	readonly #ctx: WriterContext;
@@ -109,7 +115,6 @@ class RedisWriter implements GenerationWriter {
 	#ended = false;
 	#queue: PendingEvent[] = [];
 	#writing = false;
-	#scheduled = false;
 	#streamExpirySet = false;
 	/** Logged the current failure already: once per outage, not per event. */
 	#failing = false;
@@ -133,7 +138,7 @@ class RedisWriter implements GenerationWriter {
 		const terminal = isTerminal(event);
 		if (terminal) this.#ended = true;
 		this.#queue.push({ seq, json: JSON.stringify(event), terminal });
-		this.#schedule();
+		this.#ctx.schedule(this);
 		return seq;
 	}
 
@@ -142,47 +147,41 @@ class RedisWriter implements GenerationWriter {
 		if (this.#queue.length === 0) return Promise.resolve();
 		return new Promise((resolve, reject) => {
 			this.#waiters.push({ seq: this.#seq, resolve, reject });
-			this.#schedule();
+			this.#ctx.schedule(this);
 		});
 	}
 
-	/** Appends within one tick (a tool result and the terminal event, say) share a pipeline. */
-	#schedule(): void {
-		if (this.#scheduled) return;
-		this.#scheduled = true;
-		queueMicrotask(() => {
-			this.#scheduled = false;
-			void this.#write();
-		});
-	}
-
-	async #write(): Promise<void> {
-		if (this.#writing || this.#queue.length === 0) return;
+	/** Adds what is queued to the pipeline; nothing while a batch of this writer is in flight. */
+	addBatch(pipeline: ChainableCommander): BatchPart | undefined {
+		if (this.#writing || this.#queue.length === 0) return undefined;
 		this.#writing = true;
 		const batch = this.#queue.slice();
-		const { redis, opts } = this.#ctx;
+		const { opts } = this.#ctx;
 		const { stream, meta } = this.#keys;
-		let failure: Error | undefined;
-		try {
-			await this.#ctx.ready();
-			const terminal = batch.some(e => e.terminal);
-			// The terminal event and the finished meta in one transaction: whoever sees "done" finds the meta finished.
-			const pipeline = terminal ? redis.multi() : redis.pipeline();
-			for (const e of batch) pipeline.xadd(stream, "MAXLEN", "~", opts.maxEvents, streamId(e.seq), FIELD, e.json);
-			// The stream exists from its first event: give it the running expiry then, not with every event.
-			if (!this.#streamExpirySet) pipeline.expire(stream, opts.runningTtlS);
-			if (terminal) {
-				pipeline.set(meta, JSON.stringify({ ...this.#meta, state: "finished" } satisfies GenerationMeta), "EX", opts.ttlS);
-				pipeline.expire(stream, opts.ttlS);
-			}
-			// After a partial failure the resent events that did get stored are refused as not newer: they are stored.
-			repliesOf(await pipeline.exec(), err => /equal or smaller than the target stream top item/i.test(err.message));
-		} catch (err) {
-			failure = asError(err);
+		const terminal = batch.some(e => e.terminal);
+		let commands = 0;
+		// The finished meta goes before the terminal event: whoever sees "done" finds the meta finished.
+		if (terminal) {
+			pipeline.set(meta, JSON.stringify({ ...this.#meta, state: "finished" } satisfies GenerationMeta), "EX", opts.ttlS);
+			commands++;
 		}
-		this.#writing = false;
-		if (failure) return this.#failed(failure);
+		for (const e of batch) pipeline.xadd(stream, "MAXLEN", "~", opts.maxEvents, streamId(e.seq), FIELD, e.json);
+		commands += batch.length;
+		// The stream exists from its first event: give it the running expiry then, not with every event.
+		if (terminal) pipeline.expire(stream, opts.ttlS);
+		else if (!this.#streamExpirySet) pipeline.expire(stream, opts.runningTtlS);
+		if (terminal || !this.#streamExpirySet) commands++;
+		return { commands, done: results => this.#written(batch, results) };
+	}
 
+	#written(batch: PendingEvent[], results: PipelineResults): void {
+		this.#writing = false;
+		try {
+			// After a partial failure the resent events that did get stored are refused as not newer: they are stored.
+			repliesOf(results, err => /equal or smaller than the target stream top item/i.test(err.message));
+		} catch (err) {
+			return this.#failed(asError(err));
+		}
 		this.#queue.splice(0, batch.length);
 		this.#stored = batch[batch.length - 1].seq;
 		this.#streamExpirySet = true;
@@ -194,7 +193,7 @@ class RedisWriter implements GenerationWriter {
 		const waiters = this.#waiters;
 		this.#waiters = waiters.filter(w => w.seq > this.#stored);
 		for (const w of waiters) if (w.seq <= this.#stored) w.resolve();
-		if (this.#queue.length > 0) return this.#write();
+		if (this.#queue.length > 0) this.#ctx.schedule(this);
 	}
 
 	#failed(err: Error): void {
@@ -208,6 +207,54 @@ class RedisWriter implements GenerationWriter {
 		const waiters = this.#waiters;
 		this.#waiters = [];
 		for (const w of waiters) w.reject(err);
+	}
+}
+
+/**
+ * The node's writes in one pipeline per turn of the event loop: every generation with something
+ * queued adds its batch, and the pipeline goes out after the I/O of this turn (setImmediate), so
+ * the tokens of many answers arriving together cost one Redis round trip and one socket write
+ * instead of one each.
+ */
+class WriteBatcher {
+	readonly #dirty = new Set<RedisWriter>();
+	#scheduled = false;
+
+	constructor(
+		private readonly redis: Redis,
+		private readonly ready: () => Promise<void>
+	) {}
+
+	schedule(writer: RedisWriter): void {
+		this.#dirty.add(writer);
+		if (this.#scheduled) return;
+		this.#scheduled = true;
+		setImmediate(() => void this.#write());
+	}
+
+	async #write(): Promise<void> {
+		this.#scheduled = false;
+		const pipeline = this.redis.pipeline();
+		const parts: BatchPart[] = [];
+		for (const writer of this.#dirty) {
+			const part = writer.addBatch(pipeline);
+			if (part) parts.push(part);
+		}
+		this.#dirty.clear();
+		if (parts.length === 0) return;
+		let results: PipelineResults;
+		try {
+			await this.ready();
+			results = await pipeline.exec();
+		} catch (err) {
+			const failed: PipelineResults = parts.flatMap(part => Array.from({ length: part.commands }, () => [asError(err), null] as [Error, null]));
+			results = failed;
+		}
+		let offset = 0;
+		for (const part of parts) {
+			part.done(results ? results.slice(offset, offset + part.commands) : null);
+			offset += part.commands;
+		}
 	}
 }
 
@@ -242,6 +289,7 @@ export class RedisGenerationLog implements GenerationLog {
 	readonly #channels = new Map<string, Channel>();
 	readonly #stopped = new AbortController();
 	readonly #writerContext: WriterContext;
+	readonly #batcher: WriteBatcher;
 	#closed = false;
 	#loop?: Promise<void>;
 	/** The XREAD in flight. */
@@ -269,7 +317,8 @@ export class RedisGenerationLog implements GenerationLog {
 		this.#watch(this.#redis, "redis");
 		this.#watch(this.#reader, "reader");
 		this.#reader.on("close", () => (this.#readerId = undefined));
-		this.#writerContext = { redis: this.#redis, opts, logger, ready: () => this.#ready() };
+		this.#batcher = new WriteBatcher(this.#redis, () => this.#ready());
+		this.#writerContext = { opts, logger, schedule: writer => this.#batcher.schedule(writer) };
 	}
 
 	#keys(generationId: string): Keys {
