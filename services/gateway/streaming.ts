@@ -68,14 +68,19 @@ export function streamGenerationSse(
 			afterSeq,
 			e => {
 				const { name, payload } = clientEvent(generationId, e);
+				// The log hands over the events of one read together: they leave in one write.
+				if (!res.writableCorked) {
+					res.cork();
+					process.nextTick(() => res.uncork());
+				}
 				res.write(`id: ${e.seq}\ndata: ${JSON.stringify({ type: name, ...payload })}\n\n`);
 			},
 			() => {
-				res.end("data: [DONE]\n\n");
+				endUncorked(res, "data: [DONE]\n\n");
 				finish();
 			},
 			err => {
-				res.end(`data: ${JSON.stringify({ type: "generation:error", generationId, code: "STREAM_UNAVAILABLE", message: err.message })}\n\n`);
+				endUncorked(res, `data: ${JSON.stringify({ type: "generation:error", generationId, code: "STREAM_UNAVAILABLE", message: err.message })}\n\n`);
 				finish();
 			}
 		);
@@ -85,9 +90,15 @@ export function streamGenerationSse(
 	});
 }
 
+/** A response ended while corked loses what the cork held: release it first. */
+function endUncorked(res: ServerResponse, last: string): void {
+	while (res.writableCorked) res.uncork();
+	res.end(last);
+}
+
 /** Ends open SSE streams when the node stops; their clients reconnect with Last-Event-ID. */
 export function endStreamsForShutdown(open: Set<ServerResponse>): void {
-	for (const res of open) res.end(": server stopping; reconnect with Last-Event-ID to resume\n\n");
+	for (const res of open) endUncorked(res, ": server stopping; reconnect with Last-Event-ID to resume\n\n");
 	open.clear();
 }
 
