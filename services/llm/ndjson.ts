@@ -16,9 +16,15 @@ export class LineStream extends Readable {
 	private pending = "";
 	private flushScheduled = false;
 
-	/** `onConsumerGone` runs when the reading side destroys the stream before its last line. */
+	/**
+	 * `onConsumerGone` runs when the reading side destroys the stream before its last line. Object
+	 * mode, so that chunks stay strings: Moleculer's JSON serializer sends a Buffer chunk as an
+	 * array of byte values (`{"type":"Buffer","data":[123,34,…]}`), about four times the bytes and
+	 * a number per byte to parse; a string goes as a JSON string, and the calling node's copy of
+	 * the stream is in object mode too.
+	 */
 	constructor(private readonly onConsumerGone: () => void) {
-		super();
+		super({ objectMode: true });
 	}
 
 	override _read(): void {
