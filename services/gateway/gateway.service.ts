@@ -31,6 +31,8 @@ export interface Health {
 }
 
 
+const HTTP_KEEPALIVE_TIMEOUT_MS = 65_000;
+
 const GatewayService: ServiceSchema<ApiSettingsSchema, GatewayMethods & Record<string, never>, GatewayVars> = {
 	name: "gateway",
 	mixins: [ApiGateway],
@@ -177,6 +179,11 @@ const GatewayService: ServiceSchema<ApiSettingsSchema, GatewayMethods & Record<s
 	/** After moleculer-web's own started(): its HTTP server is listening. */
 	started() {
 		const { config } = runtimeOf(this.broker);
+		// Idle keep-alive connections stay open longer than the pools in front keep them (60 s for an
+		// AWS ALB and nginx's upstream keepalive_timeout): a server that closes an idle connection
+		// first races the client's next request on it, which then fails with a reset.
+		this.server.keepAliveTimeout = HTTP_KEEPALIVE_TIMEOUT_MS;
+		this.server.headersTimeout = HTTP_KEEPALIVE_TIMEOUT_MS + 1000;
 		this.io = createSocketServer({
 			broker: this.broker,
 			server: this.server,

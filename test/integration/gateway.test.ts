@@ -62,6 +62,12 @@ describe("gateway", () => {
 		expect(await res.json()).toMatchObject({ status: "ok", nodeID: node.broker.nodeID });
 	});
 
+	it("keeps idle keep-alive connections for 65 s, longer than the pools in front of it", async () => {
+		const res = await fetch(`${node.baseUrl}/health`);
+		await res.arrayBuffer();
+		expect(res.headers.get("keep-alive")).toBe("timeout=65");
+	});
+
 	it("answers /ready with every check named", async () => {
 		const res = await fetch(`${node.baseUrl}/ready`);
 		expect(res.status).toBe(200);
