@@ -15,6 +15,7 @@ import type { ChatMessage, FinishReason, ToolCall, ToolDefinition, Usage } from 
 import type { SendResult } from "../conversation/conversation.service";
 import { callLlmStream } from "../llm/client";
 import { readLineBatches } from "../llm/ndjson";
+import { TickWriter } from "./tick-writer";
 import type { ModelInfo } from "../llm/llm.service";
 
 const textPart = z.object({ type: z.literal("text"), text: z.string() }).passthrough();
@@ -68,14 +69,17 @@ function toChatMessages(req: ChatCompletionRequest): ChatMessage[] {
 const openAiUsage = (u: Usage) => ({ prompt_tokens: u.promptTokens, completion_tokens: u.completionTokens, total_tokens: u.promptTokens + u.completionTokens });
 const finishOf = (reason: FinishReason | undefined) => (reason === "cancelled" || !reason ? "stop" : reason);
 
-/** Writes chat.completion.chunk frames; every frame is flushed as it is produced. */
+/** Writes chat.completion.chunk frames; the frames of one tick leave together. */
 class ChunkWriter {
 	private readonly created = Math.floor(Date.now() / 1000);
+	private readonly out: TickWriter;
 	constructor(
 		private readonly res: ServerResponse,
 		private readonly id: string,
 		private model: string
-	) {}
+	) {
+		this.out = new TickWriter(res);
+	}
 
 	open(headers: Record<string, string>): void {
 		this.res.socket?.setNoDelay(true);
@@ -87,7 +91,7 @@ class ChunkWriter {
 	}
 
 	private frame(choices: unknown[], extra: Record<string, unknown> = {}): void {
-		this.res.write(`data: ${JSON.stringify({ id: this.id, object: "chat.completion.chunk", created: this.created, model: this.model, choices, ...extra })}\n\n`);
+		this.out.write(`data: ${JSON.stringify({ id: this.id, object: "chat.completion.chunk", created: this.created, model: this.model, choices, ...extra })}\n\n`);
 	}
 
 	role(): void {
@@ -111,11 +115,11 @@ class ChunkWriter {
 	}
 
 	error(err: { code: string; message: string }): void {
-		this.res.write(`data: ${JSON.stringify({ error: { message: err.message, type: "api_error", code: err.code } })}\n\n`);
+		this.out.write(`data: ${JSON.stringify({ error: { message: err.message, type: "api_error", code: err.code } })}\n\n`);
 	}
 
 	end(): void {
-		this.res.end("data: [DONE]\n\n");
+		this.out.end("data: [DONE]\n\n");
 	}
 }
 
@@ -191,8 +195,6 @@ export async function passthroughCompletion({ ctx, req, res, body, headers, maxO
 	req.on("close", abandon);
 	try {
 		await readLineBatches(stream, lines => {
-			// The frames of one chunk leave in one write.
-			res.cork();
 			for (const line of lines) {
 				if (line.type === "start") {
 					writer.setModel(line.model);
@@ -210,7 +212,6 @@ export async function passthroughCompletion({ ctx, req, res, body, headers, maxO
 					writer.error(line);
 				}
 			}
-			res.uncork();
 		});
 	} catch (err) {
 		if (!res.writableEnded) writer.error({ code: "STREAM_INTERRUPTED", message: (err as Error).message });

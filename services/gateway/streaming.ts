@@ -6,6 +6,7 @@
 import type { IncomingMessage, ServerResponse } from "node:http";
 import type { GenerationLog } from "../../lib/generations/log";
 import type { GenerationEvent } from "../../lib/generations/types";
+import { TickWriter } from "./tick-writer";
 
 /** The client-facing name and payload of a log event (socket.io event name; SSE `type`). */
 export function clientEvent(generationId: string, e: GenerationEvent): { name: string; payload: Record<string, unknown> } {
@@ -52,8 +53,9 @@ export function streamGenerationSse(
 			// nginx and similar proxies must pass frames through at once.
 			"X-Accel-Buffering": "no"
 		});
-		res.write(": stream open\n\n");
-		const heartbeat = setInterval(() => res.write(": ping\n\n"), SSE_HEARTBEAT_MS);
+		const out = new TickWriter(res);
+		out.write(": stream open\n\n");
+		const heartbeat = setInterval(() => out.write(": ping\n\n"), SSE_HEARTBEAT_MS);
 		let finished = false;
 		const finish = () => {
 			if (finished) return;
@@ -69,18 +71,14 @@ export function streamGenerationSse(
 			e => {
 				const { name, payload } = clientEvent(generationId, e);
 				// The log hands over the events of one read together: they leave in one write.
-				if (!res.writableCorked) {
-					res.cork();
-					process.nextTick(() => res.uncork());
-				}
-				res.write(`id: ${e.seq}\ndata: ${JSON.stringify({ type: name, ...payload })}\n\n`);
+				out.write(`id: ${e.seq}\ndata: ${JSON.stringify({ type: name, ...payload })}\n\n`);
 			},
 			() => {
-				endUncorked(res, "data: [DONE]\n\n");
+				out.end("data: [DONE]\n\n");
 				finish();
 			},
 			err => {
-				endUncorked(res, `data: ${JSON.stringify({ type: "generation:error", generationId, code: "STREAM_UNAVAILABLE", message: err.message })}\n\n`);
+				out.end(`data: ${JSON.stringify({ type: "generation:error", generationId, code: "STREAM_UNAVAILABLE", message: err.message })}\n\n`);
 				finish();
 			}
 		);
@@ -90,15 +88,9 @@ export function streamGenerationSse(
 	});
 }
 
-/** A response ended while corked loses what the cork held: release it first. */
-function endUncorked(res: ServerResponse, last: string): void {
-	while (res.writableCorked) res.uncork();
-	res.end(last);
-}
-
 /** Ends open SSE streams when the node stops; their clients reconnect with Last-Event-ID. */
 export function endStreamsForShutdown(open: Set<ServerResponse>): void {
-	for (const res of open) endUncorked(res, ": server stopping; reconnect with Last-Event-ID to resume\n\n");
+	for (const res of open) res.end(": server stopping; reconnect with Last-Event-ID to resume\n\n");
 	open.clear();
 }
 

@@ -1,6 +1,6 @@
 /**
- * The byte stream `llm.stream` returns: one JSON `LlmStreamLine` per line. Lines produced in the
- * same turn of the event loop are pushed together at its end (setImmediate): Moleculer sends each
+ * The stream `llm.stream` returns: one JSON `LlmStreamLine` per line. Lines produced in the same
+ * turn of the event loop are pushed together at its end (setImmediate): Moleculer sends each
  * chunk of a stream as its own packet, so tokens that arrive together (a busy node, a provider
  * that sends several per read) share one packet, while a lone token waits for nothing but the
  * rest of the current turn. A consumer splits on "\n": `readLineBatches` (push: a chunk's lines
@@ -10,11 +10,25 @@ import { Readable } from "node:stream";
 import { StringDecoder } from "node:string_decoder";
 import type { LlmStreamLine } from "../../lib/generations/types";
 
+/**
+ * The streams of this process with lines waiting, pushed together by one setImmediate: their
+ * packets are then published in one synchronous run, which the NATS client sends with one socket
+ * write (it flushes once per microtask checkpoint), instead of one write per stream.
+ */
+const waiting = new Set<LineStream>();
+let flushScheduled = false;
+
+function flushWaiting(): void {
+	flushScheduled = false;
+	const streams = [...waiting];
+	waiting.clear();
+	for (const stream of streams) stream.flush();
+}
+
 export class LineStream extends Readable {
 	private ended = false;
 	/** Lines sent in this turn of the event loop, not pushed yet. */
 	private pending = "";
-	private flushScheduled = false;
 
 	/**
 	 * `onConsumerGone` runs when the reading side destroys the stream before its last line. Object
@@ -35,9 +49,10 @@ export class LineStream extends Readable {
 	send(line: LlmStreamLine): void {
 		if (this.ended || this.destroyed) return;
 		this.pending += `${JSON.stringify(line)}\n`;
-		if (!this.flushScheduled) {
-			this.flushScheduled = true;
-			setImmediate(this.flush);
+		waiting.add(this);
+		if (!flushScheduled) {
+			flushScheduled = true;
+			setImmediate(flushWaiting);
 		}
 	}
 
@@ -49,13 +64,14 @@ export class LineStream extends Readable {
 		this.push(null);
 	}
 
-	private readonly flush = (): void => {
-		this.flushScheduled = false;
+	/** Pushes the lines sent so far as one chunk. */
+	flush(): void {
+		waiting.delete(this);
 		if (!this.pending || this.destroyed) return;
 		const lines = this.pending;
 		this.pending = "";
 		this.push(lines);
-	};
+	}
 
 	override _destroy(error: Error | null, callback: (error?: Error | null) => void): void {
 		if (!this.ended) this.onConsumerGone();
