@@ -267,38 +267,21 @@ const ConversationService: ServiceSchema<ConversationSettings, ConversationMetho
 				const firstReservation = `${generationId}:1`;
 				await ctx.call("quota.reserve", { reservationId: firstReservation, tokens: countPromptTokens(context) + runtimeOf(this.broker).config.quotaMaxOutputTokens });
 
-				const sequelize = this.model.sequelize;
-				if (!sequelize) throw new Error("model without sequelize");
-				const stored = await sequelize
-					.transaction(async transaction => {
-						const conversation = existing ?? (await this.model.create({ userId: user.id, title: null }, { transaction })).get();
-						const userMessage = await this.messages.insert(
-							{ conversationId: conversation.id, userId: user.id, role: "user", content, status: "completed" },
-							transaction
-						);
-						const assistant = await this.messages.insert(
-							{
-								conversationId: conversation.id,
-								userId: user.id,
-								role: "assistant",
-								content: "",
-								status: "streaming",
-								model: ctx.params.model ?? null,
-								generationId,
-								metadata: { ownerNode: this.broker.nodeID },
-								// Timestamps are kept to the millisecond: the answer sorts after its question.
-								createdAt: new Date(userMessage.created_at.getTime() + 1)
-							},
-							transaction
-						);
-						await this.model.update({ updatedAt: new Date() }, { where: { id: conversation.id }, transaction });
-						return { conversationId: conversation.id, userMessage, assistant };
+				const started = await this.messages
+					.startTurn({
+						conversationId: existing?.id,
+						userId: user.id,
+						content,
+						model: ctx.params.model ?? null,
+						generationId,
+						metadata: { ownerNode: this.broker.nodeID }
 					})
+					.then(turn => turn ?? Promise.reject(new NotFoundError("conversation", String(ctx.params.conversationId))))
 					.catch(async (err: unknown) => {
 						await ctx.call("quota.settle", { reservationId: firstReservation, usage: { promptTokens: 0, completionTokens: 0 } }).catch(() => {});
 						throw err;
 					});
-				const { conversationId, userMessage, assistant } = stored;
+				const { conversationId, question: userMessage, answer: assistant } = started;
 				await this.cleanUserCache(user.id, conversationId);
 
 				const plan: TurnPlan = {

@@ -4,7 +4,7 @@
  * Messages are addressed by id and a one-millisecond created_at range (JavaScript dates hold
  * milliseconds, PostgreSQL microseconds), so an update touches one partition only.
  */
-import { DataTypes, QueryTypes, type Model, type ModelStatic, type Sequelize, type Transaction } from "sequelize";
+import { DataTypes, QueryTypes, type Model, type ModelStatic, type Sequelize } from "sequelize";
 import type { FinalStatus, ToolCall, Usage } from "../../lib/generations/types";
 
 export interface ConversationAttributes {
@@ -110,17 +110,14 @@ export function messageView(m: MessageRow): MessageView {
 const MESSAGE_COLUMNS =
 	"id, conversation_id, user_id, role, content, tool_calls, status, model, prompt_tokens, completion_tokens, generation_id, error, metadata, created_at, updated_at";
 
-export interface NewMessage {
-	conversationId: string;
+export interface NewTurn {
+	/** Undefined starts a new conversation. */
+	conversationId?: string;
 	userId: string;
-	role: MessageRole;
 	content: string;
-	status: MessageStatus;
-	model?: string | null;
-	generationId?: string | null;
-	toolCalls?: ToolCall[] | null;
-	metadata?: Record<string, unknown>;
-	createdAt?: Date;
+	model: string | null;
+	generationId: string;
+	metadata: Record<string, unknown>;
 }
 
 export interface MessageFinal {
@@ -137,29 +134,41 @@ export interface MessageFinal {
 export class MessageStore {
 	constructor(private readonly db: Sequelize) {}
 
-	async insert(m: NewMessage, transaction?: Transaction): Promise<MessageRow> {
-		const [row] = await this.db.query<MessageRow>(
-			`INSERT INTO messages (conversation_id, user_id, role, content, status, model, generation_id, tool_calls, metadata, created_at)
-			 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, coalesce($10, date_trunc('milliseconds', clock_timestamp())))
-			 RETURNING ${MESSAGE_COLUMNS}`,
+	/**
+	 * A turn's rows in one statement: the conversation (created, or its updated_at moved), the
+	 * user's message and the assistant's placeholder one millisecond after it, so the answer sorts
+	 * after its question. One statement is atomic without an explicit transaction, and one round
+	 * trip instead of six. Undefined when `conversationId` names no conversation (any more).
+	 */
+	async startTurn(t: NewTurn): Promise<{ conversationId: string; question: MessageRow; answer: MessageRow } | undefined> {
+		const conversation = t.conversationId
+			? "UPDATE conversations SET updated_at = now() WHERE id = $6 RETURNING id"
+			: "INSERT INTO conversations (user_id) VALUES ($1) RETURNING id";
+		const rows = await this.db.query<MessageRow & { part: "question" | "answer" }>(
+			`WITH at AS (SELECT date_trunc('milliseconds', clock_timestamp()) AS t),
+			conversation AS (${conversation}),
+			question AS (
+				INSERT INTO messages (conversation_id, user_id, role, content, status, created_at)
+				SELECT conversation.id, $1::uuid, 'user', $2::text, 'completed', at.t FROM conversation, at
+				RETURNING ${MESSAGE_COLUMNS}
+			),
+			answer AS (
+				INSERT INTO messages (conversation_id, user_id, role, content, status, model, generation_id, metadata, created_at)
+				SELECT conversation.id, $1::uuid, 'assistant', '', 'streaming', $3::text, $4::uuid, $5::jsonb, at.t + interval '1 millisecond'
+				FROM conversation, at
+				RETURNING ${MESSAGE_COLUMNS}
+			)
+			SELECT 'question' AS part, * FROM question UNION ALL SELECT 'answer' AS part, * FROM answer`,
 			{
-				bind: [
-					m.conversationId,
-					m.userId,
-					m.role,
-					m.content,
-					m.status,
-					m.model ?? null,
-					m.generationId ?? null,
-					m.toolCalls ? JSON.stringify(m.toolCalls) : null,
-					JSON.stringify(m.metadata ?? {}),
-					m.createdAt ?? null
-				],
-				type: QueryTypes.SELECT,
-				transaction
+				bind: [t.userId, t.content, t.model, t.generationId, JSON.stringify(t.metadata), ...(t.conversationId ? [t.conversationId] : [])],
+				type: QueryTypes.SELECT
 			}
 		);
-		return row;
+		const question = rows.find(r => r.part === "question");
+		const answer = rows.find(r => r.part === "answer");
+		if (!question || !answer) return undefined;
+		const strip = ({ part: _part, ...row }: MessageRow & { part: string }): MessageRow => row;
+		return { conversationId: question.conversation_id, question: strip(question), answer: strip(answer) };
 	}
 
 	/** Writes an assistant message's final state; only a message still streaming changes. */
