@@ -441,11 +441,10 @@ const ConversationService: ServiceSchema<ConversationSettings, ConversationMetho
 				usage: outcome.usage,
 				toolCalls: outcome.toolCalls.length ? outcome.toolCalls : null,
 				toolResults: outcome.toolResults.length ? outcome.toolResults : null,
-				error: outcome.error
+				error: outcome.error,
+				// The title too is in place before clients hear "done".
+				conversationTitle: plan.firstTurn && outcome.status === "completed" ? titleFrom(plan.userContent) : null
 			});
-			// The title too is in place before clients hear "done".
-			if (plan.firstTurn && outcome.status === "completed")
-				await this.model.update({ title: titleFrom(plan.userContent) }, { where: { id: plan.conversationId, title: null }, silent: true });
 			await this.cleanUserCache(plan.userId, plan.conversationId);
 			if (outcome.status === "completed" || (outcome.status === "cancelled" && !outcome.error))
 				writer.append({ type: "done", messageId: plan.assistant.id, status: outcome.status, usage: outcome.usage, finishReason: outcome.finishReason });

@@ -129,6 +129,8 @@ export interface MessageFinal {
 	/** The tools' answers, kept beside the calls in metadata. */
 	toolResults?: unknown[] | null;
 	error?: { code: string; message: string } | null;
+	/** Titles the conversation when it has none yet (its first answer). */
+	conversationTitle?: string | null;
 }
 
 export class MessageStore {
@@ -171,14 +173,23 @@ export class MessageStore {
 		return { conversationId: question.conversation_id, question: strip(question), answer: strip(answer) };
 	}
 
-	/** Writes an assistant message's final state; only a message still streaming changes. */
+	/**
+	 * Writes an assistant message's final state; only a message still streaming changes. With
+	 * `conversationTitle`, the same statement titles the conversation if it has no title yet.
+	 */
 	async finish(id: string, createdAt: Date, final: MessageFinal): Promise<MessageRow | undefined> {
 		const [row] = await this.db.query<MessageRow>(
-			`UPDATE messages SET content = $3, status = $4, model = coalesce($5, model), prompt_tokens = $6, completion_tokens = $7,
-			   tool_calls = coalesce($8, tool_calls), error = $9, updated_at = now(),
-			   metadata = CASE WHEN $10::jsonb IS NULL THEN metadata ELSE metadata || jsonb_build_object('toolResults', $10::jsonb) END
-			 WHERE id = $1 AND created_at >= $2 AND created_at < $2::timestamptz + interval '1 millisecond' AND status = 'streaming'
-			 RETURNING ${MESSAGE_COLUMNS}`,
+			`WITH finished AS (
+				UPDATE messages SET content = $3, status = $4, model = coalesce($5, model), prompt_tokens = $6, completion_tokens = $7,
+				  tool_calls = coalesce($8, tool_calls), error = $9, updated_at = now(),
+				  metadata = CASE WHEN $10::jsonb IS NULL THEN metadata ELSE metadata || jsonb_build_object('toolResults', $10::jsonb) END
+				WHERE id = $1 AND created_at >= $2 AND created_at < $2::timestamptz + interval '1 millisecond' AND status = 'streaming'
+				RETURNING ${MESSAGE_COLUMNS}
+			), titled AS (
+				UPDATE conversations SET title = $11::text FROM finished
+				WHERE $11::text IS NOT NULL AND conversations.id = finished.conversation_id AND conversations.title IS NULL
+			)
+			SELECT * FROM finished`,
 			{
 				bind: [
 					id,
@@ -190,7 +201,8 @@ export class MessageStore {
 					final.usage?.completionTokens ?? null,
 					final.toolCalls ? JSON.stringify(final.toolCalls) : null,
 					final.error ? JSON.stringify(final.error) : null,
-					final.toolResults ? JSON.stringify(final.toolResults) : null
+					final.toolResults ? JSON.stringify(final.toolResults) : null,
+					final.conversationTitle ?? null
 				],
 				type: QueryTypes.SELECT
 			}
