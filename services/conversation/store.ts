@@ -5,6 +5,7 @@
  * milliseconds, PostgreSQL microseconds), so an update touches one partition only.
  */
 import { DataTypes, QueryTypes, type Model, type ModelStatic, type Sequelize } from "sequelize";
+import { PreparedStatements } from "../../lib/db/prepared";
 import type { FinalStatus, ToolCall, Usage } from "../../lib/generations/types";
 
 export interface ConversationAttributes {
@@ -134,7 +135,11 @@ export interface MessageFinal {
 }
 
 export class MessageStore {
-	constructor(private readonly db: Sequelize) {}
+	private readonly prepared: PreparedStatements;
+
+	constructor(private readonly db: Sequelize) {
+		this.prepared = new PreparedStatements(db);
+	}
 
 	/**
 	 * A turn's rows in one statement: the conversation (created, or its updated_at moved), the
@@ -146,7 +151,8 @@ export class MessageStore {
 		const conversation = t.conversationId
 			? "UPDATE conversations SET updated_at = now() WHERE id = $6 RETURNING id"
 			: "INSERT INTO conversations (user_id) VALUES ($1) RETURNING id";
-		const rows = await this.db.query<MessageRow & { part: "question" | "answer" }>(
+		const rows = await this.prepared.query<MessageRow & { part: "question" | "answer" }>(
+			t.conversationId ? "turn.start.existing" : "turn.start.new",
 			`WITH at AS (SELECT date_trunc('milliseconds', clock_timestamp()) AS t),
 			conversation AS (${conversation}),
 			question AS (
@@ -161,10 +167,7 @@ export class MessageStore {
 				RETURNING ${MESSAGE_COLUMNS}
 			)
 			SELECT 'question' AS part, * FROM question UNION ALL SELECT 'answer' AS part, * FROM answer`,
-			{
-				bind: [t.userId, t.content, t.model, t.generationId, JSON.stringify(t.metadata), ...(t.conversationId ? [t.conversationId] : [])],
-				type: QueryTypes.SELECT
-			}
+			[t.userId, t.content, t.model, t.generationId, JSON.stringify(t.metadata), ...(t.conversationId ? [t.conversationId] : [])]
 		);
 		const question = rows.find(r => r.part === "question");
 		const answer = rows.find(r => r.part === "answer");
@@ -178,7 +181,8 @@ export class MessageStore {
 	 * `conversationTitle`, the same statement titles the conversation if it has no title yet.
 	 */
 	async finish(id: string, createdAt: Date, final: MessageFinal): Promise<MessageRow | undefined> {
-		const [row] = await this.db.query<MessageRow>(
+		const [row] = await this.prepared.query<MessageRow>(
+			"turn.finish",
 			`WITH finished AS (
 				UPDATE messages SET content = $3, status = $4, model = coalesce($5, model), prompt_tokens = $6, completion_tokens = $7,
 				  tool_calls = coalesce($8, tool_calls), error = $9, updated_at = now(),
@@ -190,31 +194,30 @@ export class MessageStore {
 				WHERE $11::text IS NOT NULL AND conversations.id = finished.conversation_id AND conversations.title IS NULL
 			)
 			SELECT * FROM finished`,
-			{
-				bind: [
-					id,
-					createdAt,
-					final.content,
-					final.status,
-					final.model,
-					final.usage?.promptTokens ?? null,
-					final.usage?.completionTokens ?? null,
-					final.toolCalls ? JSON.stringify(final.toolCalls) : null,
-					final.error ? JSON.stringify(final.error) : null,
-					final.toolResults ? JSON.stringify(final.toolResults) : null,
-					final.conversationTitle ?? null
-				],
-				type: QueryTypes.SELECT
-			}
+			[
+				id,
+				createdAt,
+				final.content,
+				final.status,
+				final.model,
+				final.usage?.promptTokens ?? null,
+				final.usage?.completionTokens ?? null,
+				final.toolCalls ? JSON.stringify(final.toolCalls) : null,
+				final.error ? JSON.stringify(final.error) : null,
+				final.toolResults ? JSON.stringify(final.toolResults) : null,
+				final.conversationTitle ?? null
+			]
 		);
 		return row;
 	}
 
 	/** Keeps the text produced so far on a streaming message, so a crash loses little. */
 	async saveProgress(id: string, createdAt: Date, content: string): Promise<void> {
-		await this.db.query("UPDATE messages SET content = $3, updated_at = now() WHERE id = $1 AND created_at >= $2 AND created_at < $2::timestamptz + interval '1 millisecond' AND status = 'streaming'", {
-			bind: [id, createdAt, content]
-		});
+		await this.prepared.query(
+			"turn.progress",
+			"UPDATE messages SET content = $3, updated_at = now() WHERE id = $1 AND created_at >= $2 AND created_at < $2::timestamptz + interval '1 millisecond' AND status = 'streaming'",
+			[id, createdAt, content]
+		);
 	}
 
 	/** A conversation's messages, newest first, keyset-paginated on (created_at, id). */
@@ -230,7 +233,11 @@ export class MessageStore {
 
 	/** The latest messages of a conversation in chronological order: the model's context. */
 	async context(conversationId: string, limit: number): Promise<MessageRow[]> {
-		const rows = await this.page(conversationId, limit);
+		const rows = await this.prepared.query<MessageRow>(
+			"turn.context",
+			`SELECT ${MESSAGE_COLUMNS} FROM messages WHERE conversation_id = $1 ORDER BY created_at DESC, id DESC LIMIT $2`,
+			[conversationId, limit]
+		);
 		return rows.reverse();
 	}
 

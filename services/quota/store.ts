@@ -4,6 +4,7 @@
  * settling moves the reservation's real usage to tokens_used and releases the rest, also in one.
  */
 import { QueryTypes, type Sequelize, type Transaction } from "sequelize";
+import { PreparedStatements } from "../../lib/db/prepared";
 import type { Usage } from "../../lib/generations/types";
 
 export type Period = "day" | "week" | "month";
@@ -50,10 +51,14 @@ export interface QuotaDefaults {
 }
 
 export class QuotaStore {
+	private readonly prepared: PreparedStatements;
+
 	constructor(
 		private readonly db: Sequelize,
 		private readonly defaults: QuotaDefaults
-	) {}
+	) {
+		this.prepared = new PreparedStatements(db);
+	}
 
 	private select<T extends object>(sql: string, bind: unknown[], transaction?: Transaction): Promise<T[]> {
 		return this.db.query<T>(sql, { bind, type: QueryTypes.SELECT, transaction });
@@ -92,7 +97,8 @@ export class QuotaStore {
 	}
 
 	private async holdTokens(userId: string, reservationId: string, tokens: number): Promise<QuotaRow | undefined> {
-		const [row] = await this.select<QuotaRow>(
+		const [row] = await this.prepared.query<QuotaRow>(
+			"quota.hold",
 			`WITH held AS (
 				UPDATE user_quotas SET
 					tokens_used = CASE WHEN reset_at <= now() THEN 0 ELSE tokens_used END,
@@ -113,7 +119,8 @@ export class QuotaStore {
 	/** Charges the real usage and releases the reservation, in one statement; a reservation settles once. */
 	async settle(reservationId: string, usage: Usage): Promise<{ charged: number; reserved: number } | undefined> {
 		const charged = Math.max(0, usage.promptTokens) + Math.max(0, usage.completionTokens);
-		const [row] = await this.select<{ tokens: string }>(
+		const [row] = await this.prepared.query<{ tokens: string }>(
+			"quota.settle",
 			`WITH released AS (DELETE FROM quota_reservations WHERE id = $1 RETURNING user_id, tokens)
 			 UPDATE user_quotas q SET tokens_reserved = greatest(q.tokens_reserved - released.tokens, 0),
 			   tokens_used = q.tokens_used + $2, updated_at = now()
