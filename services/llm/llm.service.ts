@@ -204,6 +204,10 @@ const LlmService: ServiceSchema<LlmSettings, LlmMethods, LlmVars> = {
 					sendStart(early.provider, early.model); // cancelled before its first token: an empty answer
 				}
 				void finished.then(result => this.endStream(stream, result));
+				// Moleculer sends the callee's ctx.meta with every packet of a response stream (the
+				// caller's user and response headers, with each token) and merges it into the caller's
+				// meta each time; a stream has nothing to hand back in meta.
+				ctx.meta = {};
 				return stream;
 			}
 		},
