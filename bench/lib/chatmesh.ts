@@ -88,6 +88,9 @@ async function commonEnv(opts: TopologyOptions, jwtSecret: string): Promise<Reco
 			perIp: { chat: UNLIMITED, auth: UNLIMITED, default: UNLIMITED }
 		}),
 		QUOTA_DEFAULT_TOKENS: String(1e12),
+		// The simulator is a GPU pool without limit, like the direct runs see it: the llm node's gate
+		// (default 64 generations) would otherwise cap 256 streams at 64 / 0.37 s ≈ 173 streams/s.
+		LLM_CONCURRENCY: "1024",
 		// Metrics on (BENCH_METRICS=0 turns them off, to measure what they cost).
 		...(process.env.BENCH_METRICS === "0" ? {} : { METRICS_PORT: String(await freePort()) }),
 		...opts.extraEnv
