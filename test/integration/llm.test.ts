@@ -121,6 +121,19 @@ afterEach(() => {
 const onMain = { nodeID: "llm-main" };
 
 describe("llm.stream across NATS", () => {
+	it("arrives as strings, each chunk whole lines, the lines the provider sent together in one chunk", async () => {
+		// With no pacing the simulator's tokens reach the llm node together: they travel together.
+		sim.configure({ tokenIntervalMs: 0, outputTokens: 40 });
+		const stream = await callLlmStream(caller, params(user("Tell me a long story"), { model: "sim-small" }), onMain);
+		const chunks: unknown[] = [];
+		for await (const chunk of stream) chunks.push(chunk);
+		expect(chunks.every(c => typeof c === "string" && c.endsWith("\n"))).toBe(true);
+		const lines = (chunks as string[]).join("").trim().split("\n").map(l => JSON.parse(l) as LlmStreamLine);
+		expect(deltasOf(lines)).toHaveLength(40);
+		expect(lines.at(-1)).toMatchObject({ type: "end" });
+		expect(chunks.length).toBeLessThan(lines.length / 2);
+	});
+
 	it("sends start, the deltas as they come, and end with the provider's usage; the text is the model's", async () => {
 		sim.configure({ tokenIntervalMs: 25, outputTokens: 12 });
 		const messages = user("Tell me something about streams");
