@@ -17,6 +17,7 @@ import { DbMixin } from "../../mixins/db.mixin";
 import {
 	conversationModel,
 	conversationView,
+	ConversationStore,
 	MessageStore,
 	messageView,
 	type ConversationAttributes,
@@ -72,6 +73,7 @@ interface ConversationSettings {
 interface ConversationVars {
 	model: ConversationModel;
 	messages: MessageStore;
+	conversations: ConversationStore;
 	generations: GenerationLog;
 	turns: Map<string, RunningTurn>;
 	partitionTimer?: NodeJS.Timeout;
@@ -134,11 +136,11 @@ const ConversationService: ServiceSchema<ConversationSettings, ConversationMetho
 			params: { title: { type: "string", optional: true, max: 200, trim: true } },
 			async handler(ctx: Ctx<{ title?: string }>): Promise<ConversationView> {
 				const user = callerOf(ctx);
-				const row = await this.model.create({ userId: user.id, title: ctx.params.title || null });
+				const row = await this.conversations.create(user.id, ctx.params.title || null);
 				await this.cleanUserCache(user.id);
 				ctx.meta.$statusCode = 201;
-				ctx.meta.$location = `/api/conversations/${row.get().id}`;
-				return conversationView(row.get());
+				ctx.meta.$location = `/api/conversations/${row.id}`;
+				return conversationView(row);
 			}
 		},
 
@@ -391,9 +393,9 @@ const ConversationService: ServiceSchema<ConversationSettings, ConversationMetho
 	methods: {
 		/** The user's conversation, or 404 — the same 404 whether it is missing or someone else's. */
 		async owned(userId: string, id: string): Promise<ConversationAttributes> {
-			const row = await this.model.findOne({ where: { id, userId } });
+			const row = await this.conversations.owned(userId, id);
 			if (!row) throw new NotFoundError("conversation", id);
-			return row.get();
+			return row;
 		},
 
 		/** Exact keys only: dropping them costs one delete each, never a scan. */
@@ -489,6 +491,7 @@ const ConversationService: ServiceSchema<ConversationSettings, ConversationMetho
 		const runtime = runtimeOf(this.broker);
 		if (!runtime.database || !runtime.generations) throw new Error("conversation service needs the database and the generation log");
 		this.messages = new MessageStore(runtime.database.sequelize);
+		this.conversations = new ConversationStore(runtime.database.sequelize);
 		this.generations = runtime.generations;
 		this.turns = new Map();
 	},

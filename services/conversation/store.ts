@@ -37,6 +37,39 @@ export function conversationModel(sequelize: Sequelize): ConversationModel {
 	);
 }
 
+const CONVERSATION_COLUMNS = `id, user_id AS "userId", title, created_at AS "createdAt", updated_at AS "updatedAt", deleted_at AS "deletedAt", metadata`;
+
+/**
+ * The conversation lookups every turn makes, as prepared statements (see lib/db/prepared.ts); the
+ * rest of the conversations' CRUD goes through the Sequelize model.
+ */
+export class ConversationStore {
+	private readonly prepared: PreparedStatements;
+
+	constructor(db: Sequelize) {
+		this.prepared = new PreparedStatements(db);
+	}
+
+	/** The user's conversation unless deleted; undefined when missing or someone else's. */
+	async owned(userId: string, id: string): Promise<ConversationAttributes | undefined> {
+		const [row] = await this.prepared.query<ConversationAttributes>(
+			"conversation.owned",
+			`SELECT ${CONVERSATION_COLUMNS} FROM conversations WHERE id = $1 AND user_id = $2 AND deleted_at IS NULL`,
+			[id, userId]
+		);
+		return row;
+	}
+
+	async create(userId: string, title: string | null): Promise<ConversationAttributes> {
+		const [row] = await this.prepared.query<ConversationAttributes>(
+			"conversation.create",
+			`INSERT INTO conversations (user_id, title) VALUES ($1, $2) RETURNING ${CONVERSATION_COLUMNS}`,
+			[userId, title]
+		);
+		return row;
+	}
+}
+
 export interface ConversationView {
 	id: string;
 	title: string | null;
