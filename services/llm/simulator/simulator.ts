@@ -390,7 +390,9 @@ export async function startSimulator(options: Partial<SimulatorOptions> = {}): P
 	// Server
 	// ------------------------------------------------------------------------------------------
 
-	const server = createServer({ noDelay: true, requestTimeout: 0, keepAliveTimeout: 5_000 }, (req, res) => {
+	// Idle keep-alive connections are kept longer than clients' pools keep them, like a serving
+	// stack behind a load balancer: a server closing first races the client's next request.
+	const server = createServer({ noDelay: true, requestTimeout: 0, keepAliveTimeout: 65_000, headersTimeout: 66_000 }, (req, res) => {
 		if (closing) {
 			res.destroy();
 			return;
