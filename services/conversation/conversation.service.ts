@@ -26,7 +26,7 @@ import {
 	type MessageView
 } from "./store";
 import { TurnReader } from "./turn";
-import { checkOutput, POLICY_NOTICE, runTurn, type RunningTurn, type TurnOutcome, type TurnPlan } from "./turn-runner";
+import { checkOutput, offeredTools, POLICY_NOTICE, runTurn, type RunningTurn, type TurnOutcome, type TurnPlan } from "./turn-runner";
 import { countPromptTokens } from "../../lib/tokens";
 
 export interface SendParams {
@@ -250,6 +250,8 @@ const ConversationService: ServiceSchema<ConversationSettings, ConversationMetho
 						throw new BadRequestError(`Unknown model '${ctx.params.model}'`, { model: ctx.params.model }, ERR_MODEL_NOT_FOUND);
 				}
 				// The owner check and the input policy read nothing of each other: one round trip, not two.
+				// The tools to offer are asked for meanwhile too (offeredTools never rejects).
+				const tools = offeredTools(this.broker);
 				const [existing, verdict] = await Promise.all([
 					ctx.params.conversationId ? this.owned(user.id, ctx.params.conversationId) : undefined,
 					ctx.call<{ action: "allow" | "flag" | "block"; reasons: string[] }, { text: string; direction: "input" }>("moderation.check", {
@@ -296,7 +298,8 @@ const ConversationService: ServiceSchema<ConversationSettings, ConversationMetho
 					firstTurn: !existing,
 					userContent: content,
 					context,
-					firstReservation
+					firstReservation,
+					tools
 				};
 				const [writer] = await Promise.all([
 					this.generations.create({ generationId, ownerId: user.id, conversationId, messageId: assistant.id }),
