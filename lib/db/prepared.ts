@@ -12,6 +12,9 @@
 import type { ClientBase, QueryResultRow } from "pg";
 import type { Sequelize } from "sequelize";
 
+/** PostgreSQL's duplicate_prepared_statement. */
+const DUPLICATE_PREPARED_STATEMENT = "42P05";
+
 interface PooledConnections {
 	getConnection(options?: object): Promise<ClientBase>;
 	releaseConnection(connection: ClientBase): void;
@@ -30,8 +33,13 @@ export class PreparedStatements {
 		const pool = this.sequelize.connectionManager as unknown as PooledConnections;
 		const connection = await pool.getConnection();
 		try {
-			const result = await connection.query<T>({ name, text, values });
-			return result.rows;
+			return (await connection.query<T>({ name, text, values })).rows;
+		} catch (err) {
+			if ((err as { code?: string }).code !== DUPLICATE_PREPARED_STATEMENT) throw err;
+			// The embedded database is one session behind every connection: a statement prepared
+			// by a connection the pool has since closed is still there, unknown to this one.
+			await connection.query(`DEALLOCATE "${name}"`);
+			return (await connection.query<T>({ name, text, values })).rows;
 		} finally {
 			pool.releaseConnection(connection);
 		}
