@@ -5,7 +5,7 @@
  * kept), and a generation is dropped `ttlS` after its terminal event, or `runningTtlS` after it
  * started when it never ends. Nothing survives a restart.
  */
-import { callSubscriber } from "./subscriber";
+import { afterOf, callSubscriber } from "./subscriber";
 import { isTerminal, type GenerationEvent, type GenerationEventInput, type GenerationMeta } from "./types";
 import {
 	GenerationNotFoundError,
@@ -19,8 +19,6 @@ import {
 // setTimeout holds at most 2^31-1 ms (24.8 days); anything longer would fire at once.
 const MAX_TIMER_MS = 2 ** 31 - 1;
 
-/** A caller's "after seq" as a whole number >= 0 (anything else means from the start). */
-const afterOf = (seq: number): number => (Number.isFinite(seq) && seq > 0 ? Math.floor(seq) : 0);
 
 interface Subscriber {
 	/** The last seq delivered (or skipped: the subscriber asked for events after it). */

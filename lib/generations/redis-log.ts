@@ -17,7 +17,7 @@
  * managed Redis offerings; probed before the first XREAD), the block timeout drops to
  * FALLBACK_BLOCK_MS instead.
  */
-import { callSubscriber } from "./subscriber";
+import { afterOf, callSubscriber } from "./subscriber";
 import { setTimeout as sleep } from "node:timers/promises";
 import { Redis, type ChainableCommander } from "ioredis";
 import { redisOptions } from "../redis";
@@ -54,8 +54,6 @@ const RETRY_MAX_MS = 2000;
 const FIELD = "e";
 
 const streamId = (seq: number): string => `0-${seq}`;
-/** A caller's "after seq" as a whole number >= 0 (anything else means from the start). */
-const afterOf = (seq: number): number => (Number.isFinite(seq) && seq > 0 ? Math.floor(seq) : 0);
 const seqOf = (id: string): number => Number(id.slice(id.indexOf("-") + 1));
 const asError = (err: unknown): Error => (err instanceof Error ? err : new Error(String(err)));
 const noop = (): void => {};
@@ -96,10 +94,10 @@ interface PendingEvent {
 	terminal: boolean;
 }
 
-/** One writer's part of a shared pipeline: how many commands it added, and what to do with their replies. */
+/** One writer's part of a shared pipeline: how many commands it added, and what to do with their replies (or the pipeline's failure). */
 interface BatchPart {
 	commands: number;
-	done(results: PipelineResults): void;
+	done(results: PipelineResults | Error): void;
 }
 
 /**
@@ -159,23 +157,19 @@ class RedisWriter implements GenerationWriter {
 		const { opts } = this.#ctx;
 		const { stream, meta } = this.#keys;
 		const terminal = batch.some(e => e.terminal);
-		let commands = 0;
+		const before = pipeline.length;
 		// The finished meta goes before the terminal event: whoever sees "done" finds the meta finished.
-		if (terminal) {
-			pipeline.set(meta, JSON.stringify({ ...this.#meta, state: "finished" } satisfies GenerationMeta), "EX", opts.ttlS);
-			commands++;
-		}
+		if (terminal) pipeline.set(meta, JSON.stringify({ ...this.#meta, state: "finished" } satisfies GenerationMeta), "EX", opts.ttlS);
 		for (const e of batch) pipeline.xadd(stream, "MAXLEN", "~", opts.maxEvents, streamId(e.seq), FIELD, e.json);
-		commands += batch.length;
 		// The stream exists from its first event: give it the running expiry then, not with every event.
 		if (terminal) pipeline.expire(stream, opts.ttlS);
 		else if (!this.#streamExpirySet) pipeline.expire(stream, opts.runningTtlS);
-		if (terminal || !this.#streamExpirySet) commands++;
-		return { commands, done: results => this.#written(batch, results) };
+		return { commands: pipeline.length - before, done: results => this.#written(batch, results) };
 	}
 
-	#written(batch: PendingEvent[], results: PipelineResults): void {
+	#written(batch: PendingEvent[], results: PipelineResults | Error): void {
 		this.#writing = false;
+		if (results instanceof Error) return this.#failed(results);
 		try {
 			// After a partial failure the resent events that did get stored are refused as not newer: they are stored.
 			repliesOf(results, err => /equal or smaller than the target stream top item/i.test(err.message));
@@ -242,17 +236,16 @@ class WriteBatcher {
 		}
 		this.#dirty.clear();
 		if (parts.length === 0) return;
-		let results: PipelineResults;
+		let results: PipelineResults | Error;
 		try {
 			await this.ready();
 			results = await pipeline.exec();
 		} catch (err) {
-			const failed: PipelineResults = parts.flatMap(part => Array.from({ length: part.commands }, () => [asError(err), null] as [Error, null]));
-			results = failed;
+			results = asError(err);
 		}
 		let offset = 0;
 		for (const part of parts) {
-			part.done(results ? results.slice(offset, offset + part.commands) : null);
+			part.done(results instanceof Error || !results ? results : results.slice(offset, offset + part.commands));
 			offset += part.commands;
 		}
 	}

@@ -1,6 +1,6 @@
 /**
- * Calling a subscriber's callback from either generation log: a callback that throws must not
- * break delivery to the others, so its error is logged and delivery goes on.
+ * What both generation logs do for a subscriber: read its "after seq", and call its callbacks so
+ * that one that throws does not break delivery to the others (its error is logged, delivery goes on).
  */
 import type { GenerationLogLogger } from "./log";
 
@@ -11,3 +11,6 @@ export function callSubscriber(logger: GenerationLogLogger | undefined, which: "
 		logger?.error(`Generation log: a subscriber's ${which} threw`, err);
 	}
 }
+
+/** A caller's "after seq" as a whole number >= 0 (anything else means from the start). */
+export const afterOf = (seq: number): number => (Number.isFinite(seq) && seq > 0 ? Math.floor(seq) : 0);
