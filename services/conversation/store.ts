@@ -255,22 +255,23 @@ export class MessageStore {
 
 	/** A conversation's messages, newest first, keyset-paginated on (created_at, id). */
 	async page(conversationId: string, limit: number, before?: { at: string; id: string }): Promise<MessageRow[]> {
-		return this.db.query<MessageRow>(
-			before
-				? `SELECT ${MESSAGE_COLUMNS} FROM messages WHERE conversation_id = $1 AND (created_at, id) < ($3::timestamptz, $4::uuid)
-				   ORDER BY created_at DESC, id DESC LIMIT $2`
-				: `SELECT ${MESSAGE_COLUMNS} FROM messages WHERE conversation_id = $1 ORDER BY created_at DESC, id DESC LIMIT $2`,
-			{ bind: before ? [conversationId, limit, before.at, before.id] : [conversationId, limit], type: QueryTypes.SELECT }
-		);
+		return before
+			? this.prepared.query<MessageRow>(
+					"messages.page.before",
+					`SELECT ${MESSAGE_COLUMNS} FROM messages WHERE conversation_id = $1 AND (created_at, id) < ($3::timestamptz, $4::uuid)
+					 ORDER BY created_at DESC, id DESC LIMIT $2`,
+					[conversationId, limit, before.at, before.id]
+				)
+			: this.prepared.query<MessageRow>(
+					"messages.page",
+					`SELECT ${MESSAGE_COLUMNS} FROM messages WHERE conversation_id = $1 ORDER BY created_at DESC, id DESC LIMIT $2`,
+					[conversationId, limit]
+				);
 	}
 
 	/** The latest messages of a conversation in chronological order: the model's context. */
 	async context(conversationId: string, limit: number): Promise<MessageRow[]> {
-		const rows = await this.prepared.query<MessageRow>(
-			"turn.context",
-			`SELECT ${MESSAGE_COLUMNS} FROM messages WHERE conversation_id = $1 ORDER BY created_at DESC, id DESC LIMIT $2`,
-			[conversationId, limit]
-		);
+		const rows = await this.page(conversationId, limit);
 		return rows.reverse();
 	}
 
