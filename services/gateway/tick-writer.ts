@@ -15,8 +15,8 @@ export class TickWriter {
 		this.pending += text;
 	}
 
-	/** Writes what is pending now (it is also written at the end of the tick). */
-	readonly flush = (): void => {
+	/** At the end of the tick: writes what gathered. */
+	private readonly flush = (): void => {
 		if (!this.pending) return;
 		const text = this.pending;
 		this.pending = "";
