@@ -20,9 +20,7 @@ let flushScheduled = false;
 
 function flushWaiting(): void {
 	flushScheduled = false;
-	const streams = [...waiting];
-	waiting.clear();
-	for (const stream of streams) stream.flush();
+	for (const stream of waiting) stream.flush(); // each flush takes its stream out of the set
 }
 
 export class LineStream extends Readable {
