@@ -5,9 +5,9 @@
  */
 import type { BrokerOptions, Middleware } from "moleculer";
 import type { ChatmeshConfig } from "./lib/config";
-import { AuthMiddleware } from "./lib/auth";
+import { AuthMiddleware } from "./middlewares/auth.middleware";
 import { ChatmeshRegenerator } from "./lib/errors";
-import { INTERNAL_MIDDLEWARES, PacketBatchedMetrics } from "./lib/metrics-middleware";
+import { INTERNAL_MIDDLEWARES, PacketBatchedMetrics } from "./middlewares/metrics.middleware";
 import { redisOptions } from "./lib/redis";
 
 export function brokerOptions(config: ChatmeshConfig): BrokerOptions {
@@ -63,7 +63,7 @@ export function brokerOptions(config: ChatmeshConfig): BrokerOptions {
 		tracking: { enabled: true, shutdownTimeout: config.shutdownGraceMs },
 		// SIGTERM is handled by the node (server.ts), which closes the database after the broker.
 		skipProcessEventRegistration: true,
-		// Moleculer's internal middlewares in their order, with per-packet metrics batched (see lib/metrics-middleware.ts).
+		// Moleculer's internal middlewares in their order, with per-packet metrics batched (see middlewares/metrics.middleware.ts).
 		internalMiddlewares: false,
 		middlewares: [
 			AuthMiddleware(),

@@ -3,7 +3,7 @@
  * SERVICES and TRANSPORTER set the same entry runs one node of a NATS cluster.
  */
 import { ConfigError, loadConfig, type ChatmeshConfig } from "./lib/config";
-import { startNode, type ChatmeshNode } from "./lib/node";
+import { startNode, type ChatmeshNode } from "./node";
 
 let config: ChatmeshConfig;
 let node: ChatmeshNode;

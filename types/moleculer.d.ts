@@ -1,5 +1,5 @@
 /**
- * chatmesh's action flags, read by one broker middleware (lib/auth.ts) instead of checks
+ * chatmesh's action flags, read by one broker middleware (middlewares/auth.middleware.ts) instead of checks
  * repeated in every handler. Moleculer 0.15 declares ActionSchema in a namespace exported with
  * `export =` and re-exported from its index, so the augmentation targets that file directly.
  */

@@ -36,7 +36,7 @@ export async function startSimulator(knobs: SimulatorKnobs, cpu: string): Promis
 		cpu,
 		cwd: REPO_ROOT,
 		env: baseEnv(),
-		args: ["--import", "tsx", "services/llm/simulator/main.ts", "--port", "0", "--ttft-ms", String(knobs.ttftMs), "--token-interval-ms", String(knobs.tokenIntervalMs), "--output-tokens", String(knobs.outputTokens)]
+		args: ["--import", "tsx", "simulator/main.ts", "--port", "0", "--ttft-ms", String(knobs.ttftMs), "--token-interval-ms", String(knobs.tokenIntervalMs), "--output-tokens", String(knobs.outputTokens)]
 	});
 	const [, url] = await proc.waitFor(/listening on (http:\/\/[\d.]+:\d+)/, 30_000);
 	return {

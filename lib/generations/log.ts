@@ -3,12 +3,10 @@
  * (the turn owner), kept for a while so that a client on any gateway node can follow it live or
  * resume it after a reconnect ("everything after seq N") with no gap and no duplicate.
  *
- * Two stores behind one interface: memory for one embedded process, Redis Streams for a cluster
- * (see memory-log.ts and redis-log.ts for what each keeps and for how long).
+ * This file holds the interfaces and errors; two stores implement them, memory for one embedded
+ * process and Redis Streams for a cluster (memory-log.ts, redis-log.ts), and create.ts picks one.
  */
-import type { GenerationEvent, GenerationEventInput, GenerationMeta } from "./types";
-import { MemoryGenerationLog } from "./memory-log";
-import { RedisGenerationLog } from "./redis-log";
+import type { GenerationEvent, GenerationEventInput, GenerationMeta } from "../chat-protocol";
 
 export interface GenerationLogOptions {
 	/** Prefix of every key, e.g. `${namespace}`, so clusters and test files never share generations. */
@@ -82,18 +80,4 @@ export class GenerationNotFoundError extends Error {
 		super(`generation ${generationId} not found`);
 		this.name = "GenerationNotFoundError";
 	}
-}
-
-/** Redis expiries are whole seconds (0 would mean none), and a bound of 0 events keeps nothing. */
-function assertWhole(name: string, value: number): void {
-	if (!Number.isInteger(value) || value < 1) throw new TypeError(`generation log ${name} must be a whole number >= 1`);
-}
-
-/** The Redis Streams log when a Redis URL is given (cluster mode), the memory log otherwise. */
-export function createGenerationLog(opts: CreateGenerationLogOptions): GenerationLog {
-	assertWhole("maxEvents", opts.maxEvents);
-	assertWhole("ttlS", opts.ttlS);
-	assertWhole("runningTtlS", opts.runningTtlS);
-	const { redis, logger, ...settings } = opts;
-	return redis ? new RedisGenerationLog(settings, redis, logger) : new MemoryGenerationLog(settings, logger);
 }

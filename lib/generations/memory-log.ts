@@ -6,7 +6,7 @@
  * started when it never ends. Nothing survives a restart.
  */
 import { afterOf, callSubscriber } from "./subscriber";
-import { isTerminal, type GenerationEvent, type GenerationEventInput, type GenerationMeta } from "./types";
+import { isTerminal, type GenerationEvent, type GenerationEventInput, type GenerationMeta } from "../chat-protocol";
 import {
 	GenerationNotFoundError,
 	type GenerationLog,

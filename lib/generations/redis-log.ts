@@ -21,7 +21,7 @@ import { afterOf, callSubscriber } from "./subscriber";
 import { setTimeout as sleep } from "node:timers/promises";
 import { Redis, type ChainableCommander } from "ioredis";
 import { redisOptions } from "../redis";
-import { isTerminal, type GenerationEvent, type GenerationEventInput, type GenerationMeta } from "./types";
+import { isTerminal, type GenerationEvent, type GenerationEventInput, type GenerationMeta } from "../chat-protocol";
 import {
 	GenerationNotFoundError,
 	type GenerationLog,

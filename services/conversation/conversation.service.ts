@@ -9,7 +9,7 @@ import { callerOf, type ChatmeshMeta } from "../../lib/auth";
 import { decodeCursor, encodeCursor, pageOf } from "../../lib/cursor";
 import { BadRequestError, ContentBlockedError, ERR_MODEL_NOT_FOUND, NotFoundError } from "../../lib/errors";
 import type { GenerationLog } from "../../lib/generations/log";
-import type { ChatMessage, GenerationMeta } from "../../lib/generations/types";
+import type { ChatMessage, GenerationMeta } from "../../lib/chat-protocol";
 import { OutputWindow } from "../moderation/output-window";
 import { runtimeOf } from "../../lib/runtime";
 import { CacheCleanerMixin, scopedCacheKey, type CacheCleanerMethods } from "../../mixins/cache-cleaner.mixin";
@@ -27,7 +27,7 @@ import {
 } from "./store";
 import { TurnReader } from "./turn";
 import { checkOutput, offeredTools, POLICY_NOTICE, runTurn, type RunningTurn, type TurnOutcome, type TurnPlan } from "./turn-runner";
-import { countPromptTokens } from "../../lib/tokens";
+import { countPromptTokens } from "../../lib/token-count";
 
 export interface SendParams {
 	conversationId?: string;

@@ -6,7 +6,7 @@
  */
 import { DataTypes, QueryTypes, type Model, type ModelStatic, type Sequelize } from "sequelize";
 import { PreparedStatements } from "../../lib/db/prepared";
-import type { FinalStatus, ToolCall, Usage } from "../../lib/generations/types";
+import type { FinalStatus, ToolCall, Usage } from "../../lib/chat-protocol";
 
 export interface ConversationAttributes {
 	id: string;

@@ -7,8 +7,8 @@
 import type { ServiceBroker } from "moleculer";
 import { ERR_CONTENT_BLOCKED, ERR_INTERNAL } from "../../lib/errors";
 import type { GenerationWriter } from "../../lib/generations/log";
-import type { ChatMessage, FinalStatus, FinishReason, ToolCall, ToolDefinition, Usage } from "../../lib/generations/types";
-import { countPromptTokens, countTokens } from "../../lib/tokens";
+import type { ChatMessage, FinalStatus, FinishReason, ToolCall, ToolDefinition, Usage } from "../../lib/chat-protocol";
+import { countPromptTokens, countTokens } from "../../lib/token-count";
 import { callLlmStream } from "../llm/client";
 import type { MessageRow } from "./store";
 import { TurnReader, type StepOutcome } from "./turn";

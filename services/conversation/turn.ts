@@ -6,7 +6,7 @@
  */
 import type { Readable } from "node:stream";
 import type { GenerationWriter } from "../../lib/generations/log";
-import type { FinalStatus, FinishReason, LlmStreamLine, ToolCall, Usage } from "../../lib/generations/types";
+import type { FinalStatus, FinishReason, LlmStreamLine, ToolCall, Usage } from "../../lib/chat-protocol";
 import { readLineBatches } from "../llm/ndjson";
 
 /** How one model call ended. */

@@ -8,7 +8,7 @@ import type { Context } from "moleculer";
 import type { IncomingRequest } from "moleculer-web";
 import { callerOf, type ChatmeshMeta } from "../../lib/auth";
 import { BadRequestError, ERR_BAD_LAST_EVENT_ID, NotFoundError } from "../../lib/errors";
-import type { GenerationMeta } from "../../lib/generations/types";
+import type { GenerationMeta } from "../../lib/chat-protocol";
 import { runtimeOf } from "../../lib/runtime";
 import type { SendResult } from "../conversation/conversation.service";
 import type { ModelInfo } from "../llm/llm.service";

@@ -6,7 +6,7 @@
 import type { ServiceBroker } from "moleculer";
 import { BadRequestError, NotFoundError } from "../../lib/errors";
 import type { GenerationLog, Unsubscribe } from "../../lib/generations/log";
-import type { GenerationMeta } from "../../lib/generations/types";
+import type { GenerationMeta } from "../../lib/chat-protocol";
 import type { SendResult } from "../conversation/conversation.service";
 import type { ChatSocket, SocketHandler } from "./sockets";
 import { clientEvent } from "./streaming";

@@ -5,7 +5,7 @@
  */
 import type { IncomingMessage, ServerResponse } from "node:http";
 import type { GenerationLog } from "../../lib/generations/log";
-import type { GenerationEvent } from "../../lib/generations/types";
+import type { GenerationEvent } from "../../lib/chat-protocol";
 import { TickWriter } from "./tick-writer";
 
 /** The client-facing name and payload of a log event (socket.io event name; SSE `type`). */

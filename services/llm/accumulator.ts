@@ -7,9 +7,9 @@
  */
 import { countTokens } from "gpt-tokenizer";
 import type { ChatCompletionChunk } from "openai/resources/chat/completions";
-import type { FinishReason, ToolCall, Usage } from "../../lib/generations/types";
+import type { FinishReason, ToolCall, Usage } from "../../lib/chat-protocol";
 
-export { countPromptTokens } from "../../lib/tokens";
+export { countPromptTokens } from "../../lib/token-count";
 
 function finishReasonOf(raw: string): FinishReason {
 	switch (raw) {

@@ -13,7 +13,7 @@
 import type { Logger } from "moleculer";
 import type { ChatCompletionCreateParamsStreaming, ChatCompletionMessageParam } from "openai/resources/chat/completions";
 import { ERR_UPSTREAM_ERROR, UpstreamError } from "../../lib/errors";
-import type { ChatMessage, FinishReason, ToolCall, ToolDefinition, Usage } from "../../lib/generations/types";
+import type { ChatMessage, FinishReason, ToolCall, ToolDefinition, Usage } from "../../lib/chat-protocol";
 import { Accumulator, countPromptTokens } from "./accumulator";
 import type { CircuitBreaker } from "./breaker";
 import type { ConcurrencyGate } from "./gate";

@@ -8,7 +8,7 @@
  */
 import { Readable } from "node:stream";
 import { StringDecoder } from "node:string_decoder";
-import type { LlmStreamLine } from "../../lib/generations/types";
+import type { LlmStreamLine } from "../../lib/chat-protocol";
 
 /**
  * The streams of this process with lines waiting, pushed together by one setImmediate: their

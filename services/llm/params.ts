@@ -2,7 +2,7 @@
  * The llm actions' parameters: fastest-validator rules and the TypeScript types they admit.
  */
 import type { ActionParams } from "moleculer";
-import type { ChatMessage, FinishReason, ToolCall, ToolDefinition, Usage } from "../../lib/generations/types";
+import type { ChatMessage, FinishReason, ToolCall, ToolDefinition, Usage } from "../../lib/chat-protocol";
 
 export interface GenerateParams {
 	messages: ChatMessage[];

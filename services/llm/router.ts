@@ -14,7 +14,7 @@
  */
 import { countTokens } from "gpt-tokenizer";
 import type { ModelTiers, ProviderConfig } from "../../lib/config";
-import type { ChatMessage } from "../../lib/generations/types";
+import type { ChatMessage } from "../../lib/chat-protocol";
 
 export type Tier = keyof ModelTiers;
 

@@ -7,7 +7,7 @@
 import type { Context, ServiceSchema } from "moleculer";
 import { callerOf, ROLE_ADMIN, type ChatmeshMeta } from "../../lib/auth";
 import { NotFoundError, QuotaExceededError } from "../../lib/errors";
-import type { Usage } from "../../lib/generations/types";
+import type { Usage } from "../../lib/chat-protocol";
 import { runtimeOf } from "../../lib/runtime";
 import { QuotaStore, quotaView, type Period, type QuotaView } from "./store";
 

@@ -5,7 +5,7 @@
  */
 import { QueryTypes, type Sequelize, type Transaction } from "sequelize";
 import { PreparedStatements } from "../../lib/db/prepared";
-import type { Usage } from "../../lib/generations/types";
+import type { Usage } from "../../lib/chat-protocol";
 
 export type Period = "day" | "week" | "month";
 

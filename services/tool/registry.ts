@@ -5,7 +5,7 @@
  * the first call; arguments are checked against them before any tool runs.
  */
 import { Ajv, type ValidateFunction } from "ajv";
-import type { ToolDefinition } from "../../lib/generations/types";
+import type { ToolDefinition } from "../../lib/chat-protocol";
 
 /** What a running tool gets besides its arguments. */
 export interface ToolContext {

@@ -11,7 +11,7 @@
 import type { ActionSchema, Context, ServiceSchema } from "moleculer";
 import { callerOf, type AuthUser, type ChatmeshMeta } from "../../lib/auth";
 import { BadRequestError } from "../../lib/errors";
-import type { ToolCall, ToolDefinition } from "../../lib/generations/types";
+import type { ToolCall, ToolDefinition } from "../../lib/chat-protocol";
 import { runtimeOf } from "../../lib/runtime";
 import { ToolRegistry, type ToolModule } from "./registry";
 import { runToolCall, type Execution, type ToolRequest, type ToolResult } from "./runner";

@@ -29,7 +29,7 @@ import {
 	signingKey,
 	unverifiedSessionId,
 	verifyAccessToken
-} from "./tokens";
+} from "./credentials";
 
 export interface AuthResult {
 	user: PublicUser;

@@ -3,7 +3,7 @@
  * environment (never the test runner's own), on the test file's namespace.
  */
 import { loadConfig } from "../../lib/config";
-import { startNode, type ChatmeshNode } from "../../lib/node";
+import { startNode, type ChatmeshNode } from "../../node";
 
 /** LLM_PROVIDERS naming one simulator the test started, serving these models. */
 export function simulatorProviders(sim: { baseURL: string }, models: string[] = ["sim-small", "sim-medium", "sim-large"]): string {

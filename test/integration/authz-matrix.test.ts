@@ -1,8 +1,8 @@
 import crypto from "node:crypto";
 import type { ApiRouteSchema } from "moleculer-web";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import type { ChatmeshNode } from "../../lib/node";
-import { startSimulator, type SimulatorHandle } from "../../services/llm/simulator/simulator";
+import type { ChatmeshNode } from "../../node";
+import { startSimulator, type SimulatorHandle } from "../../simulator/simulator";
 import { createTestDatabase, TEST_REDIS_URL, uniqueNamespace, type TestDatabase } from "../helpers/infra";
 import { apiClient, signUp, type ApiClient, type ApiResponse, type Session } from "../helpers/http";
 import { startTestNode, simulatorProviders } from "../helpers/nodes";

@@ -1,6 +1,6 @@
 import type { Socket } from "socket.io-client";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { startSimulator, type SimulatorHandle } from "../../services/llm/simulator/simulator";
+import { startSimulator, type SimulatorHandle } from "../../simulator/simulator";
 import { collectGeneration, openSocket, sleep } from "../helpers/chat";
 import { apiClient, signUp, type ApiClient, type Session } from "../helpers/http";
 import { clusterEnv, createTestDatabase, uniqueNamespace, type TestDatabase, queryDb } from "../helpers/infra";

@@ -1,6 +1,6 @@
 import type { Service, ServiceSchema } from "moleculer";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import type { ChatmeshNode } from "../../lib/node";
+import type { ChatmeshNode } from "../../node";
 import { ERR_INTERNAL, ERR_INVALID_JSON, ERR_PAYLOAD_TOO_LARGE, NotFoundError } from "../../lib/errors";
 import type { ApiRouteSchema, ApiSettingsSchema } from "moleculer-web";
 import GatewayService from "../../services/gateway/gateway.service";

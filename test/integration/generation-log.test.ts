@@ -2,14 +2,14 @@ import crypto from "node:crypto";
 import { setImmediate as yieldToLoop, setTimeout as sleep } from "node:timers/promises";
 import { Redis } from "ioredis";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
+import { createGenerationLog } from "../../lib/generations/create";
 import {
-	createGenerationLog,
 	GenerationNotFoundError,
 	type GenerationLog,
 	type GenerationLogOptions,
 	type GenerationWriter
 } from "../../lib/generations/log";
-import type { GenerationEvent, GenerationEventInput } from "../../lib/generations/types";
+import type { GenerationEvent, GenerationEventInput } from "../../lib/chat-protocol";
 import { TEST_REDIS_URL } from "../helpers/infra";
 
 // The generation log against both stores: the same behaviour suite runs on the memory log and on

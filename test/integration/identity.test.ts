@@ -2,7 +2,7 @@ import crypto from "node:crypto";
 import { SignJWT } from "jose";
 import type pg from "pg";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import type { ChatmeshNode } from "../../lib/node";
+import type { ChatmeshNode } from "../../node";
 import { clusterEnv, createTestDatabase, TEST_JWT_SECRET, uniqueNamespace, type TestDatabase, queryDb } from "../helpers/infra";
 import { apiClient, signUp, type ApiClient, type Session } from "../helpers/http";
 import { startTestNode } from "../helpers/nodes";

@@ -1,8 +1,8 @@
 import net from "node:net";
 import { ServiceBroker } from "moleculer";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import type { ChatmeshNode } from "../../lib/node";
-import { startSimulator, type SimulatorHandle } from "../../services/llm/simulator/simulator";
+import type { ChatmeshNode } from "../../node";
+import { startSimulator, type SimulatorHandle } from "../../simulator/simulator";
 import { createTestDatabase, TEST_JWT_SECRET, TEST_NATS_URL, TEST_REDIS_URL, uniqueNamespace, type TestDatabase } from "../helpers/infra";
 import { startTestNode, simulatorProviders } from "../helpers/nodes";
 import { waitUntil } from "../helpers/processes";

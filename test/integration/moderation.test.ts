@@ -3,12 +3,12 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { loadConfig } from "../../lib/config";
 import { attachRuntime } from "../../lib/runtime";
 import { brokerOptions } from "../../moleculer.config";
-import { startSimulator, type SimulatorHandle } from "../../services/llm/simulator/simulator";
+import { startSimulator, type SimulatorHandle } from "../../simulator/simulator";
 import ModerationService, { type CheckParams, type ModerationVerdict } from "../../services/moderation/moderation.service";
 import { uniqueNamespace } from "../helpers/infra";
 
 // The moderation service needs no database, cache or transporter: each node here is a broker
-// built from a real configuration the way lib/node.ts builds one, running the real service, and
+// built from a real configuration the way node.ts builds one, running the real service, and
 // every verdict comes through `broker.call`. The provider is the simulator over HTTP.
 const brokers: ServiceBroker[] = [];
 let sim: SimulatorHandle;

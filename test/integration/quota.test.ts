@@ -1,9 +1,9 @@
 import OpenAI from "openai";
 import type { Socket } from "socket.io-client";
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from "vitest";
-import type { ChatmeshNode } from "../../lib/node";
-import { countPromptTokens } from "../../lib/tokens";
-import { startSimulator, type SimulatorHandle } from "../../services/llm/simulator/simulator";
+import type { ChatmeshNode } from "../../node";
+import { countPromptTokens } from "../../lib/token-count";
+import { startSimulator, type SimulatorHandle } from "../../simulator/simulator";
 import { collectGeneration, openSocket, sleep } from "../helpers/chat";
 import { apiClient, signUp, type ApiClient, type Session } from "../helpers/http";
 import { createTestDatabase, TEST_REDIS_URL, uniqueNamespace, type TestDatabase, queryDb } from "../helpers/infra";

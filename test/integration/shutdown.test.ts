@@ -2,7 +2,7 @@ import fs from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { startSimulator, type SimulatorHandle } from "../../services/llm/simulator/simulator";
+import { startSimulator, type SimulatorHandle } from "../../simulator/simulator";
 import { readSse } from "../helpers/chat";
 import { apiClient, signUp } from "../helpers/http";
 import { spawnNode, waitUntil, type NodeProcess } from "../helpers/processes";

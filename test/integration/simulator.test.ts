@@ -6,7 +6,7 @@ import { describe, it, expect, beforeAll, afterAll } from "vitest";
 import OpenAI from "openai";
 import type { ChatCompletionChunk, ChatCompletionCreateParamsNonStreaming, ChatCompletionTool } from "openai/resources/chat/completions";
 import { encode } from "gpt-tokenizer";
-import { startSimulator, type SimulatorHandle, type SimulatorRequestLogEntry } from "../../services/llm/simulator/simulator";
+import { startSimulator, type SimulatorHandle, type SimulatorRequestLogEntry } from "../../simulator/simulator";
 
 let sim: SimulatorHandle;
 let client: OpenAI;

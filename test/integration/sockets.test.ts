@@ -1,6 +1,6 @@
 import { io as connect, type Socket } from "socket.io-client";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import type { ChatmeshNode } from "../../lib/node";
+import type { ChatmeshNode } from "../../node";
 import { clusterEnv, createTestDatabase, uniqueNamespace, type TestDatabase } from "../helpers/infra";
 import { apiClient, signUp, type ApiClient } from "../helpers/http";
 import { startTestNode } from "../helpers/nodes";

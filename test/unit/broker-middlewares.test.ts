@@ -1,7 +1,7 @@
 import { METRIC, ServiceBroker } from "moleculer";
 import { describe, expect, it } from "vitest";
 import { loadConfig } from "../../lib/config";
-import { PacketBatchedMetrics } from "../../lib/metrics-middleware";
+import { PacketBatchedMetrics } from "../../middlewares/metrics.middleware";
 import { brokerOptions } from "../../moleculer.config";
 
 // chatmesh lists Moleculer's internal middlewares itself (to put its packet-batched metrics in the

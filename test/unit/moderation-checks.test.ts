@@ -6,7 +6,7 @@ import { profanityCheck, profanityRule } from "../../services/moderation/checks/
 import { promptInjectionCheck } from "../../services/moderation/checks/prompt-injection";
 import { providerCheck } from "../../services/moderation/checks/provider";
 import { normalize } from "../../services/moderation/normalize";
-import { startSimulator, type SimulatorHandle } from "../../services/llm/simulator/simulator";
+import { startSimulator, type SimulatorHandle } from "../../simulator/simulator";
 
 function fakeLogger() {
 	return { warn: vi.fn(), info: vi.fn(), debug: vi.fn(), error: vi.fn() };

@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import type { ChatMessage } from "../../lib/generations/types";
+import type { ChatMessage } from "../../lib/chat-protocol";
 import { defaultTiers, routeMessages } from "../../services/llm/router";
 
 const tiers = { cheap: "small", medium: "mid", strong: "big" };

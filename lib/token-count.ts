@@ -3,7 +3,7 @@
  * provider sends none) and the chat turn (quota estimates before a model call).
  */
 import { countTokens } from "gpt-tokenizer";
-import type { ChatMessage } from "./generations/types";
+import type { ChatMessage } from "./chat-protocol";
 
 /** OpenAI's chat format overhead: tokens per message, and the reply priming. */
 const TOKENS_PER_MESSAGE = 3;

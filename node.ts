@@ -4,14 +4,15 @@
  * in order. `server.ts` runs it as the process entry; tests run it in-process.
  */
 import { ServiceBroker } from "moleculer";
-import { brokerOptions } from "../moleculer.config";
-import { SERVICE_SCHEMAS } from "../services";
-import { startSimulator, type SimulatorHandle } from "../services/llm/simulator/simulator";
-import { assertNodeConfig, GENERATION_SERVICES, needsDatabase, redactUrl, type ChatmeshConfig, type ProviderConfig } from "./config";
-import { openDatabase, type Database } from "./db";
-import { createGenerationLog, type GenerationLog } from "./generations/log";
-import { attachRuntime, NODE_STOPPING_EVENT, type Runtime } from "./runtime";
-import { resolveJwtSecret } from "./secrets";
+import { brokerOptions } from "./moleculer.config";
+import { SERVICE_SCHEMAS } from "./services";
+import { startSimulator, type SimulatorHandle } from "./simulator/simulator";
+import { assertNodeConfig, GENERATION_SERVICES, needsDatabase, redactUrl, type ChatmeshConfig, type ProviderConfig } from "./lib/config";
+import { openDatabase, type Database } from "./lib/db";
+import { createGenerationLog } from "./lib/generations/create";
+import type { GenerationLog } from "./lib/generations/log";
+import { attachRuntime, NODE_STOPPING_EVENT, type Runtime } from "./lib/runtime";
+import { resolveJwtSecret } from "./lib/secrets";
 
 export interface ChatmeshNode {
 	broker: ServiceBroker;
