@@ -65,16 +65,26 @@ export function brokerOptions(config: ChatmeshConfig): BrokerOptions {
 		skipProcessEventRegistration: true,
 		// Moleculer's internal middlewares in their order, with per-packet metrics batched (see middlewares/metrics.middleware.ts).
 		internalMiddlewares: false,
-		middlewares: [
-			AuthMiddleware(),
-			...INTERNAL_MIDDLEWARES.map(name => (name === "Metrics" ? (PacketBatchedMetrics() as unknown as Middleware) : name))
-		],
-		metrics: config.metricsPort === undefined
-			? { enabled: false }
-			: {
-					enabled: true,
-					reporter: [{ type: "Prometheus", options: { port: config.metricsPort, path: "/metrics", defaultLabels: (registry: { broker: { namespace: string; nodeID: string } }) => ({ namespace: registry.broker.namespace, nodeID: registry.broker.nodeID }) } }]
-				},
+		middlewares: [AuthMiddleware(), ...INTERNAL_MIDDLEWARES.map(name => (name === "Metrics" ? (PacketBatchedMetrics() as unknown as Middleware) : name))],
+		metrics:
+			config.metricsPort === undefined
+				? { enabled: false }
+				: {
+						enabled: true,
+						reporter: [
+							{
+								type: "Prometheus",
+								options: {
+									port: config.metricsPort,
+									path: "/metrics",
+									defaultLabels: (registry: { broker: { namespace: string; nodeID: string } }) => ({
+										namespace: registry.broker.namespace,
+										nodeID: registry.broker.nodeID
+									})
+								}
+							}
+						]
+					},
 		tracing: { enabled: false }
 	};
 }

@@ -43,9 +43,7 @@ export async function startNode(config: ChatmeshConfig): Promise<ChatmeshNode> {
 				dataDir: config.dataDir,
 				log: msg => logger.info(msg)
 			});
-			logger.info(
-				`Database: ${opened.database.embedded ? `embedded PGlite under ${config.dataDir}` : redactUrl(opened.database.url)}`
-			);
+			logger.info(`Database: ${opened.database.embedded ? `embedded PGlite under ${config.dataDir}` : redactUrl(opened.database.url)}`);
 		}
 
 		let providers: ProviderConfig[] = config.providers ?? [];

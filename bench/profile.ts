@@ -59,8 +59,20 @@ async function main(): Promise<void> {
 				// so ms per stream is a share of the CPU per stream /proc measured for this process.
 				const perStream = (share: number) => share * point.cpuPerStream[proc.name];
 				process.stdout.write(`\n## ${proc.name}: busy ${round(summary.busyMs)} of ${round(summary.totalMs)} ms (${path.relative(REPO_ROOT, file)})\n`);
-				process.stdout.write(table("Top self time by function", ["function", "sampled ms", "% busy", "CPU ms/stream"], summary.functions.map(f => [f.name, round(f.ms), round(f.share * 100, 1), round(perStream(f.share), 3)])) + "\n");
-				process.stdout.write(table("Self time by code location", ["where", "sampled ms", "% busy", "CPU ms/stream"], summary.groups.slice(0, 15).map(g => [g.name, round(g.ms), round(g.share * 100, 1), round(perStream(g.share), 3)])) + "\n");
+				process.stdout.write(
+					table(
+						"Top self time by function",
+						["function", "sampled ms", "% busy", "CPU ms/stream"],
+						summary.functions.map(f => [f.name, round(f.ms), round(f.share * 100, 1), round(perStream(f.share), 3)])
+					) + "\n"
+				);
+				process.stdout.write(
+					table(
+						"Self time by code location",
+						["where", "sampled ms", "% busy", "CPU ms/stream"],
+						summary.groups.slice(0, 15).map(g => [g.name, round(g.ms), round(g.share * 100, 1), round(perStream(g.share), 3)])
+					) + "\n"
+				);
 			});
 		} finally {
 			await topo.stop();

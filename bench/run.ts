@@ -24,7 +24,11 @@ import { table } from "./lib/table";
 import { measureWrites, type WritesResult } from "./writes";
 
 const FULL = process.env.BENCH_FULL === "1";
-const list = (name: string, fallback: string) => (process.env[name] ?? fallback).split(",").map(s => s.trim()).filter(Boolean);
+const list = (name: string, fallback: string) =>
+	(process.env[name] ?? fallback)
+		.split(",")
+		.map(s => s.trim())
+		.filter(Boolean);
 const ONLY = new Set(list("BENCH_ONLY", "latency,writes,connections"));
 const TOPOLOGIES = list("BENCH_TOPOLOGIES", "embedded,cluster") as Array<Topology["kind"]>;
 const KNOBS = { ttftMs: 50, tokenIntervalMs: 5, outputTokens: 64 };
@@ -41,7 +45,10 @@ const CONFIG = {
 	users: 32,
 	writes: { concurrency: 64, ms: FULL ? 10_000 : 4000 },
 	idle: { target: FULL ? 10_000 : 10_000, step: FULL ? 1000 : 2500, maxMs: 120_000 },
-	active: { steps: FULL ? [4, 8, 16, 32, 64, 128, 256, 512] : [8, 16, 32, 64, 128, 256], limits: FULL ? { minMs: 4000, minStreams: 30, maxMs: 20_000 } : { minMs: 1500, minStreams: 6, maxMs: 6000 } },
+	active: {
+		steps: FULL ? [4, 8, 16, 32, 64, 128, 256, 512] : [8, 16, 32, 64, 128, 256],
+		limits: FULL ? { minMs: 4000, minStreams: 30, maxMs: 20_000 } : { minMs: 1500, minStreams: 6, maxMs: 6000 }
+	},
 	gapLimitMs: 2 * KNOBS.tokenIntervalMs,
 	gapMarginMs: KNOBS.tokenIntervalMs,
 	metrics: process.env.BENCH_METRICS !== "0"
@@ -57,11 +64,21 @@ const perProc = (values: Record<string, number>, digits = 2) =>
 function machine() {
 	let commit = "unknown";
 	try {
-		commit = execSync("git rev-parse --short HEAD", { cwd: CHATMESH_DIR, stdio: ["ignore", "pipe", "ignore"] }).toString().trim();
+		commit = execSync("git rev-parse --short HEAD", { cwd: CHATMESH_DIR, stdio: ["ignore", "pipe", "ignore"] })
+			.toString()
+			.trim();
 	} catch {
 		// not a checkout
 	}
-	return { cpu: os.cpus()[0]?.model ?? "unknown", cores: os.cpus().length, memGiB: round(os.totalmem() / 2 ** 30, 1), kernel: os.release(), node: process.version, commit, chatmeshDir: CHATMESH_DIR };
+	return {
+		cpu: os.cpus()[0]?.model ?? "unknown",
+		cores: os.cpus().length,
+		memGiB: round(os.totalmem() / 2 ** 30, 1),
+		kernel: os.release(),
+		node: process.version,
+		commit,
+		chatmeshDir: CHATMESH_DIR
+	};
 }
 
 async function main(): Promise<void> {
@@ -87,7 +104,9 @@ async function main(): Promise<void> {
 						await measureLatency(topo, sim, users, sockets, { ...CONFIG, expectedChunks: KNOBS.outputTokens }, row => {
 							rows.push(row);
 							const r = row.result;
-							log(`${kind} ${row.mode} c=${row.concurrency} rep ${row.rep + 1}: ${r.streams} streams, ttft p50 ${round(r.ttft.p50)} p99 ${round(r.ttft.p99)}, gap p99 ${round(r.gap.p99)}, ${round(r.throughput, 1)}/s, errors ${r.errors}${r.firstError ? ` (${r.firstError})` : ""}`);
+							log(
+								`${kind} ${row.mode} c=${row.concurrency} rep ${row.rep + 1}: ${r.streams} streams, ttft p50 ${round(r.ttft.p50)} p99 ${round(r.ttft.p99)}, gap p99 ${round(r.gap.p99)}, ${round(r.throughput, 1)}/s, errors ${r.errors}${r.firstError ? ` (${r.firstError})` : ""}`
+							);
 						});
 					if (wantsWrites) {
 						writes = await measureWrites(topo, sim, sockets, CONFIG.writes.concurrency, CONFIG.writes.ms, KNOBS);
@@ -106,9 +125,19 @@ async function main(): Promise<void> {
 			try {
 				const users = await signUpUsers(topo.url, 8);
 				idle = await measureIdle(topo, users, CONFIG.idle.target, CONFIG.idle.step, CONFIG.idle.maxMs);
-				log(`idle: ${idle.opened} sockets, RSS ${mib(idle.rssBeforeBytes)} → ${mib(idle.rssAfterBytes)} MiB${idle.stoppedBecause ? ` (${idle.stoppedBecause})` : ""}`);
-				active = await measureActive(topo, sim, users, CONFIG.active.steps, CONFIG.active.limits, KNOBS.outputTokens, CONFIG.gapLimitMs, CONFIG.gapMarginMs, s =>
-					log(`active c=${s.concurrency}: gap p99 direct ${round(s.direct.gap.p99)} chatmesh ${round(s.socket.gap.p99)}, errors ${s.socket.errors}`)
+				log(
+					`idle: ${idle.opened} sockets, RSS ${mib(idle.rssBeforeBytes)} → ${mib(idle.rssAfterBytes)} MiB${idle.stoppedBecause ? ` (${idle.stoppedBecause})` : ""}`
+				);
+				active = await measureActive(
+					topo,
+					sim,
+					users,
+					CONFIG.active.steps,
+					CONFIG.active.limits,
+					KNOBS.outputTokens,
+					CONFIG.gapLimitMs,
+					CONFIG.gapMarginMs,
+					s => log(`active c=${s.concurrency}: gap p99 direct ${round(s.direct.gap.p99)} chatmesh ${round(s.socket.gap.p99)}, errors ${s.socket.errors}`)
 				);
 			} finally {
 				await topo.stop();
@@ -120,7 +149,9 @@ async function main(): Promise<void> {
 
 	const { lines, direct } = aggregate(rows);
 	const out: string[] = [];
-	out.push(`chatmesh benchmarks (${FULL ? "full" : "short"}): simulator TTFT ${KNOBS.ttftMs} ms, ${KNOBS.outputTokens} tokens ${KNOBS.tokenIntervalMs} ms apart; metrics ${CONFIG.metrics ? "on" : "off"}; ${CONFIG.reps} repetition(s)${CONFIG.once.length ? ` (${CONFIG.once.join(", ")} streams: 1)` : ""}, medians; "+" = chatmesh minus direct in the same repetition`);
+	out.push(
+		`chatmesh benchmarks (${FULL ? "full" : "short"}): simulator TTFT ${KNOBS.ttftMs} ms, ${KNOBS.outputTokens} tokens ${KNOBS.tokenIntervalMs} ms apart; metrics ${CONFIG.metrics ? "on" : "off"}; ${CONFIG.reps} repetition(s)${CONFIG.once.length ? ` (${CONFIG.once.join(", ")} streams: 1)` : ""}, medians; "+" = chatmesh minus direct in the same repetition`
+	);
 	for (const kind of TOPOLOGIES) {
 		const mine = lines.filter(l => l.topology === kind);
 		if (mine.length === 0) continue;
@@ -128,7 +159,22 @@ async function main(): Promise<void> {
 			table(
 				`Added latency, ${kind} (ms; CPU = ms per stream of each chatmesh process; busy = share of a core)`,
 				["mode", "streams", "conc", "err", "drop", "TTFT p50", "+TTFT p50", "+p95", "+p99", "gap p99", "+gap p99", "thr/direct", "CPU ms/stream", "busy"],
-				mine.map(l => [l.mode, l.streams, l.concurrency, l.errors, l.dropped, l.ttftP50, l.addedTtftP50, l.addedTtftP95, l.addedTtftP99, l.gapP99, l.addedGapP99, l.throughputRatio, perProc(l.cpuMsPerStream), perProc(l.cpuShare)])
+				mine.map(l => [
+					l.mode,
+					l.streams,
+					l.concurrency,
+					l.errors,
+					l.dropped,
+					l.ttftP50,
+					l.addedTtftP50,
+					l.addedTtftP95,
+					l.addedTtftP99,
+					l.gapP99,
+					l.addedGapP99,
+					l.throughputRatio,
+					perProc(l.cpuMsPerStream),
+					perProc(l.cpuShare)
+				])
 			)
 		);
 	}
@@ -145,7 +191,18 @@ async function main(): Promise<void> {
 			table(
 				"Writes: short turns (1 output token) over socket.io, cluster on PostgreSQL",
 				["conc", "seconds", "turns", "errors", "message rows", "messages/s", "turns/s", "CPU ms/turn"],
-				[[writes.concurrency, writes.seconds, writes.point.streams, writes.point.errors, writes.rows, writes.messagesPerS, writes.turnsPerS, perProc(Object.fromEntries(Object.entries(writes.point.cpuPerStream).filter(([k]) => k !== "simulator")))]]
+				[
+					[
+						writes.concurrency,
+						writes.seconds,
+						writes.point.streams,
+						writes.point.errors,
+						writes.rows,
+						writes.messagesPerS,
+						writes.turnsPerS,
+						perProc(Object.fromEntries(Object.entries(writes.point.cpuPerStream).filter(([k]) => k !== "simulator")))
+					]
+				]
 			)
 		);
 	if (idle)
@@ -161,16 +218,58 @@ async function main(): Promise<void> {
 			table(
 				`Active streams per node (embedded, socket.io turns; lag = gap p99 > ${CONFIG.gapLimitMs} ms and > direct + ${CONFIG.gapMarginMs} ms): highest concurrency without lag ${active.maxUnderLimit ?? "none"}`,
 				["conc", "direct gap p99", "gap p99", "+TTFT p50", "+TTFT p99", "thr/direct", "node busy", "err", "drop"],
-				active.steps.map(s => [s.concurrency, s.direct.gap.p99, s.socket.gap.p99, s.socket.ttft.p50 - s.direct.ttft.p50, s.socket.ttft.p99 - s.direct.ttft.p99, s.socket.throughput / s.direct.throughput, s.socket.cpuShare.embedded, s.socket.errors, s.socket.dropped])
+				active.steps.map(s => [
+					s.concurrency,
+					s.direct.gap.p99,
+					s.socket.gap.p99,
+					s.socket.ttft.p50 - s.direct.ttft.p50,
+					s.socket.ttft.p99 - s.direct.ttft.p99,
+					s.socket.throughput / s.direct.throughput,
+					s.socket.cpuShare.embedded,
+					s.socket.errors,
+					s.socket.dropped
+				])
 			)
 		);
 	const targets = evaluateTargets(lines, idle);
-	out.push(table("Targets", ["target", "measured", "met"], targets.map(t => [t.name, t.measured, t.met === null ? "not measured" : t.met ? "yes" : "NO"])));
+	out.push(
+		table(
+			"Targets",
+			["target", "measured", "met"],
+			targets.map(t => [t.name, t.measured, t.met === null ? "not measured" : t.met ? "yes" : "NO"])
+		)
+	);
 	const seconds = round((Date.now() - began) / 1000, 0);
 	out.push(`\ntotal ${seconds} s`);
 	process.stdout.write(`${out.join("\n")}\n`);
 
-	const json = { bench: "chatmesh", full: FULL, at: new Date().toISOString(), seconds, machine: machine(), knobs: KNOBS, config: CONFIG, latency: lines, direct, writes: writes && { ...writes, point: undefined, cpuMsPerTurn: writes.point.cpuPerStream, errors: writes.point.errors }, idle, active: active && { maxUnderLimit: active.maxUnderLimit, steps: active.steps.map(s => ({ concurrency: s.concurrency, directGapP99: s.direct.gap.p99, gapP99: s.socket.gap.p99, directTtft: s.direct.ttft, ttft: s.socket.ttft, throughputRatio: s.socket.throughput / s.direct.throughput, errors: s.socket.errors, dropped: s.socket.dropped })) }, targets };
+	const json = {
+		bench: "chatmesh",
+		full: FULL,
+		at: new Date().toISOString(),
+		seconds,
+		machine: machine(),
+		knobs: KNOBS,
+		config: CONFIG,
+		latency: lines,
+		direct,
+		writes: writes && { ...writes, point: undefined, cpuMsPerTurn: writes.point.cpuPerStream, errors: writes.point.errors },
+		idle,
+		active: active && {
+			maxUnderLimit: active.maxUnderLimit,
+			steps: active.steps.map(s => ({
+				concurrency: s.concurrency,
+				directGapP99: s.direct.gap.p99,
+				gapP99: s.socket.gap.p99,
+				directTtft: s.direct.ttft,
+				ttft: s.socket.ttft,
+				throughputRatio: s.socket.throughput / s.direct.throughput,
+				errors: s.socket.errors,
+				dropped: s.socket.dropped
+			}))
+		},
+		targets
+	};
 	const dir = path.join(REPO_ROOT, "bench", "out");
 	mkdirSync(dir, { recursive: true });
 	writeFileSync(path.join(dir, "latest.json"), `${JSON.stringify(json, null, 2)}\n`);

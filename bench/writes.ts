@@ -16,7 +16,14 @@ export interface WritesResult {
 	point: PointResult;
 }
 
-export async function measureWrites(topo: Topology, sim: Simulator, sockets: ChatSocket[], concurrency: number, ms: number, restore: { ttftMs: number; tokenIntervalMs: number; outputTokens: number }): Promise<WritesResult> {
+export async function measureWrites(
+	topo: Topology,
+	sim: Simulator,
+	sockets: ChatSocket[],
+	concurrency: number,
+	ms: number,
+	restore: { ttftMs: number; tokenIntervalMs: number; outputTokens: number }
+): Promise<WritesResult> {
 	if (!topo.databaseUrl) throw new Error("writes are measured on the cluster (PostgreSQL)");
 	await sim.configure({ outputTokens: 1, ttftMs: 0, tokenIntervalMs: 0 });
 	try {

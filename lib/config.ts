@@ -89,10 +89,7 @@ export interface ChatmeshConfig {
 }
 
 const rateRuleSchema = z.object({ points: z.number().int().min(1), durationS: z.number().int().min(1) }).strict();
-const rateClassesSchema = z
-	.object({ chat: rateRuleSchema, auth: rateRuleSchema, default: rateRuleSchema })
-	.partial()
-	.strict();
+const rateClassesSchema = z.object({ chat: rateRuleSchema, auth: rateRuleSchema, default: rateRuleSchema }).partial().strict();
 const rateLimitsSchema = z
 	.object({
 		perUser: rateClassesSchema,
@@ -113,8 +110,8 @@ export type RateLimitOverrides = z.infer<typeof rateLimitsSchema>;
 
 /** Secrets that appear in examples and tutorials; never acceptable. */
 const KNOWN_DEFAULT_SECRETS = new Set(
-	["secret", "changeme", "change-me", "chatmesh", "jwt_secret", "jwt-secret", "your-secret", "your_jwt_secret", "supersecret", "password", "development"].map(s =>
-		s.toLowerCase()
+	["secret", "changeme", "change-me", "chatmesh", "jwt_secret", "jwt-secret", "your-secret", "your_jwt_secret", "supersecret", "password", "development"].map(
+		s => s.toLowerCase()
 	)
 );
 const MIN_SECRET_LENGTH = 32;
@@ -186,9 +183,7 @@ function parseProviders(env: Env): ProviderConfig[] | undefined {
 	return result.data;
 }
 
-const modelTiersSchema = z
-	.object({ cheap: z.string().min(1), medium: z.string().min(1), strong: z.string().min(1) })
-	.strict();
+const modelTiersSchema = z.object({ cheap: z.string().min(1), medium: z.string().min(1), strong: z.string().min(1) }).strict();
 
 function parseModelTiers(env: Env, providers: ProviderConfig[] | undefined): ModelTiers | undefined {
 	const raw = read(env, "MODEL_TIERS");
@@ -216,8 +211,7 @@ function parseJwtSecret(env: Env, nodeEnv: ChatmeshConfig["nodeEnv"]): string | 
 		if (nodeEnv === "production") throw new ConfigError("JWT_SECRET", `set in production (${expected})`);
 		return undefined;
 	}
-	if (secret.length < MIN_SECRET_LENGTH || KNOWN_DEFAULT_SECRETS.has(secret.toLowerCase()))
-		throw new ConfigError("JWT_SECRET", expected);
+	if (secret.length < MIN_SECRET_LENGTH || KNOWN_DEFAULT_SECRETS.has(secret.toLowerCase())) throw new ConfigError("JWT_SECRET", expected);
 	return secret;
 }
 
@@ -238,10 +232,12 @@ function parseRateLimits(env: Env): RateLimitOverrides | undefined {
 function parseServices(env: Env): ServiceName[] {
 	const raw = read(env, "SERVICES");
 	if (raw === undefined || raw === "*" || raw === "all") return [...SERVICE_NAMES];
-	const names = raw.split(",").map(s => s.trim()).filter(Boolean);
+	const names = raw
+		.split(",")
+		.map(s => s.trim())
+		.filter(Boolean);
 	const known = new Set<string>(SERVICE_NAMES);
-	if (names.length === 0 || names.some(n => !known.has(n)))
-		throw new ConfigError("SERVICES", `"*" or a comma-separated list of ${SERVICE_NAMES.join(", ")}`);
+	if (names.length === 0 || names.some(n => !known.has(n))) throw new ConfigError("SERVICES", `"*" or a comma-separated list of ${SERVICE_NAMES.join(", ")}`);
 	return [...new Set(names)] as ServiceName[];
 }
 
@@ -250,8 +246,7 @@ function parseTransporter(env: Env): string[] {
 	if (raw === undefined) return [];
 	const urls = raw.split(",").map(s => s.trim());
 	const valid = urlWithProtocols(["nats:"]);
-	if (urls.some(u => !valid.safeParse(u).success))
-		throw new ConfigError("TRANSPORTER", "a NATS URL such as nats://127.0.0.1:4222 (or a comma-separated list)");
+	if (urls.some(u => !valid.safeParse(u).success)) throw new ConfigError("TRANSPORTER", "a NATS URL such as nats://127.0.0.1:4222 (or a comma-separated list)");
 	return urls;
 }
 
@@ -270,9 +265,7 @@ function parseDenyList(env: Env): string[] {
 
 /** Reads and validates the environment. Throws ConfigError for the first bad value. */
 export function loadConfig(env: Env = process.env): ChatmeshConfig {
-	const nodeEnv =
-		parseWith(env, "NODE_ENV", z.enum(["development", "production", "test"]), "one of development, production, test") ??
-		"development";
+	const nodeEnv = parseWith(env, "NODE_ENV", z.enum(["development", "production", "test"]), "one of development, production, test") ?? "development";
 	const transporter = parseTransporter(env);
 	const services = parseServices(env);
 	if (transporter.length === 0 && read(env, "SERVICES") !== undefined && services.length !== SERVICE_NAMES.length)
@@ -283,8 +276,7 @@ export function loadConfig(env: Env = process.env): ChatmeshConfig {
 	const config: ChatmeshConfig = {
 		nodeEnv,
 		nodeID: parseWith(env, "NODE_ID", z.string().regex(/^[\w.-]{1,64}$/), "1-64 letters, digits, '.', '-' or '_'"),
-		namespace:
-			parseWith(env, "NAMESPACE", z.string().regex(/^[\w-]{1,64}$/), "1-64 letters, digits, '-' or '_'") ?? "chatmesh",
+		namespace: parseWith(env, "NAMESPACE", z.string().regex(/^[\w-]{1,64}$/), "1-64 letters, digits, '-' or '_'") ?? "chatmesh",
 		services,
 		transporter,
 		databaseUrl: parseWith(
@@ -293,32 +285,18 @@ export function loadConfig(env: Env = process.env): ChatmeshConfig {
 			urlWithProtocols(["postgres:", "postgresql:"]),
 			"a PostgreSQL URL such as postgres://user:password@127.0.0.1:5432/chatmesh"
 		),
-		redisUrl: parseWith(
-			env,
-			"REDIS_URL",
-			urlWithProtocols(["redis:", "rediss:"]),
-			"a Redis URL such as redis://127.0.0.1:6379/0"
-		),
+		redisUrl: parseWith(env, "REDIS_URL", urlWithProtocols(["redis:", "rediss:"]), "a Redis URL such as redis://127.0.0.1:6379/0"),
 		providers,
 		modelTiers: parseModelTiers(env, providers),
-		llmFirstTokenTimeoutMs:
-			parseWith(env, "LLM_FIRST_TOKEN_TIMEOUT_MS", integer(100, 600_000), "a whole number of milliseconds (100-600000)") ??
-			60_000,
-		llmIdleTimeoutMs:
-			parseWith(env, "LLM_IDLE_TIMEOUT_MS", integer(100, 600_000), "a whole number of milliseconds (100-600000)") ?? 30_000,
+		llmFirstTokenTimeoutMs: parseWith(env, "LLM_FIRST_TOKEN_TIMEOUT_MS", integer(100, 600_000), "a whole number of milliseconds (100-600000)") ?? 60_000,
+		llmIdleTimeoutMs: parseWith(env, "LLM_IDLE_TIMEOUT_MS", integer(100, 600_000), "a whole number of milliseconds (100-600000)") ?? 30_000,
 		host: parseWith(env, "HOST", z.string().regex(/^[\w.:-]+$/), "a host name or IP address to listen on") ?? "0.0.0.0",
 		port: parseWith(env, "PORT", integer(0, 65535), "a port number from 0 to 65535") ?? 3000,
-		dataDir: path.resolve(
-			parseWith(env, "DATA_DIR", z.string().min(1), "a directory path") ?? path.join(process.cwd(), "data")
-		),
+		dataDir: path.resolve(parseWith(env, "DATA_DIR", z.string().min(1), "a directory path") ?? path.join(process.cwd(), "data")),
 		jwtSecret: parseJwtSecret(env, nodeEnv),
 		accessTokenTtlS: parseWith(env, "ACCESS_TOKEN_TTL_S", integer(1, 86_400), "a whole number of seconds (1-86400)") ?? 900,
-		refreshTokenTtlS:
-			parseWith(env, "REFRESH_TOKEN_TTL_S", integer(60, 31_536_000), "a whole number of seconds (60-31536000)") ??
-			30 * 86_400,
-		bodyLimitBytes:
-			parseWith(env, "BODY_LIMIT_BYTES", integer(1024, 104_857_600), "a whole number of bytes (1024-104857600)") ??
-			1_048_576,
+		refreshTokenTtlS: parseWith(env, "REFRESH_TOKEN_TTL_S", integer(60, 31_536_000), "a whole number of seconds (60-31536000)") ?? 30 * 86_400,
+		bodyLimitBytes: parseWith(env, "BODY_LIMIT_BYTES", integer(1024, 104_857_600), "a whole number of bytes (1024-104857600)") ?? 1_048_576,
 		trustProxy:
 			parseWith(
 				env,
@@ -329,24 +307,16 @@ export function loadConfig(env: Env = process.env): ChatmeshConfig {
 		rateLimits: parseRateLimits(env),
 		metricsPort: parseWith(env, "METRICS_PORT", integer(0, 65535), "a port number from 0 to 65535"),
 		llmConcurrency: parseWith(env, "LLM_CONCURRENCY", integer(1, 100_000), "a whole number from 1 to 100000") ?? 64,
-		quotaDefaultTokens:
-			parseWith(env, "QUOTA_DEFAULT_TOKENS", integer(0, 1e12), "a whole number of tokens") ?? 1_000_000,
+		quotaDefaultTokens: parseWith(env, "QUOTA_DEFAULT_TOKENS", integer(0, 1e12), "a whole number of tokens") ?? 1_000_000,
 		quotaPeriod: parseWith(env, "QUOTA_PERIOD", z.enum(["day", "week", "month"]), "day, week or month") ?? "month",
-		quotaMaxOutputTokens:
-			parseWith(env, "QUOTA_MAX_OUTPUT_TOKENS", integer(1, 1_000_000), "a whole number of tokens (1-1000000)") ?? 2048,
+		quotaMaxOutputTokens: parseWith(env, "QUOTA_MAX_OUTPUT_TOKENS", integer(1, 1_000_000), "a whole number of tokens (1-1000000)") ?? 2048,
 		quotaResetCheckS: parseWith(env, "QUOTA_RESET_CHECK_S", integer(1, 86_400), "a whole number of seconds (1-86400)") ?? 60,
 		maxToolSteps: parseWith(env, "MAX_TOOL_STEPS", integer(0, 20), "a whole number from 0 to 20") ?? 4,
 		logLevel: parseWith(env, "LOG_LEVEL", z.enum(LOG_LEVELS), `one of ${LOG_LEVELS.join(", ")}`) ?? "info",
-		logFormat:
-			parseWith(env, "LOG_FORMAT", z.enum(["json", "text"]), "json or text") ??
-			(nodeEnv === "production" ? "json" : "text"),
-		shutdownGraceMs:
-			parseWith(env, "SHUTDOWN_GRACE_MS", integer(0, 600_000), "a whole number of milliseconds (0-600000)") ?? 10_000,
-		requestTimeoutMs:
-			parseWith(env, "REQUEST_TIMEOUT_MS", integer(100, 600_000), "a whole number of milliseconds (100-600000)") ??
-			30_000,
-		heartbeatIntervalS:
-			parseWith(env, "HEARTBEAT_INTERVAL_S", integer(1, 60), "a whole number of seconds (1-60)") ?? 2,
+		logFormat: parseWith(env, "LOG_FORMAT", z.enum(["json", "text"]), "json or text") ?? (nodeEnv === "production" ? "json" : "text"),
+		shutdownGraceMs: parseWith(env, "SHUTDOWN_GRACE_MS", integer(0, 600_000), "a whole number of milliseconds (0-600000)") ?? 10_000,
+		requestTimeoutMs: parseWith(env, "REQUEST_TIMEOUT_MS", integer(100, 600_000), "a whole number of milliseconds (100-600000)") ?? 30_000,
+		heartbeatIntervalS: parseWith(env, "HEARTBEAT_INTERVAL_S", integer(1, 60), "a whole number of seconds (1-60)") ?? 2,
 		heartbeatTimeoutS: parseWith(env, "HEARTBEAT_TIMEOUT_S", integer(2, 300), "a whole number of seconds (2-300)") ?? 6,
 		moderationDenyList: parseDenyList(env),
 		moderationProviderUrl: parseWith(
@@ -359,8 +329,7 @@ export function loadConfig(env: Env = process.env): ChatmeshConfig {
 	};
 	if (config.moderationProviderApiKey !== undefined && config.moderationProviderUrl === undefined)
 		throw new ConfigError("MODERATION_PROVIDER_API_KEY", "unset unless MODERATION_PROVIDER_URL is set");
-	if (config.heartbeatTimeoutS <= config.heartbeatIntervalS)
-		throw new ConfigError("HEARTBEAT_TIMEOUT_S", "greater than HEARTBEAT_INTERVAL_S");
+	if (config.heartbeatTimeoutS <= config.heartbeatIntervalS) throw new ConfigError("HEARTBEAT_TIMEOUT_S", "greater than HEARTBEAT_INTERVAL_S");
 	return config;
 }
 

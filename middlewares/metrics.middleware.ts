@@ -82,24 +82,32 @@ export function PacketBatchedMetrics(flushMs = 1000): (broker: ServiceBroker) =>
 			}
 		};
 		const hooks: Record<string, Wrapper> = {
-			transitPublish: next => (...args) => {
-				bump(counts.published, (args[0] as { type: string }).type);
-				return next(...args);
-			},
-			transitMessageHandler: next => (...args) => {
-				bump(counts.received, args[0] as string);
-				return next(...args);
-			},
-			transporterSend: next => (...args) => {
-				counts.sentPackets++;
-				counts.sentBytes += (args[1] as Buffer | undefined)?.length ?? 0;
-				return next(...args);
-			},
-			transporterReceive: next => (...args) => {
-				counts.receivedPackets++;
-				counts.receivedBytes += (args[1] as Buffer | undefined)?.length ?? 0;
-				return next(...args);
-			}
+			transitPublish:
+				next =>
+				(...args) => {
+					bump(counts.published, (args[0] as { type: string }).type);
+					return next(...args);
+				},
+			transitMessageHandler:
+				next =>
+				(...args) => {
+					bump(counts.received, args[0] as string);
+					return next(...args);
+				},
+			transporterSend:
+				next =>
+				(...args) => {
+					counts.sentPackets++;
+					counts.sentBytes += (args[1] as Buffer | undefined)?.length ?? 0;
+					return next(...args);
+				},
+			transporterReceive:
+				next =>
+				(...args) => {
+					counts.receivedPackets++;
+					counts.receivedBytes += (args[1] as Buffer | undefined)?.length ?? 0;
+					return next(...args);
+				}
 		};
 		return {
 			...builtIn,

@@ -20,9 +20,7 @@ export async function up(db: MigrationClient): Promise<void> {
 	`);
 	// The seed's index, and the one the newest-first list walks.
 	await db.query("CREATE INDEX conversations_user_created_idx ON conversations (user_id, created_at DESC)");
-	await db.query(
-		"CREATE INDEX conversations_user_updated_idx ON conversations (user_id, updated_at DESC, id DESC) WHERE deleted_at IS NULL"
-	);
+	await db.query("CREATE INDEX conversations_user_updated_idx ON conversations (user_id, updated_at DESC, id DESC) WHERE deleted_at IS NULL");
 
 	await db.query(`
 		CREATE TABLE messages (

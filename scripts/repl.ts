@@ -35,7 +35,6 @@ await broker.start();
 // Other nodes answer the discovery broadcast within moments; wait briefly so the first
 // `nodes` command already lists them.
 const deadline = Date.now() + 3000;
-while (Date.now() < deadline && broker.registry.nodes.list({ onlyAvailable: true, withServices: false }).length < 2)
-	await new Promise(r => setTimeout(r, 100));
+while (Date.now() < deadline && broker.registry.nodes.list({ onlyAvailable: true, withServices: false }).length < 2) await new Promise(r => setTimeout(r, 100));
 
 broker.repl();

@@ -7,14 +7,7 @@
  */
 import { randomUUID } from "node:crypto";
 import { isClosed, sendError, sendJson, type RequestContext } from "./http";
-import {
-	effectiveKnobs,
-	parseOverrideHeaders,
-	SimulatorConfigError,
-	type EffectiveKnobs,
-	type ErrorGate,
-	type SimulatorKnobs
-} from "./options";
+import { effectiveKnobs, parseOverrideHeaders, SimulatorConfigError, type EffectiveKnobs, type ErrorGate, type SimulatorKnobs } from "./options";
 import { canonicalMessages, contentText, countPromptTokens, hashString, splitWordTokens, TokenSource } from "./text";
 import { argumentFragments, offeredTools, planToolCalls } from "./tools";
 
@@ -76,16 +69,14 @@ function buildPlan(body: Record<string, unknown>, messages: readonly unknown[], 
 			parallelToolCalls: body.parallel_tool_calls
 		});
 		if (planned.length > 0) {
-			const calls: ToolCallOut[] = planned.map((call) => ({
+			const calls: ToolCallOut[] = planned.map(call => ({
 				id: newId("call_", 24),
 				type: "function",
 				function: { name: call.name, arguments: call.arguments }
 			}));
 			const deltas: string[] = [];
 			calls.forEach((call, index) => {
-				deltas.push(
-					JSON.stringify({ tool_calls: [{ index, id: call.id, type: "function", function: { name: call.function.name, arguments: "" } }] })
-				);
+				deltas.push(JSON.stringify({ tool_calls: [{ index, id: call.id, type: "function", function: { name: call.function.name, arguments: "" } }] }));
 				for (const fragment of argumentFragments(call.function.arguments)) {
 					deltas.push(JSON.stringify({ tool_calls: [{ index, function: { arguments: fragment } }] }));
 				}
@@ -100,10 +91,10 @@ function buildPlan(body: Record<string, unknown>, messages: readonly unknown[], 
 		// The results of the trailing run of tool messages, in order.
 		let first = messages.length - 1;
 		while (first > 0 && isRecord(messages[first - 1]) && (messages[first - 1] as Record<string, unknown>).role === "tool") first--;
-		const results = messages.slice(first).map((m) => contentText((m as Record<string, unknown>).content));
+		const results = messages.slice(first).map(m => contentText((m as Record<string, unknown>).content));
 		prefix = splitWordTokens(TOOL_RESULTS_PREFIX + results.join("; "));
 	} else if (knobs.echo) {
-		const lastUser = [...messages].reverse().find((m) => isRecord(m) && m.role === "user");
+		const lastUser = [...messages].reverse().find(m => isRecord(m) && m.role === "user");
 		prefix = splitWordTokens(isRecord(lastUser) ? contentText(lastUser.content) : "");
 		generated = 0;
 	}
@@ -138,14 +129,14 @@ export function handleChatCompletion(ctx: RequestContext, body: unknown, env: Ch
 		entry.model = model;
 		entry.stream = stream;
 		entry.messages = messages;
-		entry.tools = offeredTools(body.tools).map((t) => t.name);
+		entry.tools = offeredTools(body.tools).map(t => t.name);
 	}
 
 	if (messages === null || messages.length === 0) {
 		sendError(ctx, 400, "'messages' must be a non-empty array of messages.", "messages", "invalid_value");
 		return;
 	}
-	const badIndex = messages.findIndex((m) => !isRecord(m) || typeof m.role !== "string");
+	const badIndex = messages.findIndex(m => !isRecord(m) || typeof m.role !== "string");
 	if (badIndex >= 0) {
 		sendError(ctx, 400, `Invalid message at messages[${badIndex}]: expected an object with a string 'role'.`, `messages[${badIndex}]`, "invalid_value");
 		return;

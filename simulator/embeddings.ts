@@ -40,18 +40,18 @@ export function float32ToBase64(vector: Float32Array): string {
 export function embeddingInputs(input: unknown): string[] | undefined {
 	if (typeof input === "string") return [input];
 	if (!Array.isArray(input) || input.length === 0) return undefined;
-	if (input.every((v) => typeof v === "string")) return input as string[];
-	if (input.every((v) => typeof v === "number")) return [`tokens:${input.join(",")}`];
-	if (input.every((v) => Array.isArray(v) && v.length > 0 && v.every((n) => typeof n === "number"))) {
-		return (input as number[][]).map((tokens) => `tokens:${tokens.join(",")}`);
+	if (input.every(v => typeof v === "string")) return input as string[];
+	if (input.every(v => typeof v === "number")) return [`tokens:${input.join(",")}`];
+	if (input.every(v => Array.isArray(v) && v.length > 0 && v.every(n => typeof n === "number"))) {
+		return (input as number[][]).map(tokens => `tokens:${tokens.join(",")}`);
 	}
 	return undefined;
 }
 
 /** Usage tokens of the inputs (token-array inputs count their length). */
 export function embeddingTokens(input: unknown, inputs: readonly string[]): number {
-	if (Array.isArray(input) && input.every((v) => typeof v === "number")) return input.length;
-	if (Array.isArray(input) && input.every((v) => Array.isArray(v))) {
+	if (Array.isArray(input) && input.every(v => typeof v === "number")) return input.length;
+	if (Array.isArray(input) && input.every(v => Array.isArray(v))) {
 		return (input as unknown[][]).reduce((sum, tokens) => sum + tokens.length, 0);
 	}
 	return inputs.reduce((sum, text) => sum + countTokens(text), 0);

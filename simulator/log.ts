@@ -45,7 +45,7 @@ export class RequestLog {
 
 	/** Copies of the entries, oldest first. */
 	list(): SimulatorRequestLogEntry[] {
-		return this.entries.map((entry) => ({ ...entry, tools: [...entry.tools], headers: { ...entry.headers } }));
+		return this.entries.map(entry => ({ ...entry, tools: [...entry.tools], headers: { ...entry.headers } }));
 	}
 
 	clear(): void {

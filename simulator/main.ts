@@ -35,8 +35,8 @@ function listFlag(raw: string | undefined): string[] | undefined {
 	if (raw === undefined) return undefined;
 	return raw
 		.split(",")
-		.map((s) => s.trim())
-		.filter((s) => s.length > 0);
+		.map(s => s.trim())
+		.filter(s => s.length > 0);
 }
 
 function parseOptions(argv: string[]): Partial<SimulatorOptions> | "help" {

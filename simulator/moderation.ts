@@ -36,14 +36,14 @@ export interface ModerationResult {
 export function moderationInputs(input: unknown): string[] | undefined {
 	if (typeof input === "string") return [input];
 	if (!Array.isArray(input) || input.length === 0) return undefined;
-	if (input.every((v) => typeof v === "string")) return input as string[];
-	if (input.every((v) => typeof v === "object" && v !== null && !Array.isArray(v))) return [contentText(input)];
+	if (input.every(v => typeof v === "string")) return input as string[];
+	if (input.every(v => typeof v === "object" && v !== null && !Array.isArray(v))) return [contentText(input)];
 	return undefined;
 }
 
 export function moderate(text: string, flaggedWords: readonly string[]): ModerationResult {
 	const lower = text.toLowerCase();
-	const flagged = flaggedWords.some((word) => word.length > 0 && lower.includes(word.toLowerCase()));
+	const flagged = flaggedWords.some(word => word.length > 0 && lower.includes(word.toLowerCase()));
 	const seed = hashString(text, 0x30d);
 	const categories = {} as Record<ModerationCategory, boolean>;
 	const scores = {} as Record<ModerationCategory, number>;

@@ -100,7 +100,7 @@ function numberIn(key: string, value: unknown, min: number, max: number): number
 }
 
 function stringList(key: string, value: unknown, allowEmpty: boolean): string[] {
-	if (!Array.isArray(value) || value.some((v) => typeof v !== "string" || v.length === 0) || (!allowEmpty && value.length === 0)) {
+	if (!Array.isArray(value) || value.some(v => typeof v !== "string" || v.length === 0) || (!allowEmpty && value.length === 0)) {
 		fail(key, allowEmpty ? "an array of non-empty strings" : "a non-empty array of non-empty strings", value);
 	}
 	return [...(value as string[])];

@@ -163,13 +163,7 @@ export async function startSimulator(options: Partial<SimulatorOptions> = {}): P
 		try {
 			return { ok: true, body: JSON.parse(raw.toString("utf8")) as unknown };
 		} catch {
-			sendError(
-				ctx,
-				400,
-				"We could not parse the JSON body of your request. The body must be valid JSON.",
-				null,
-				"invalid_json"
-			);
+			sendError(ctx, 400, "We could not parse the JSON body of your request. The body must be valid JSON.", null, "invalid_json");
 			return { ok: false };
 		}
 	}
@@ -192,7 +186,7 @@ export async function startSimulator(options: Partial<SimulatorOptions> = {}): P
 			if (method !== "GET") return methodNotAllowed(ctx, method, path, "GET");
 			sendJson(ctx, 200, {
 				object: "list",
-				data: knobs.models.map((id) => ({ id, object: "model", created: MODELS_CREATED, owned_by: OWNED_BY }))
+				data: knobs.models.map(id => ({ id, object: "model", created: MODELS_CREATED, owned_by: OWNED_BY }))
 			});
 			return;
 		}
@@ -281,7 +275,7 @@ export async function startSimulator(options: Partial<SimulatorOptions> = {}): P
 		sendJson(ctx, 200, {
 			id: `modr-${randomBytes(12).toString("hex")}`,
 			model,
-			results: inputs.map((text) => moderate(text, knobs.flaggedWords))
+			results: inputs.map(text => moderate(text, knobs.flaggedWords))
 		});
 	}
 
@@ -329,7 +323,12 @@ export async function startSimulator(options: Partial<SimulatorOptions> = {}): P
 
 	function methodNotAllowed(ctx: RequestContext, method: string, path: string, allow: string): void {
 		if (ctx.res.headersSent) return;
-		sendJson(ctx, 405, { error: { message: `Method ${method} is not allowed on ${path}.`, type: "invalid_request_error", param: null, code: "method_not_allowed" } }, { allow });
+		sendJson(
+			ctx,
+			405,
+			{ error: { message: `Method ${method} is not allowed on ${path}.`, type: "invalid_request_error", param: null, code: "method_not_allowed" } },
+			{ allow }
+		);
 	}
 
 	async function route(req: IncomingMessage, res: ServerResponse): Promise<void> {
@@ -420,8 +419,8 @@ export async function startSimulator(options: Partial<SimulatorOptions> = {}): P
 
 	const close = (): Promise<void> => {
 		closing ??= (async () => {
-			const responsesClosed = [...openResponses].map((res) => new Promise<void>((resolve) => res.once("close", () => resolve())));
-			const serverClosed = new Promise<void>((resolve) => server.close(() => resolve()));
+			const responsesClosed = [...openResponses].map(res => new Promise<void>(resolve => res.once("close", () => resolve())));
+			const serverClosed = new Promise<void>(resolve => server.close(() => resolve()));
 			for (const stop of [...running]) stop();
 			running.clear();
 			server.closeAllConnections();

@@ -165,9 +165,9 @@ export function planToolCalls(userText: string, tools: readonly OfferedTool[], o
 	const choice = options.toolChoice;
 	if (isRecord(choice) && isRecord(choice.function) && typeof choice.function.name === "string") {
 		const forcedName = choice.function.name;
-		const forced = tools.find((t) => t.name === forcedName);
+		const forced = tools.find(t => t.name === forcedName);
 		if (!forced) return [];
-		chosen = [found.find((f) => f.tool === forced) ?? { tool: forced, position: 0, args: undefined }];
+		chosen = [found.find(f => f.tool === forced) ?? { tool: forced, position: 0, args: undefined }];
 	} else if (choice === "required" && chosen.length === 0) {
 		chosen = [{ tool: tools[0] as OfferedTool, position: 0, args: undefined }];
 	}

@@ -36,7 +36,19 @@ export async function startSimulator(knobs: SimulatorKnobs, cpu: string): Promis
 		cpu,
 		cwd: REPO_ROOT,
 		env: baseEnv(),
-		args: ["--import", "tsx", "simulator/main.ts", "--port", "0", "--ttft-ms", String(knobs.ttftMs), "--token-interval-ms", String(knobs.tokenIntervalMs), "--output-tokens", String(knobs.outputTokens)]
+		args: [
+			"--import",
+			"tsx",
+			"simulator/main.ts",
+			"--port",
+			"0",
+			"--ttft-ms",
+			String(knobs.ttftMs),
+			"--token-interval-ms",
+			String(knobs.tokenIntervalMs),
+			"--output-tokens",
+			String(knobs.outputTokens)
+		]
 	});
 	const [, url] = await proc.waitFor(/listening on (http:\/\/[\d.]+:\d+)/, 30_000);
 	return {
@@ -112,7 +124,10 @@ export interface Topology {
 async function waitReady(url: string, procs: Proc[], timeoutMs: number): Promise<void> {
 	const deadline = Date.now() + timeoutMs;
 	for (;;) {
-		const status = await fetch(`${url}/ready`).then(r => r.status, () => 0);
+		const status = await fetch(`${url}/ready`).then(
+			r => r.status,
+			() => 0
+		);
 		if (status === 200) return;
 		const dead = procs.find(p => p.child.exitCode !== null || p.child.signalCode !== null);
 		if (dead) throw new Error(`${dead.name} exited during start-up:\n${dead.output().slice(-4000)}`);
@@ -230,7 +245,10 @@ async function waitForService(url: string, service: "conversation", timeoutMs: n
 	const deadline = Date.now() + timeoutMs;
 	for (;;) {
 		// Unauthenticated: 401 once the route's action exists on some node, 503/404 while it does not.
-		const status = await fetch(`${url}/api/conversations`).then(r => r.status, () => 0);
+		const status = await fetch(`${url}/api/conversations`).then(
+			r => r.status,
+			() => 0
+		);
 		if (status === 401) return;
 		if (Date.now() > deadline) throw new Error(`${service} not reachable within ${timeoutMs} ms (last ${status})`);
 		await sleep(200);

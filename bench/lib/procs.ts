@@ -100,7 +100,10 @@ export function spawnNode(opts: SpawnOptions): Proc {
 				if (match) finish(() => resolve(match));
 				else if (gone()) finish(() => reject(new Error(`${opts.name} exited before ${pattern}; output:\n${out.slice(-4000)}`)));
 			};
-			const timer = setTimeout(() => finish(() => reject(new Error(`${opts.name}: no ${pattern} within ${timeoutMs} ms; output:\n${out.slice(-4000)}`))), timeoutMs);
+			const timer = setTimeout(
+				() => finish(() => reject(new Error(`${opts.name}: no ${pattern} within ${timeoutMs} ms; output:\n${out.slice(-4000)}`))),
+				timeoutMs
+			);
 			const finish = (settle: () => void) => {
 				clearTimeout(timer);
 				listeners.delete(check);

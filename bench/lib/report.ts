@@ -64,7 +64,9 @@ export function aggregate(rows: PointRow[]): { lines: LatencyLine[]; direct: Dir
 			ttftP99: median(d.map(r => r.ttft.p99)),
 			gapP99: median(d.map(r => r.gap.p99)),
 			streamsPerS: median(d.map(r => r.throughput)),
-			cpu0Share: median(chatmeshRows.concat(here.filter(r => r.mode === "direct")).map(r => (r.result.cpuShare.simulator ?? 0) + (r.result.cpuShare.loadgen ?? 0)))
+			cpu0Share: median(
+				chatmeshRows.concat(here.filter(r => r.mode === "direct")).map(r => (r.result.cpuShare.simulator ?? 0) + (r.result.cpuShare.loadgen ?? 0))
+			)
 		});
 		for (const mode of ["passthrough", "socket", "sse"] as const) {
 			const mine = here.filter(r => r.mode === mode && base.has(r.rep));

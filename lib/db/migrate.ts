@@ -47,9 +47,7 @@ export async function migrate(databaseUrl: string, log: (msg: string) => void = 
 		await db.query("SELECT pg_advisory_lock(hashtext($1))", [LOCK_KEY]);
 		const waitedMs = Date.now() - lockStart;
 		try {
-			await db.query(
-				`CREATE TABLE IF NOT EXISTS ${MIGRATIONS_TABLE} (name text PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())`
-			);
+			await db.query(`CREATE TABLE IF NOT EXISTS ${MIGRATIONS_TABLE} (name text PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())`);
 			const umzug = new Umzug<MigrationClient>({
 				migrations: {
 					glob: ["[0-9]*.ts", { cwd: MIGRATIONS_DIR }],

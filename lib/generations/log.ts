@@ -50,13 +50,7 @@ export interface GenerationLog {
 	 * When older events were dropped by `maxEvents`, a replay from before them starts at the oldest
 	 * event kept.
 	 */
-	subscribe(
-		generationId: string,
-		afterSeq: number,
-		onEvent: (e: GenerationEvent) => void,
-		onEnd?: () => void,
-		onError?: (err: Error) => void
-	): Unsubscribe;
+	subscribe(generationId: string, afterSeq: number, onEvent: (e: GenerationEvent) => void, onEnd?: () => void, onError?: (err: Error) => void): Unsubscribe;
 	/** Stops live delivery and releases timers and connections; writers should be flushed before. */
 	close(): Promise<void>;
 }

@@ -19,7 +19,6 @@ import {
 // setTimeout holds at most 2^31-1 ms (24.8 days); anything longer would fire at once.
 const MAX_TIMER_MS = 2 ** 31 - 1;
 
-
 interface Subscriber {
 	/** The last seq delivered (or skipped: the subscriber asked for events after it). */
 	cursor: number;
@@ -98,13 +97,7 @@ export class MemoryGenerationLog implements GenerationLog {
 		return gen ? gen.events.slice(this.#indexAfter(gen, afterSeq)) : [];
 	}
 
-	subscribe(
-		generationId: string,
-		afterSeq: number,
-		onEvent: (e: GenerationEvent) => void,
-		onEnd?: () => void,
-		onError?: (err: Error) => void
-	): Unsubscribe {
+	subscribe(generationId: string, afterSeq: number, onEvent: (e: GenerationEvent) => void, onEnd?: () => void, onError?: (err: Error) => void): Unsubscribe {
 		const sub: Subscriber = { cursor: afterOf(afterSeq), onEvent, onEnd, onError, done: false, scheduled: false };
 		const gen = this.#closed ? undefined : this.#generations.get(generationId);
 		if (!gen) {

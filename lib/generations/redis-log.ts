@@ -62,8 +62,7 @@ type Entry = [id: string, fields: string[]];
 type PipelineResults = Array<[error: Error | null, result: unknown]> | null;
 
 function decode([id, fields]: Entry): GenerationEvent {
-	for (let i = 0; i + 1 < fields.length; i += 2)
-		if (fields[i] === FIELD) return { seq: seqOf(id), ...(JSON.parse(fields[i + 1]) as GenerationEventInput) };
+	for (let i = 0; i + 1 < fields.length; i += 2) if (fields[i] === FIELD) return { seq: seqOf(id), ...(JSON.parse(fields[i + 1]) as GenerationEventInput) };
 	throw new Error(`generation log entry ${id} has no "${FIELD}" field`);
 }
 
@@ -371,13 +370,7 @@ export class RedisGenerationLog implements GenerationLog {
 		return entries.map(decode);
 	}
 
-	subscribe(
-		generationId: string,
-		afterSeq: number,
-		onEvent: (e: GenerationEvent) => void,
-		onEnd?: () => void,
-		onError?: (err: Error) => void
-	): Unsubscribe {
+	subscribe(generationId: string, afterSeq: number, onEvent: (e: GenerationEvent) => void, onEnd?: () => void, onError?: (err: Error) => void): Unsubscribe {
 		const sub: Subscriber = { cursor: afterOf(afterSeq), pending: [], onEvent, onEnd, onError, done: false };
 		if (this.#closed) {
 			queueMicrotask(() => this.#fail(undefined, sub, new Error("generation log is closed")));
@@ -616,6 +609,9 @@ export class RedisGenerationLog implements GenerationLog {
 	#unblockDenied(err: unknown): void {
 		if (!/NOPERM|unknown (sub)?command/i.test(asError(err).message) || this.#blockMs === FALLBACK_BLOCK_MS) return;
 		this.#blockMs = FALLBACK_BLOCK_MS;
-		this.#logger?.warn(`Generation log: CLIENT UNBLOCK is not allowed; new subscriptions may wait a short block timeout (${FALLBACK_BLOCK_MS} ms, ~100 ms at Redis hz 10)`, err);
+		this.#logger?.warn(
+			`Generation log: CLIENT UNBLOCK is not allowed; new subscriptions may wait a short block timeout (${FALLBACK_BLOCK_MS} ms, ~100 ms at Redis hz 10)`,
+			err
+		);
 	}
 }

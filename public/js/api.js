@@ -192,8 +192,7 @@ export function resume() {
 export const api = {
 	models: () => request("GET", "/api/models"),
 	usage: () => request("GET", "/api/usage"),
-	conversations: (cursor, limit = 30) =>
-		request("GET", `/api/conversations?limit=${limit}${cursor ? `&cursor=${encodeURIComponent(cursor)}` : ""}`),
+	conversations: (cursor, limit = 30) => request("GET", `/api/conversations?limit=${limit}${cursor ? `&cursor=${encodeURIComponent(cursor)}` : ""}`),
 	conversation: id => request("GET", `/api/conversations/${encodeURIComponent(id)}`),
 	rename: (id, title) => request("PATCH", `/api/conversations/${encodeURIComponent(id)}`, { title }),
 	remove: id => request("DELETE", `/api/conversations/${encodeURIComponent(id)}`),

@@ -416,7 +416,14 @@ function fromServer(m) {
 	const results = Array.isArray(m.metadata?.toolResults) ? m.metadata.toolResults : [];
 	const tools = (m.toolCalls ?? []).map(c => {
 		const result = results.find(r => (r?.toolCallId ?? r?.id) === c.id);
-		return { id: c.id, name: c.function?.name, arguments: c.function?.arguments, status: result?.status ?? "success", output: result?.output, durationMs: result?.durationMs };
+		return {
+			id: c.id,
+			name: c.function?.name,
+			arguments: c.function?.arguments,
+			status: result?.status ?? "success",
+			output: result?.output,
+			durationMs: result?.durationMs
+		};
 	});
 	return { id: m.id, role: m.role, content: m.content ?? "", status: m.status, error: m.error, generationId: m.generationId, tools, name: m.metadata?.name };
 }
@@ -431,7 +438,13 @@ async function loadOlder() {
 		if (at !== navigation) return;
 		const fromBottom = els.messages.scrollHeight - els.messages.scrollTop;
 		const known = new Set(state.messages.map(m => m.id));
-		state.messages.unshift(...page.items.slice().reverse().map(fromServer).filter(m => !known.has(m.id)));
+		state.messages.unshift(
+			...page.items
+				.slice()
+				.reverse()
+				.map(fromServer)
+				.filter(m => !known.has(m.id))
+		);
 		state.messagesCursor = page.nextCursor;
 		renderMessages();
 		els.messages.scrollTop = els.messages.scrollHeight - fromBottom;

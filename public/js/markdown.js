@@ -171,10 +171,13 @@ function codeBlock(text, lang) {
 		copy.textContent = "Copy";
 		copy.setAttribute("aria-label", "Copy code");
 		copy.addEventListener("click", () => {
-			navigator.clipboard.writeText(text).then(() => {
-				copy.textContent = "Copied";
-				setTimeout(() => (copy.textContent = "Copy"), 1500);
-			}, () => {});
+			navigator.clipboard.writeText(text).then(
+				() => {
+					copy.textContent = "Copied";
+					setTimeout(() => (copy.textContent = "Copy"), 1500);
+				},
+				() => {}
+			);
 		});
 		header.append(copy);
 	}
@@ -250,7 +253,7 @@ function renderInline(text, parent) {
 			const href = safeUrl(address);
 			parent.append(href ? link(href, [document.createTextNode(address)]) : document.createTextNode(m[0]));
 		} else {
-			const [tag, inner] = m[7] ?? m[8] ? ["strong", m[7] ?? m[8]] : m[9] !== undefined ? ["del", m[9]] : ["em", m[10] ?? m[11]];
+			const [tag, inner] = (m[7] ?? m[8]) ? ["strong", m[7] ?? m[8]] : m[9] !== undefined ? ["del", m[9]] : ["em", m[10] ?? m[11]];
 			const node = el(tag);
 			renderInline(inner, node);
 			parent.append(node);

@@ -157,7 +157,11 @@ export function fillMessage(li, msg, { canRetry = false, onRetry } = {}) {
 					class: "link-button",
 					type: "button",
 					"aria-label": "Copy answer",
-					onclick: e => navigator.clipboard.writeText(msg.content).then(() => (e.target.textContent = "Copied"), () => {})
+					onclick: e =>
+						navigator.clipboard.writeText(msg.content).then(
+							() => (e.target.textContent = "Copied"),
+							() => {}
+						)
 				},
 				"Copy"
 			)

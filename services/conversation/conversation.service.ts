@@ -106,7 +106,10 @@ const firstPageKey = (userId: string) => `conversation.first:${userId}`;
 function snippetOf(content: string, query: string): string {
 	const at = content.toLowerCase().indexOf(query.toLowerCase());
 	const start = Math.max(0, at - 60);
-	const text = content.slice(start, start + 160).replace(/\s+/g, " ").trim();
+	const text = content
+		.slice(start, start + 160)
+		.replace(/\s+/g, " ")
+		.trim();
 	return `${start > 0 ? "…" : ""}${text}${start + 160 < content.length ? "…" : ""}`;
 }
 
@@ -222,10 +225,21 @@ const ConversationService: ServiceSchema<ConversationSettings, ConversationMetho
 		/** The caller's own messages that contain the query; the search tool's backend. */
 		search: {
 			auth: "required",
-			params: { query: { type: "string", min: 1, max: 200, trim: true }, limit: { type: "number", integer: true, min: 1, max: 50, default: 10, convert: true } },
+			params: {
+				query: { type: "string", min: 1, max: 200, trim: true },
+				limit: { type: "number", integer: true, min: 1, max: 50, default: 10, convert: true }
+			},
 			async handler(ctx: Ctx<{ query: string; limit: number }>): Promise<{ items: SearchHit[] }> {
 				const rows = await this.messages.search(callerOf(ctx).id, ctx.params.query, ctx.params.limit);
-				return { items: rows.map(r => ({ conversationId: r.conversation_id, messageId: r.id, role: r.role, snippet: snippetOf(r.content, ctx.params.query), createdAt: r.created_at.toISOString() })) };
+				return {
+					items: rows.map(r => ({
+						conversationId: r.conversation_id,
+						messageId: r.id,
+						role: r.role,
+						snippet: snippetOf(r.content, ctx.params.query),
+						createdAt: r.created_at.toISOString()
+					}))
+				};
 			}
 		},
 
@@ -259,8 +273,7 @@ const ConversationService: ServiceSchema<ConversationSettings, ConversationMetho
 						direction: "input"
 					})
 				]);
-				if (verdict.action === "block")
-					throw new ContentBlockedError("The message was blocked by the content policy", { reasons: verdict.reasons });
+				if (verdict.action === "block") throw new ContentBlockedError("The message was blocked by the content policy", { reasons: verdict.reasons });
 
 				// The model's context: the conversation so far and the new message. Its worst case is
 				// reserved against the quota before anything is stored, so a refusal stores nothing.
@@ -271,7 +284,10 @@ const ConversationService: ServiceSchema<ConversationSettings, ConversationMetho
 				];
 				const generationId = crypto.randomUUID();
 				const firstReservation = `${generationId}:1`;
-				await ctx.call("quota.reserve", { reservationId: firstReservation, tokens: countPromptTokens(context) + runtimeOf(this.broker).config.quotaMaxOutputTokens });
+				await ctx.call("quota.reserve", {
+					reservationId: firstReservation,
+					tokens: countPromptTokens(context) + runtimeOf(this.broker).config.quotaMaxOutputTokens
+				});
 
 				const started = await this.messages
 					.startTurn({
@@ -321,7 +337,11 @@ const ConversationService: ServiceSchema<ConversationSettings, ConversationMetho
 				};
 				this.turns.set(generationId, running);
 				// The turn outlives this request: it runs to its end with or without a client.
-				running.done = runTurn(this.broker, { maxOutputTokens: runtimeOf(this.broker).config.quotaMaxOutputTokens, maxToolSteps: runtimeOf(this.broker).config.maxToolSteps }, running)
+				running.done = runTurn(
+					this.broker,
+					{ maxOutputTokens: runtimeOf(this.broker).config.quotaMaxOutputTokens, maxToolSteps: runtimeOf(this.broker).config.maxToolSteps },
+					running
+				)
 					.then(async outcome => {
 						// The rest of the output is checked before the answer counts as complete.
 						const rest = window.finish();
@@ -426,9 +446,7 @@ const ConversationService: ServiceSchema<ConversationSettings, ConversationMetho
 			const db = this.model.sequelize;
 			if (!db) throw new Error("model without sequelize");
 			const rows = await this.model.findAll({
-				where: after
-					? db.and({ userId }, db.literal(`(updated_at, id) < (${db.escape(after.at)}::timestamptz, ${db.escape(after.id)}::uuid)`))
-					: { userId },
+				where: after ? db.and({ userId }, db.literal(`(updated_at, id) < (${db.escape(after.at)}::timestamptz, ${db.escape(after.id)}::uuid)`)) : { userId },
 				order: [
 					["updatedAt", "DESC"],
 					["id", "DESC"]
@@ -522,8 +540,7 @@ const ConversationService: ServiceSchema<ConversationSettings, ConversationMetho
 		let timer: NodeJS.Timeout | undefined;
 		await Promise.race([all, new Promise(r => (timer = setTimeout(r, grace)))]);
 		clearTimeout(timer);
-		for (const turn of this.turns.values())
-			turn.reader.stop({ status: "interrupted", code: "INTERRUPTED", message: "The server stopped mid-answer" });
+		for (const turn of this.turns.values()) turn.reader.stop({ status: "interrupted", code: "INTERRUPTED", message: "The server stopped mid-answer" });
 		await all;
 	}
 };

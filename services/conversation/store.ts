@@ -279,7 +279,9 @@ export class MessageStore {
 	async search(userId: string, query: string, limit: number): Promise<MessageRow[]> {
 		const pattern = `%${query.replace(/[\\%_]/g, m => `\\${m}`)}%`;
 		return this.db.query<MessageRow>(
-			`SELECT ${MESSAGE_COLUMNS.split(", ").map(c => `m.${c}`).join(", ")} FROM messages m JOIN conversations c ON c.id = m.conversation_id
+			`SELECT ${MESSAGE_COLUMNS.split(", ")
+				.map(c => `m.${c}`)
+				.join(", ")} FROM messages m JOIN conversations c ON c.id = m.conversation_id
 			 WHERE m.user_id = $1 AND c.user_id = $1 AND c.deleted_at IS NULL AND m.role IN ('user', 'assistant') AND m.content ILIKE $2
 			 ORDER BY m.created_at DESC LIMIT $3`,
 			{ bind: [userId, pattern, limit], type: QueryTypes.SELECT }
@@ -296,10 +298,10 @@ export class MessageStore {
 
 	/** Messages left streaming by a node that is gone: they end interrupted. */
 	async interruptStale(olderThan: Date, ownerNodeAlive: (nodeID: string) => boolean): Promise<MessageRow[]> {
-		const rows = await this.db.query<MessageRow>(
-			`SELECT ${MESSAGE_COLUMNS} FROM messages WHERE status = 'streaming' AND updated_at < $1`,
-			{ bind: [olderThan], type: QueryTypes.SELECT }
-		);
+		const rows = await this.db.query<MessageRow>(`SELECT ${MESSAGE_COLUMNS} FROM messages WHERE status = 'streaming' AND updated_at < $1`, {
+			bind: [olderThan],
+			type: QueryTypes.SELECT
+		});
 		const stale = rows.filter(r => !ownerNodeAlive(String(r.metadata.ownerNode ?? "")));
 		const ended: MessageRow[] = [];
 		for (const r of stale) {
@@ -316,10 +318,10 @@ export class MessageStore {
 	}
 
 	async ensurePartitions(monthsAhead: number): Promise<number> {
-		const [row] = await this.db.query<{ created: number }>(
-			"SELECT chatmesh_ensure_message_partitions(now(), $1) AS created",
-			{ bind: [monthsAhead + 1], type: QueryTypes.SELECT }
-		);
+		const [row] = await this.db.query<{ created: number }>("SELECT chatmesh_ensure_message_partitions(now(), $1) AS created", {
+			bind: [monthsAhead + 1],
+			type: QueryTypes.SELECT
+		});
 		return row.created;
 	}
 }

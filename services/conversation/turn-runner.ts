@@ -11,7 +11,7 @@ import type { ChatMessage, FinalStatus, FinishReason, ToolCall, ToolDefinition, 
 import { countPromptTokens, countTokens } from "../../lib/token-count";
 import { callLlmStream } from "../llm/client";
 import type { MessageRow } from "./store";
-import { TurnReader, type StepOutcome } from "./turn";
+import type { TurnReader, StepOutcome } from "./turn";
 
 export interface TurnPlan {
 	userId: string;
@@ -146,7 +146,13 @@ export async function runTurn(broker: ServiceBroker, settings: TurnSettings, tur
 		} catch (err) {
 			// Refused before the first token (no provider answered): nothing was produced.
 			const e = err as { type?: string; message?: string };
-			step_ = { kind: "error", model, toolCalls: [], text: "", error: { code: e.type ?? ERR_INTERNAL, message: e.message ?? "The answer could not be produced" } };
+			step_ = {
+				kind: "error",
+				model,
+				toolCalls: [],
+				text: "",
+				error: { code: e.type ?? ERR_INTERNAL, message: e.message ?? "The answer could not be produced" }
+			};
 			charged = { promptTokens: 0, completionTokens: 0 };
 		}
 		await broker
@@ -169,23 +175,41 @@ export async function runTurn(broker: ServiceBroker, settings: TurnSettings, tur
 		const results = await broker
 			.call<ToolResult[], Record<string, unknown>>("tool.executeBatch", { calls, messageId: plan.assistant.id, generationId: plan.generationId }, asUser(plan))
 			.catch((err: unknown) =>
-				calls.map(c => ({ toolCallId: c.id, name: c.function.name, status: "error" as const, output: `Tool execution failed: ${(err as Error).message}`, durationMs: 0 }))
+				calls.map(c => ({
+					toolCallId: c.id,
+					name: c.function.name,
+					status: "error" as const,
+					output: `Tool execution failed: ${(err as Error).message}`,
+					durationMs: 0
+				}))
 			);
 		writer.append({
 			type: "tool:result",
-			results: results.map((r, i) => ({ id: r.toolCallId ?? calls[i].id, name: r.name, status: r.status === "success" ? "success" : "error", output: r.output, durationMs: r.durationMs }))
+			results: results.map((r, i) => ({
+				id: r.toolCallId ?? calls[i].id,
+				name: r.name,
+				status: r.status === "success" ? "success" : "error",
+				output: r.output,
+				durationMs: r.durationMs
+			}))
 		});
 		toolCalls.push(...calls);
 		toolResults.push(...results);
 		const verdicts = await Promise.all(
 			results.map(r =>
-				broker.call<Verdict, { text: string; direction: "tool" }>("moderation.check", { text: r.output, direction: "tool" }).catch(() => ({ action: "allow" as const, reasons: [] }))
+				broker
+					.call<Verdict, { text: string; direction: "tool" }>("moderation.check", { text: r.output, direction: "tool" })
+					.catch(() => ({ action: "allow" as const, reasons: [] }))
 			)
 		);
 		messages = [
 			...messages,
 			{ role: "assistant", content: step_.text || null, tool_calls: calls },
-			...results.map((r, i) => ({ role: "tool" as const, tool_call_id: r.toolCallId ?? calls[i].id, content: untrusted(r.output, verdicts[i].action !== "allow") }))
+			...results.map((r, i) => ({
+				role: "tool" as const,
+				tool_call_id: r.toolCallId ?? calls[i].id,
+				content: untrusted(r.output, verdicts[i].action !== "allow")
+			}))
 		];
 	}
 }

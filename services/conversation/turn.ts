@@ -124,6 +124,10 @@ export class TurnReader {
 		if (this.stopReason) return { ...base, kind: "stopped", error: { code: this.stopReason.code, message: this.stopReason.message } };
 		if (failure) return { ...base, kind: "error", usage: failure.usage, error: { code: failure.code, message: failure.message } };
 		// The stream ended without its last line: the producer went away mid-answer.
-		return { ...base, kind: "broken", error: { code: "INTERRUPTED", message: broken ? `The answer stream broke: ${broken}` : "The answer stream ended early" } };
+		return {
+			...base,
+			kind: "broken",
+			error: { code: "INTERRUPTED", message: broken ? `The answer stream broke: ${broken}` : "The answer stream ended early" }
+		};
 	}
 }

@@ -30,7 +30,6 @@ export interface Health {
 	uptimeS: number;
 }
 
-
 const HTTP_KEEPALIVE_TIMEOUT_MS = 65_000;
 
 const GatewayService: ServiceSchema<ApiSettingsSchema, GatewayMethods & Record<string, never>, GatewayVars> = {
@@ -83,7 +82,13 @@ const GatewayService: ServiceSchema<ApiSettingsSchema, GatewayMethods & Record<s
 		 * counts against its route class for that caller and address. moleculer-web calls this
 		 * after onBeforeCall, so this is where the caller is first known.
 		 */
-		async authenticate(ctx: Context<unknown, ChatmeshMeta>, route: { opts: ChatmeshRoute }, req: IncomingRequest, _res: ServerResponse, alias?: { handler?: unknown }) {
+		async authenticate(
+			ctx: Context<unknown, ChatmeshMeta>,
+			route: { opts: ChatmeshRoute },
+			req: IncomingRequest,
+			_res: ServerResponse,
+			alias?: { handler?: unknown }
+		) {
 			const handler = typeof alias?.handler === "function" ? alias.handler : undefined;
 			const routeClass: RouteClass = (handler && ALIAS_RATE_CLASS.get(handler)) || route.opts.rateClass || "default";
 			const ip = this.clientIp(req);
@@ -94,8 +99,7 @@ const GatewayService: ServiceSchema<ApiSettingsSchema, GatewayMethods & Record<s
 					const match = /^Bearer\s+(\S+)\s*$/i.exec(header);
 					if (!match) throw new UnauthorizedError("Authorization must be 'Bearer <token>'", ERR_INVALID_TOKEN);
 					const resolved = await ctx.call<ResolvedCredential, { token: string }>("user.resolveToken", { token: match[1] });
-					if (resolved.expiresAt !== null && resolved.expiresAt <= Date.now())
-						throw new UnauthorizedError("Access token expired", ERR_TOKEN_EXPIRED);
+					if (resolved.expiresAt !== null && resolved.expiresAt <= Date.now()) throw new UnauthorizedError("Access token expired", ERR_TOKEN_EXPIRED);
 					user = { id: resolved.user.id, roles: resolved.user.roles };
 				} catch (err) {
 					// A bad credential still counts against the address, so guessing costs requests.
@@ -205,11 +209,7 @@ const GatewayService: ServiceSchema<ApiSettingsSchema, GatewayMethods & Record<s
 	}
 };
 
-function mergeRateLimits(
-	defaults: RateLimitSettings,
-	overrides: ReturnType<typeof runtimeOf>["config"]["rateLimits"],
-	namespace: string
-): RateLimitSettings {
+function mergeRateLimits(defaults: RateLimitSettings, overrides: ReturnType<typeof runtimeOf>["config"]["rateLimits"], namespace: string): RateLimitSettings {
 	return {
 		keyPrefix: `${namespace}:rl`,
 		perUser: { ...defaults.perUser, ...overrides?.perUser },

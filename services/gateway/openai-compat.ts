@@ -40,7 +40,12 @@ const requestSchema = z.object({
 	max_completion_tokens: z.number().int().min(1).max(1_000_000).nullable().optional(),
 	temperature: z.number().min(0).max(2).nullable().optional(),
 	tools: z
-		.array(z.object({ type: z.literal("function"), function: z.object({ name: z.string(), description: z.string().optional(), parameters: z.record(z.string(), z.unknown()).optional() }) }))
+		.array(
+			z.object({
+				type: z.literal("function"),
+				function: z.object({ name: z.string(), description: z.string().optional(), parameters: z.record(z.string(), z.unknown()).optional() })
+			})
+		)
 		.optional(),
 	conversation_id: z.string().uuid().optional()
 });
@@ -83,7 +88,13 @@ class ChunkWriter {
 
 	open(headers: Record<string, string>): void {
 		this.res.socket?.setNoDelay(true);
-		this.res.writeHead(200, { ...headers, "Content-Type": "text/event-stream; charset=utf-8", "Cache-Control": "no-cache", Connection: "keep-alive", "X-Accel-Buffering": "no" });
+		this.res.writeHead(200, {
+			...headers,
+			"Content-Type": "text/event-stream; charset=utf-8",
+			"Cache-Control": "no-cache",
+			Connection: "keep-alive",
+			"X-Accel-Buffering": "no"
+		});
 	}
 
 	setModel(model: string): void {
@@ -91,7 +102,9 @@ class ChunkWriter {
 	}
 
 	private frame(choices: unknown[], extra: Record<string, unknown> = {}): void {
-		this.out.write(`data: ${JSON.stringify({ id: this.id, object: "chat.completion.chunk", created: this.created, model: this.model, choices, ...extra })}\n\n`);
+		this.out.write(
+			`data: ${JSON.stringify({ id: this.id, object: "chat.completion.chunk", created: this.created, model: this.model, choices, ...extra })}\n\n`
+		);
 	}
 
 	role(): void {

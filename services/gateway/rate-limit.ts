@@ -169,7 +169,10 @@ export function ipBucket(ip: string): string {
 	if (!isIPv6(address)) return address;
 	const h = hextets(address);
 	if (h.slice(0, 5).every(x => x === 0) && h[5] === 0xffff) return [h[6] >> 8, h[6] & 0xff, h[7] >> 8, h[7] & 0xff].join(".");
-	return `${h.slice(0, 4).map(x => x.toString(16)).join(":")}::/64`;
+	return `${h
+		.slice(0, 4)
+		.map(x => x.toString(16))
+		.join(":")}::/64`;
 }
 
 function normalizeEmail(email: string): string {
@@ -284,9 +287,7 @@ export class RateLimiter {
 
 	async #consume(bucket: Bucket, key: string, scope: "user" | "ip"): Promise<RateLimitDecision> {
 		const outcome = await this.#run(() => bucket.limiter.consume(key));
-		return outcome.refused
-			? refusedDecision(bucket.points, outcome.value.msBeforeNext, scope)
-			: allowedDecision(bucket.points, outcome.value, scope);
+		return outcome.refused ? refusedDecision(bucket.points, outcome.value.msBeforeNext, scope) : allowedDecision(bucket.points, outcome.value, scope);
 	}
 
 	/** Consumes one point for the caller: the user's bucket when userId is given, and always the IP's bucket. Returns the most restrictive decision. */

@@ -108,7 +108,7 @@ const chatCompletions: AliasHandler = function (req, res, next) {
 		.catch(err => next?.(err));
 };
 
-const v1Models: AliasHandler = function (req, res, next) {
+const v1Models: AliasHandler = (req, res, next) => {
 	const ctx = req.$ctx as Context<unknown, ChatmeshMeta>;
 	Promise.resolve()
 		.then(async () => {

@@ -55,11 +55,7 @@ export function chatSocketHandlers(broker: ServiceBroker, log: GenerationLog): R
 			rateClass: "chat",
 			async handle(socket, payload) {
 				const { conversationId, content, model } = objectPayload(payload);
-				const result = await broker.call<SendResult, Record<string, unknown>>(
-					"conversation.send",
-					{ conversationId, content, model },
-					as(socket)
-				);
+				const result = await broker.call<SendResult, Record<string, unknown>>("conversation.send", { conversationId, content, model }, as(socket));
 				watch(log, socket, result.generationId, 0);
 				return result;
 			}

@@ -145,7 +145,8 @@ export class Generation {
 
 				const { error } = attempt;
 				const fault = isProviderFault(error.type);
-				if (!fault) breaker.success(); // it answered: the request is what it refused
+				if (!fault)
+					breaker.success(); // it answered: the request is what it refused
 				else if (breaker.failure()) this.deps.logger.warn(`Circuit opened for provider "${name}" after repeated failures`);
 				this.deps.logger.warn(`Generation ${this.id}: ${error.message}: ${attempt.detail}`);
 				if (this.committed || !fault) return this.result("failed", error);

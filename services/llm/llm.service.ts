@@ -13,15 +13,7 @@ import { randomUUID } from "node:crypto";
 import type { Readable } from "node:stream";
 import type { ActionSchema, Context, ServiceSchema } from "moleculer";
 import type { ModelTiers } from "../../lib/config";
-import {
-	BadRequestError,
-	ConflictError,
-	ERR_MODEL_NOT_FOUND,
-	ERR_UNAVAILABLE,
-	ERR_UPSTREAM_TIMEOUT,
-	UnavailableError,
-	UpstreamError
-} from "../../lib/errors";
+import { BadRequestError, ConflictError, ERR_MODEL_NOT_FOUND, ERR_UNAVAILABLE, ERR_UPSTREAM_TIMEOUT, UnavailableError, UpstreamError } from "../../lib/errors";
 import { runtimeOf } from "../../lib/runtime";
 import { CircuitBreaker, type BreakerSettings } from "./breaker";
 import { CANCEL_EVENT } from "./client";
@@ -251,8 +243,7 @@ const LlmService: ServiceSchema<LlmSettings, LlmMethods, LlmVars> = {
 		/** A caller node that left reads nothing any more: stop what it asked for. */
 		"$node.disconnected": {
 			handler(ctx: Context<{ node: { id: string } }>) {
-				for (const { generation, callerNodeID } of this.running.values())
-					if (callerNodeID === ctx.params.node.id) generation.stop("consumer-gone");
+				for (const { generation, callerNodeID } of this.running.values()) if (callerNodeID === ctx.params.node.id) generation.stop("consumer-gone");
 			}
 		}
 	},
@@ -261,8 +252,7 @@ const LlmService: ServiceSchema<LlmSettings, LlmMethods, LlmVars> = {
 		/** A generation for these params, before it runs: model resolved, checks done. */
 		prepare(params: GenerateParams & { generationId: string }): Generation {
 			if (this.stopping) throw new UnavailableError("The llm service is stopping", { nodeID: this.broker.nodeID });
-			if (this.running.has(params.generationId))
-				throw new ConflictError("This generation is already running", { generationId: params.generationId });
+			if (this.running.has(params.generationId)) throw new ConflictError("This generation is already running", { generationId: params.generationId });
 			const { model, providers } = this.resolveModel(params);
 			const generation = new Generation(
 				{ ...params, model },
@@ -319,8 +309,7 @@ const LlmService: ServiceSchema<LlmSettings, LlmMethods, LlmVars> = {
 			if (result.committed) return undefined;
 			if (result.outcome === "failed") return result.error;
 			if (result.stop === "shutdown") return new UnavailableError("The llm service is stopping", { nodeID: this.broker.nodeID });
-			if (result.stop === "deadline")
-				return new UpstreamError("No first token before the call timed out", ERR_UPSTREAM_TIMEOUT, { model: result.model });
+			if (result.stop === "deadline") return new UpstreamError("No first token before the call timed out", ERR_UPSTREAM_TIMEOUT, { model: result.model });
 			return undefined;
 		},
 

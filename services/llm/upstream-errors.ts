@@ -10,13 +10,7 @@
  * Messages are ours, never the provider's body (it may name keys or internal hosts); the
  * provider's own message goes to the log only.
  */
-import {
-	ERR_UPSTREAM_BAD_REQUEST,
-	ERR_UPSTREAM_ERROR,
-	ERR_UPSTREAM_RATE_LIMITED,
-	ERR_UPSTREAM_TIMEOUT,
-	UpstreamError
-} from "../../lib/errors";
+import { ERR_UPSTREAM_BAD_REQUEST, ERR_UPSTREAM_ERROR, ERR_UPSTREAM_RATE_LIMITED, ERR_UPSTREAM_TIMEOUT, UpstreamError } from "../../lib/errors";
 import { isUndiciTimeout, ProviderConnectionError, ProviderStatusError, ProviderStreamError } from "./provider-stream";
 
 /** Why an attempt's AbortController fired; the timers and stop requests pass one as the abort reason. */

@@ -66,7 +66,11 @@ function undoLeet(token: string): string {
 
 // Runs of two or more spaces, or any other horizontal whitespace: single spaces are left alone (they are most of them).
 const SPACE_RUN = /(?: [^\S\n]+|[^\S\n ][^\S\n]*)/g;
-const collapseSpaces = (text: string): string => text.replace(SPACE_RUN, " ").replace(/ ?\n\s*/g, "\n").trim();
+const collapseSpaces = (text: string): string =>
+	text
+		.replace(SPACE_RUN, " ")
+		.replace(/ ?\n\s*/g, "\n")
+		.trim();
 
 /** The folded form; `plain` when there was nothing to fold. */
 function fold(lowered: string, plain: string): string {
@@ -77,13 +81,16 @@ function fold(lowered: string, plain: string): string {
 
 // Typographic apostrophes become plain ones, so "you’re" meets the patterns' "you're".
 const lower = (text: string): string =>
-	text.normalize("NFKC").replace(INVISIBLE, "").replace(/[\u2018\u2019\u02BC]/g, "'").toLowerCase();
+	text
+		.normalize("NFKC")
+		.replace(INVISIBLE, "")
+		.replace(/[\u2018\u2019\u02BC]/g, "'")
+		.toLowerCase();
 
 /** The hidden parts of a text, before folding. */
 function hiddenParts(text: string): string[] {
 	const parts: string[] = [];
-	for (const match of text.matchAll(TAG_RUN))
-		parts.push(match[0].replace(TAG_CHAR, c => String.fromCharCode((c.codePointAt(0) ?? 0) - 0xe0000)));
+	for (const match of text.matchAll(TAG_RUN)) parts.push(match[0].replace(TAG_CHAR, c => String.fromCharCode((c.codePointAt(0) ?? 0) - 0xe0000)));
 	for (const match of text.matchAll(HTML_COMMENT)) if (match[1]?.trim()) parts.push(match[1]);
 	if (WRAPPER_RUN.test(text)) {
 		// Pieces between two runs of invisible characters were wrapped by them.

@@ -66,7 +66,8 @@ const QuotaService: ServiceSchema<QuotaSettings, QuotaMethods & Record<string, n
 				const user = callerOf(ctx);
 				const { row, granted } = await this.store.reserve(user.id, ctx.params.reservationId, ctx.params.tokens);
 				const view = quotaView(row);
-				if (!granted) throw new QuotaExceededError(view.resetAt, { tokensLimit: view.tokensLimit, tokensRemaining: view.tokensRemaining, requested: ctx.params.tokens });
+				if (!granted)
+					throw new QuotaExceededError(view.resetAt, { tokensLimit: view.tokensLimit, tokensRemaining: view.tokensRemaining, requested: ctx.params.tokens });
 				return view;
 			}
 		},

@@ -150,11 +150,7 @@ export class QuotaStore {
 	 */
 	async resetDue(nodeID: string, staleReservationS: number): Promise<number | undefined> {
 		return this.db.transaction(async transaction => {
-			const [lock] = await this.select<{ locked: boolean }>(
-				"SELECT pg_try_advisory_xact_lock(hashtext('chatmesh:quota-reset')) AS locked",
-				[],
-				transaction
-			);
+			const [lock] = await this.select<{ locked: boolean }>("SELECT pg_try_advisory_xact_lock(hashtext('chatmesh:quota-reset')) AS locked", [], transaction);
 			if (!lock.locked) return undefined;
 			const reset = await this.select<{ user_id: string }>(
 				`UPDATE user_quotas SET tokens_used = 0, reset_at = ${NEXT_RESET}, updated_at = now() WHERE reset_at <= now() RETURNING user_id`,

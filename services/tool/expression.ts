@@ -204,8 +204,7 @@ class Parser {
 			const name = t.value.toLowerCase();
 			if (this.isOp("(")) return this.call(name, t.at);
 			const constant = CONSTANTS.get(name);
-			if (constant === undefined)
-				throw new ExpressionError(FUNCTIONS.has(name) ? `${name} is a function: write ${name}(…)` : `unknown name '${t.value}'`);
+			if (constant === undefined) throw new ExpressionError(FUNCTIONS.has(name) ? `${name} is a function: write ${name}(…)` : `unknown name '${t.value}'`);
 			return constant;
 		}
 		if (t.value === "(") {

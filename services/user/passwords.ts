@@ -12,12 +12,7 @@ export function assertPasswordRules(password: string, email: string): void {
 	if ([...password].length < 10) broken.push(PASSWORD_RULES[0]);
 	if ([...password].length > 128) broken.push(PASSWORD_RULES[1]);
 	if (password.trim().toLowerCase() === email.trim().toLowerCase()) broken.push(PASSWORD_RULES[2]);
-	if (broken.length)
-		throw new BadRequestError(
-			`Password must be ${PASSWORD_RULES.join(", ")}`,
-			{ rules: PASSWORD_RULES, broken },
-			ERR_WEAK_PASSWORD
-		);
+	if (broken.length) throw new BadRequestError(`Password must be ${PASSWORD_RULES.join(", ")}`, { rules: PASSWORD_RULES, broken }, ERR_WEAK_PASSWORD);
 }
 
 export function hashPassword(password: string): Promise<string> {

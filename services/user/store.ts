@@ -87,17 +87,12 @@ export class UserStore {
 	}
 
 	async userByEmail(email: string): Promise<UserRow | undefined> {
-		const [row] = await this.select<UserRow>(
-			"SELECT id, email, password_hash, roles, created_at FROM users WHERE lower(email) = lower($1)",
-			[email]
-		);
+		const [row] = await this.select<UserRow>("SELECT id, email, password_hash, roles, created_at FROM users WHERE lower(email) = lower($1)", [email]);
 		return row;
 	}
 
 	async userById(id: string): Promise<UserRow | undefined> {
-		const [row] = await this.select<UserRow>("SELECT id, email, password_hash, roles, created_at FROM users WHERE id = $1", [
-			id
-		]);
+		const [row] = await this.select<UserRow>("SELECT id, email, password_hash, roles, created_at FROM users WHERE id = $1", [id]);
 		return row;
 	}
 
@@ -109,10 +104,7 @@ export class UserStore {
 					 WHERE (created_at, id) < ($1::timestamptz, $2::uuid) ORDER BY created_at DESC, id DESC LIMIT $3`,
 					[after.createdAt, after.id, limit]
 				)
-			: this.select<UserRow>(
-					"SELECT id, email, password_hash, roles, created_at FROM users ORDER BY created_at DESC, id DESC LIMIT $1",
-					[limit]
-				);
+			: this.select<UserRow>("SELECT id, email, password_hash, roles, created_at FROM users ORDER BY created_at DESC, id DESC LIMIT $1", [limit]);
 	}
 
 	async setRoles(userId: string, roles: string[]): Promise<UserRow | undefined> {
@@ -161,10 +153,10 @@ export class UserStore {
 			if (row.session_revoked_at) return { outcome: "revoked" as const, row };
 			if (row.used_at) {
 				// A rotated token came back: someone holds a copy. End the whole family.
-				await this.db.query(
-					"UPDATE sessions SET revoked_at = now(), revoked_reason = 'refresh token reuse' WHERE id = $1",
-					{ bind: [row.session_id], transaction }
-				);
+				await this.db.query("UPDATE sessions SET revoked_at = now(), revoked_reason = 'refresh token reuse' WHERE id = $1", {
+					bind: [row.session_id],
+					transaction
+				});
 				return { outcome: "reused" as const, row };
 			}
 			if (row.expires_at.getTime() <= Date.now()) return { outcome: "expired" as const, row };
@@ -238,9 +230,8 @@ export class UserStore {
 
 	/** At most once a minute per key, so resolving a key stays a read. */
 	async touchApiKey(id: string): Promise<void> {
-		await this.db.query(
-			"UPDATE api_keys SET last_used_at = now() WHERE id = $1 AND (last_used_at IS NULL OR last_used_at < now() - interval '1 minute')",
-			{ bind: [id] }
-		);
+		await this.db.query("UPDATE api_keys SET last_used_at = now() WHERE id = $1 AND (last_used_at IS NULL OR last_used_at < now() - interval '1 minute')", {
+			bind: [id]
+		});
 	}
 }

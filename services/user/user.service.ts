@@ -20,16 +20,7 @@ import { runtimeOf } from "../../lib/runtime";
 import { CacheCleanerMixin, type CacheCleanerMethods } from "../../mixins/cache-cleaner.mixin";
 import { assertPasswordRules, hashPassword, verifyPassword } from "./passwords";
 import { apiKeyView, publicUser, UserStore, type ApiKeyView, type PublicUser } from "./store";
-import {
-	isApiKey,
-	newApiKey,
-	newRefreshToken,
-	sha256,
-	signAccessToken,
-	signingKey,
-	unverifiedSessionId,
-	verifyAccessToken
-} from "./credentials";
+import { isApiKey, newApiKey, newRefreshToken, sha256, signAccessToken, signingKey, unverifiedSessionId, verifyAccessToken } from "./credentials";
 
 export interface AuthResult {
 	user: PublicUser;
@@ -178,8 +169,7 @@ const UserService: ServiceSchema<Record<string, never>, UserMethods & Record<str
 					return { user: { id: key.user_id, roles: key.roles }, kind: "apiKey", expiresAt: null };
 				}
 				const claims = await verifyAccessToken(this.key, token);
-				if (!(await this.store.sessionActive(claims.sessionId)))
-					throw new UnauthorizedError("Session was signed out", ERR_TOKEN_REVOKED);
+				if (!(await this.store.sessionActive(claims.sessionId))) throw new UnauthorizedError("Session was signed out", ERR_TOKEN_REVOKED);
 				return { user: { id: claims.userId, roles: claims.roles }, kind: "access", expiresAt: claims.expiresAt };
 			}
 		},

@@ -288,51 +288,55 @@ describe("the web app in Chromium", () => {
 	it.each([
 		["with the tab's saved progress", false],
 		["without any saved progress", true]
-	])("resumes an answer after a reload mid-stream %s, with no repeated text", async (label, clearSaved) => {
-		sim.configure({ outputTokens: 70, tokenIntervalMs: 50 });
-		const page = await openApp();
-		const creds = await signUpInUi(page, "reload");
-		await send(page, "Explain resumable streams");
-		await waitFor("part of the answer", async () => words(await lastAnswer(page).locator(".msg__body").textContent()) >= 10);
-		const before = await answerText(page);
-		const saved = JSON.parse((await page.evaluate("sessionStorage.getItem('chatmesh.streams')")) as string) as Record<string, { lastSeq: number }>;
-		expect(Object.values(saved)[0]?.lastSeq).toBeGreaterThan(0);
-		if (clearSaved) await page.evaluate("sessionStorage.clear()");
-		await page.reload();
+	])(
+		"resumes an answer after a reload mid-stream %s, with no repeated text",
+		async (label, clearSaved) => {
+			sim.configure({ outputTokens: 70, tokenIntervalMs: 50 });
+			const page = await openApp();
+			const creds = await signUpInUi(page, "reload");
+			await send(page, "Explain resumable streams");
+			await waitFor("part of the answer", async () => words(await lastAnswer(page).locator(".msg__body").textContent()) >= 10);
+			const before = await answerText(page);
+			const saved = JSON.parse((await page.evaluate("sessionStorage.getItem('chatmesh.streams')")) as string) as Record<string, { lastSeq: number }>;
+			expect(Object.values(saved)[0]?.lastSeq).toBeGreaterThan(0);
+			if (clearSaved) await page.evaluate("sessionStorage.clear()");
+			await page.reload();
 
-		// After the reload the answer is still streaming and continues from where it was.
-		await lastAnswer(page).waitFor();
-		let sawStreaming = false;
-		const lengths = new Set<number>();
-		await waitFor(
-			"the resumed answer to end",
-			async () => {
-				const status = await answerStatus(page);
-				if (status === "streaming") {
-					sawStreaming = true;
-					lengths.add(words(await lastAnswer(page).locator(".msg__body").textContent()));
-				}
-				return status !== "streaming";
-			},
-			20_000,
-			30
-		);
-		expect(sawStreaming).toBe(true);
-		expect(lengths.size).toBeGreaterThanOrEqual(2);
-		expect(await answerStatus(page)).toBe("completed");
-		if (!clearSaved) await page.screenshot({ path: path.join(SHOTS, "05-resumed-after-reload.png") });
+			// After the reload the answer is still streaming and continues from where it was.
+			await lastAnswer(page).waitFor();
+			let sawStreaming = false;
+			const lengths = new Set<number>();
+			await waitFor(
+				"the resumed answer to end",
+				async () => {
+					const status = await answerStatus(page);
+					if (status === "streaming") {
+						sawStreaming = true;
+						lengths.add(words(await lastAnswer(page).locator(".msg__body").textContent()));
+					}
+					return status !== "streaming";
+				},
+				20_000,
+				30
+			);
+			expect(sawStreaming).toBe(true);
+			expect(lengths.size).toBeGreaterThanOrEqual(2);
+			expect(await answerStatus(page)).toBe("completed");
+			if (!clearSaved) await page.screenshot({ path: path.join(SHOTS, "05-resumed-after-reload.png") });
 
-		const stored = await finalAnswer(await tokenFor(creds), conversationIdOf(page));
-		const final = await answerText(page);
-		expect(stored.status).toBe("completed");
-		expect(final).toBe(normalize(stored.content));
-		expect(words(final)).toBe(70);
-		expect(final.startsWith(before)).toBe(true);
-		// No doubled prefix: the opening words appear exactly once.
-		const opening = before.split(" ").slice(0, 6).join(" ");
-		expect(final.split(opening).length - 1).toBe(1);
-		expect(label).toBeTruthy();
-	}, 60_000);
+			const stored = await finalAnswer(await tokenFor(creds), conversationIdOf(page));
+			const final = await answerText(page);
+			expect(stored.status).toBe("completed");
+			expect(final).toBe(normalize(stored.content));
+			expect(words(final)).toBe(70);
+			expect(final.startsWith(before)).toBe(true);
+			// No doubled prefix: the opening words appear exactly once.
+			const opening = before.split(" ").slice(0, 6).join(" ");
+			expect(final.split(opening).length - 1).toBe(1);
+			expect(label).toBeTruthy();
+		},
+		60_000
+	);
 
 	it("resumes an answer after the server drops the connection, with no repeated text", async () => {
 		sim.configure({ outputTokens: 60, tokenIntervalMs: 50 });
@@ -525,7 +529,10 @@ describe("the web app's session over access-token expiry, and its error messages
 			JWT_SECRET: TEST_JWT_SECRET,
 			LLM_PROVIDERS: JSON.stringify([{ name: "sim", baseURL: sim.baseURL, models: MODELS }]),
 			// Two messages a minute per user, so the third one shows the rate-limit message.
-			RATE_LIMITS: JSON.stringify({ ...JSON.parse(GENEROUS_LIMITS), perUser: { chat: { points: 2, durationS: 60 }, default: { points: 10_000, durationS: 60 } } }),
+			RATE_LIMITS: JSON.stringify({
+				...JSON.parse(GENEROUS_LIMITS),
+				perUser: { chat: { points: 2, durationS: 60 }, default: { points: 10_000, durationS: 60 } }
+			}),
 			ACCESS_TOKEN_TTL_S: "8"
 		});
 		browser = await chromium.launch({ executablePath: CHROMIUM, args: CHROMIUM_ARGS });
@@ -581,7 +588,9 @@ describe("the web app's session over access-token expiry, and its error messages
 			await box.press("Enter");
 			await waitFor(
 				`the answer to ${text}`,
-				async () => (await page.locator(".msg--assistant").count()) === i + 1 && (await page.locator(".msg--assistant").last().getAttribute("data-status")) === "completed"
+				async () =>
+					(await page.locator(".msg--assistant").count()) === i + 1 &&
+					(await page.locator(".msg--assistant").last().getAttribute("data-status")) === "completed"
 			);
 		}
 		await box.fill("third, too soon");

@@ -12,7 +12,15 @@ export interface ChunkEvent {
 
 export interface GenerationEnd {
 	name: "generation:done" | "generation:error";
-	payload: { generationId: string; seq: number; messageId: string; status: string; code?: string; message?: string; usage?: { promptTokens: number; completionTokens: number } };
+	payload: {
+		generationId: string;
+		seq: number;
+		messageId: string;
+		status: string;
+		code?: string;
+		message?: string;
+		usage?: { promptTokens: number; completionTokens: number };
+	};
 }
 
 export function openSocket(baseUrl: string, token: string): Promise<Socket> {

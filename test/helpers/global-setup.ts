@@ -36,6 +36,5 @@ export default async function setup(): Promise<void> {
 	}
 	await tcpAnswers(TEST_REDIS_URL).catch(() => missing.push(`Redis at ${TEST_REDIS_URL}`));
 	await tcpAnswers(TEST_NATS_URL).catch(() => missing.push(`NATS at ${TEST_NATS_URL}`));
-	if (missing.length)
-		throw new Error(`The tests need these running (see .ci/run for the commands): ${missing.join("; ")}`);
+	if (missing.length) throw new Error(`The tests need these running (see .ci/run for the commands): ${missing.join("; ")}`);
 }

@@ -68,9 +68,7 @@ const generationCase = (route: string, attempt: ResourceCase["attempt"]): Resour
 
 const MATRIX: ResourceCase[] = [
 	conversationCase("GET /api/conversations/:id", (b, id) => api.get(`/api/conversations/${id}`, { token: b.accessToken })),
-	conversationCase("PATCH /api/conversations/:id", (b, id) =>
-		api.patch(`/api/conversations/${id}`, { token: b.accessToken, body: { title: "taken over" } })
-	),
+	conversationCase("PATCH /api/conversations/:id", (b, id) => api.patch(`/api/conversations/${id}`, { token: b.accessToken, body: { title: "taken over" } })),
 	conversationCase("DELETE /api/conversations/:id", (b, id) => api.delete(`/api/conversations/${id}`, { token: b.accessToken })),
 	conversationCase("GET /api/conversations/:id/messages", (b, id) => api.get(`/api/conversations/${id}/messages`, { token: b.accessToken })),
 	conversationCase("POST /api/conversations/:id/messages", (b, id) =>

@@ -122,7 +122,10 @@ describe("chat across nodes", () => {
 		expect(final.content).toBe(gen.text());
 		expect(final.content.length).toBeGreaterThan(0);
 		await waitUntil(async () => sim.requests().some(r => r.aborted && r.stream), 5000);
-		const upstream = sim.requests().filter(r => r.path === "/v1/chat/completions").at(-1);
+		const upstream = sim
+			.requests()
+			.filter(r => r.path === "/v1/chat/completions")
+			.at(-1);
 		expect(upstream?.aborted).toBe(true);
 		expect(upstream?.completionTokens).toBeLessThan(300);
 	}, 30_000);

@@ -121,10 +121,9 @@ describe.each(MODES)("chat core on $name", mode => {
 			}
 			const first = await api.get<{ items: Array<{ id: string }>; nextCursor: string }>("/api/conversations?limit=2", { token: user.accessToken });
 			expect(first.body.items.map(c => c.id)).toEqual([ids[2], ids[1]]);
-			const second = await api.get<{ items: Array<{ id: string }>; nextCursor: string | null }>(
-				`/api/conversations?limit=2&cursor=${first.body.nextCursor}`,
-				{ token: user.accessToken }
-			);
+			const second = await api.get<{ items: Array<{ id: string }>; nextCursor: string | null }>(`/api/conversations?limit=2&cursor=${first.body.nextCursor}`, {
+				token: user.accessToken
+			});
 			expect(second.body.items.map(c => c.id)).toEqual([ids[0]]);
 			expect(second.body.nextCursor).toBeNull();
 
@@ -235,7 +234,10 @@ describe.each(MODES)("chat core on $name", mode => {
 			expect(ids[0]).toBe(last + 1);
 			expect(ids).toEqual(ids.map((_, i) => last + 1 + i));
 			const all = [...firstPart, ...rest].filter(f => f.data !== "[DONE]").map(f => JSON.parse(f.data) as { type: string; delta?: string });
-			const text = all.filter(e => e.type === "generation:chunk").map(e => e.delta).join("");
+			const text = all
+				.filter(e => e.type === "generation:chunk")
+				.map(e => e.delta)
+				.join("");
 			const final = await waitForFinal(generationId);
 			expect(text).toBe(final.content);
 		});
@@ -256,7 +258,10 @@ describe.each(MODES)("chat core on $name", mode => {
 			expect(final.content.length).toBeGreaterThan(0);
 			expect(final.content).toBe(gen.text());
 			expect(final.completion_tokens).toBeLessThan(200);
-			const upstream = sim.requests().filter(r => r.path === "/v1/chat/completions").at(-1);
+			const upstream = sim
+				.requests()
+				.filter(r => r.path === "/v1/chat/completions")
+				.at(-1);
 			expect(upstream?.aborted).toBe(true);
 		});
 
@@ -295,9 +300,7 @@ describe.each(MODES)("chat core on $name", mode => {
 				// Every chunk this user's socket received belongs to this user's generations.
 				expect(run.seen.every(c => allGenerations.get(c.generationId) === run.user.userId)).toBe(true);
 				for (const ack of run.acks) {
-					const rows = await sql("SELECT role, content, status FROM messages WHERE conversation_id = $1 ORDER BY created_at, id", [
-						ack.conversationId
-					]);
+					const rows = await sql("SELECT role, content, status FROM messages WHERE conversation_id = $1 ORDER BY created_at, id", [ack.conversationId]);
 					expect(rows.map(r => r.role)).toEqual(["user", "assistant"]);
 					expect(rows[0].content).toMatch(new RegExp(`^user ${run.user.userId}`));
 					expect(rows[1].status).toBe("completed");
@@ -351,7 +354,10 @@ describe.each(MODES)("chat core on $name", mode => {
 
 		it("a bad Last-Event-ID is a 400, another user's generation a 404", async () => {
 			sim.configure({ outputTokens: 3 });
-			const sent = await api.post<{ generationId: string }>(`/api/conversations/${conversationId}/messages`, { token: user.accessToken, body: { content: "hi" } });
+			const sent = await api.post<{ generationId: string }>(`/api/conversations/${conversationId}/messages`, {
+				token: user.accessToken,
+				body: { content: "hi" }
+			});
 			const bad = await api.get(`/api/generations/${sent.body.generationId}/events`, { token: user.accessToken, headers: { "last-event-id": "abc" } });
 			expect(bad.status).toBe(400);
 			expect(bad.body).toMatchObject({ type: "BAD_LAST_EVENT_ID" });

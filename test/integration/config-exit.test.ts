@@ -9,14 +9,18 @@ describe("the process refuses a bad configuration", () => {
 		["LLM_PROVIDERS", '[{"name":"x","baseURL":"http://127.0.0.1:1/v1"'],
 		["REDIS_URL", "127.0.0.1:6379"],
 		["JWT_SECRET", "secret"]
-	])("%s=%s exits non-zero with one line naming it", async (variable, value) => {
-		const proc = spawnNode({ [variable]: value });
-		const code = await proc.exited;
-		expect(code).not.toBe(0);
-		const lines = proc.output().trim().split("\n");
-		expect(lines).toHaveLength(1);
-		expect(lines[0]).toMatch(new RegExp(`^chatmesh: invalid configuration: ${variable} must be `));
-	}, 30_000);
+	])(
+		"%s=%s exits non-zero with one line naming it",
+		async (variable, value) => {
+			const proc = spawnNode({ [variable]: value });
+			const code = await proc.exited;
+			expect(code).not.toBe(0);
+			const lines = proc.output().trim().split("\n");
+			expect(lines).toHaveLength(1);
+			expect(lines[0]).toMatch(new RegExp(`^chatmesh: invalid configuration: ${variable} must be `));
+		},
+		30_000
+	);
 
 	it("production without JWT_SECRET exits naming it", async () => {
 		const proc = spawnNode({ NODE_ENV: "production" });

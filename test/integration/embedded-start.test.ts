@@ -45,11 +45,14 @@ describe("npm start on the embedded defaults", () => {
 		expect(await health.json()).toMatchObject({ status: "ok" });
 
 		let body: ReadyBody | undefined;
-		await waitUntil(async () => {
-			const res = await fetch(`${base}/ready`);
-			body = (await res.json()) as ReadyBody;
-			return res.status === 200;
-		}, 20_000 - (Date.now() - t0));
+		await waitUntil(
+			async () => {
+				const res = await fetch(`${base}/ready`);
+				body = (await res.json()) as ReadyBody;
+				return res.status === 200;
+			},
+			20_000 - (Date.now() - t0)
+		);
 		expect(Date.now() - t0).toBeLessThan(20_000);
 		expect(body?.status).toBe("ready");
 		expect(body?.checks.database).toMatchObject({ status: "ok", detail: "embedded" });

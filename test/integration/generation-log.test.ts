@@ -3,12 +3,7 @@ import { setImmediate as yieldToLoop, setTimeout as sleep } from "node:timers/pr
 import { Redis } from "ioredis";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { createGenerationLog } from "../../lib/generations/create";
-import {
-	GenerationNotFoundError,
-	type GenerationLog,
-	type GenerationLogOptions,
-	type GenerationWriter
-} from "../../lib/generations/log";
+import { GenerationNotFoundError, type GenerationLog, type GenerationLogOptions, type GenerationWriter } from "../../lib/generations/log";
 import type { GenerationEvent, GenerationEventInput } from "../../lib/chat-protocol";
 import { TEST_REDIS_URL } from "../helpers/infra";
 
@@ -62,7 +57,13 @@ const newId = () => crypto.randomUUID();
 const metaOf = (generationId: string) => ({ generationId, ownerId: "user-1", conversationId: "conv-1", messageId: `msg-${generationId}` });
 /** A chunk that names the seq it should get, so order and content are checked together. */
 const chunk = (seq: number): GenerationEventInput => ({ type: "chunk", delta: `tok-${seq}` });
-const done = (): GenerationEventInput => ({ type: "done", messageId: "msg", status: "completed", usage: { promptTokens: 3, completionTokens: 5 }, finishReason: "stop" });
+const done = (): GenerationEventInput => ({
+	type: "done",
+	messageId: "msg",
+	status: "completed",
+	usage: { promptTokens: 3, completionTokens: 5 },
+	finishReason: "stop"
+});
 const streamKey = (id: string) => `${prefix}:gen:${id}`;
 
 interface Collected {

@@ -109,7 +109,6 @@ describe("two gateway replicas", () => {
 		expect(logs).toMatch(/user\.login|user\.refresh/); // and saw these calls
 		for (const secret of secrets) expect(logs.includes(secret), `a secret of length ${secret.length} leaked`).toBe(false);
 		// Parts of a JWT (its signature) must not appear either.
-		for (const token of [login.body.accessToken, refreshed.body.accessToken])
-			expect(logs.includes(token.split(".")[2])).toBe(false);
+		for (const token of [login.body.accessToken, refreshed.body.accessToken]) expect(logs.includes(token.split(".")[2])).toBe(false);
 	});
 });

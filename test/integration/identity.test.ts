@@ -205,7 +205,17 @@ describe("access tokens that must be refused", () => {
 	const b64 = (o: object) => Buffer.from(JSON.stringify(o)).toString("base64url");
 
 	const cases: Array<[string, () => Promise<string>, string]> = [
-		["expired", () => claims().setIssuer("chatmesh").setAudience("chatmesh-api").setIssuedAt(now() - 3600).setExpirationTime(now() - 60).sign(key), "TOKEN_EXPIRED"],
+		[
+			"expired",
+			() =>
+				claims()
+					.setIssuer("chatmesh")
+					.setAudience("chatmesh-api")
+					.setIssuedAt(now() - 3600)
+					.setExpirationTime(now() - 60)
+					.sign(key),
+			"TOKEN_EXPIRED"
+		],
 		[
 			"tampered (payload changed after signing)",
 			async () => {
@@ -223,11 +233,34 @@ describe("access tokens that must be refused", () => {
 			},
 			"INVALID_TOKEN"
 		],
-		["wrong issuer", () => claims().setIssuer("someone-else").setAudience("chatmesh-api").setExpirationTime(now() + 600).sign(key), "INVALID_TOKEN"],
-		["wrong audience", () => claims().setIssuer("chatmesh").setAudience("other-api").setExpirationTime(now() + 600).sign(key), "INVALID_TOKEN"],
+		[
+			"wrong issuer",
+			() =>
+				claims()
+					.setIssuer("someone-else")
+					.setAudience("chatmesh-api")
+					.setExpirationTime(now() + 600)
+					.sign(key),
+			"INVALID_TOKEN"
+		],
+		[
+			"wrong audience",
+			() =>
+				claims()
+					.setIssuer("chatmesh")
+					.setAudience("other-api")
+					.setExpirationTime(now() + 600)
+					.sign(key),
+			"INVALID_TOKEN"
+		],
 		[
 			"signed with another key",
-			() => claims().setIssuer("chatmesh").setAudience("chatmesh-api").setExpirationTime(now() + 600).sign(crypto.randomBytes(48)),
+			() =>
+				claims()
+					.setIssuer("chatmesh")
+					.setAudience("chatmesh-api")
+					.setExpirationTime(now() + 600)
+					.sign(crypto.randomBytes(48)),
 			"INVALID_TOKEN"
 		],
 		["garbage", async () => "not.a.jwt", "INVALID_TOKEN"]
@@ -240,7 +273,11 @@ describe("access tokens that must be refused", () => {
 	});
 
 	it("a well-formed token from the same secret is accepted (the forgeries above are refused for their flaw alone)", async () => {
-		const token = await claims().setIssuer("chatmesh").setAudience("chatmesh-api").setExpirationTime(now() + 600).sign(key);
+		const token = await claims()
+			.setIssuer("chatmesh")
+			.setAudience("chatmesh-api")
+			.setExpirationTime(now() + 600)
+			.sign(key);
 		expect((await api.get("/api/me", { token })).status).toBe(200);
 	});
 

@@ -128,7 +128,11 @@ describe("llm.stream across NATS", () => {
 		const chunks: unknown[] = [];
 		for await (const chunk of stream) chunks.push(chunk);
 		expect(chunks.every(c => typeof c === "string" && c.endsWith("\n"))).toBe(true);
-		const lines = (chunks as string[]).join("").trim().split("\n").map(l => JSON.parse(l) as LlmStreamLine);
+		const lines = (chunks as string[])
+			.join("")
+			.trim()
+			.split("\n")
+			.map(l => JSON.parse(l) as LlmStreamLine);
 		expect(deltasOf(lines)).toHaveLength(40);
 		expect(lines.at(-1)).toMatchObject({ type: "end" });
 		expect(chunks.length).toBeLessThan(lines.length / 2);
@@ -377,7 +381,12 @@ describe("provider failures", () => {
 		const err = await caller.call("llm.stream", params(user("hello"), { model: "sim-small" }), onChain).catch((e: unknown) => e);
 		expect(err).toBeInstanceOf(UpstreamError);
 		expect(err).toMatchObject({ type: "UPSTREAM_ERROR", code: 502, retryable: false });
-		expect((err as UpstreamError).data).toMatchObject({ attempts: [{ provider: "first", status: 503 }, { provider: "second", status: 500 }] });
+		expect((err as UpstreamError).data).toMatchObject({
+			attempts: [
+				{ provider: "first", status: 503 },
+				{ provider: "second", status: 500 }
+			]
+		});
 		await expect(caller.call("llm.chat", { messages: user("hello"), model: "sim-small" }, onChain)).rejects.toMatchObject({
 			type: "UPSTREAM_ERROR"
 		});

@@ -54,7 +54,12 @@ describe("Prometheus metrics", () => {
 	});
 
 	it("count the packets exchanged with another node, by packet type", async () => {
-		const caller = new ServiceBroker({ namespace, nodeID: "metrics-caller", transporter: { type: "NATS", options: { servers: TEST_NATS_URL } }, logger: false });
+		const caller = new ServiceBroker({
+			namespace,
+			nodeID: "metrics-caller",
+			transporter: { type: "NATS", options: { servers: TEST_NATS_URL } },
+			logger: false
+		});
 		await caller.start();
 		try {
 			await caller.waitForServices(["llm"], 10_000);
@@ -63,9 +68,7 @@ describe("Prometheus metrics", () => {
 			await caller.stop();
 		}
 		const series = (text: string, name: string, type?: string) => {
-			const line = text
-				.split("\n")
-				.find(l => l.startsWith(`${name}{`) && (type === undefined || l.includes(`type="${type}"`)));
+			const line = text.split("\n").find(l => l.startsWith(`${name}{`) && (type === undefined || l.includes(`type="${type}"`)));
 			return line ? Number(line.slice(line.lastIndexOf(" ") + 1)) : 0;
 		};
 		let text = "";

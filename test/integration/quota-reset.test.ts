@@ -28,10 +28,9 @@ describe("quota reset", () => {
 		await first.exited;
 		for (let i = 0; i < 5; i++) {
 			const [u] = await sql("INSERT INTO users (email, password_hash) VALUES ($1, 'x') RETURNING id", [`reset${i}@example.test`]);
-			await sql(
-				"INSERT INTO user_quotas (user_id, tokens_used, tokens_limit, period, reset_at) VALUES ($1, 500, 1000, 'month', now() - interval '1 minute')",
-				[u.id]
-			);
+			await sql("INSERT INTO user_quotas (user_id, tokens_used, tokens_limit, period, reset_at) VALUES ($1, 500, 1000, 'month', now() - interval '1 minute')", [
+				u.id
+			]);
 		}
 		for (const id of ["q-1", "q-2", "q-3"]) procs.push(spawnNode({ ...env, NODE_ID: id }));
 		await Promise.all(procs.map(p => p.waitForOutput(/ServiceBroker with \d+ service\(s\) started/)));

@@ -103,7 +103,12 @@ describe("quota", () => {
 		// most it may write, and the model is held to that; so used never passes the limit.
 		expect(usage.tokensUsed).toBeLessThanOrEqual(limit);
 		expect(usage.tokensUsed).toBe(reported(before));
-		expect(sim.requests().slice(before).filter(r => r.path === "/v1/chat/completions")).toHaveLength(10);
+		expect(
+			sim
+				.requests()
+				.slice(before)
+				.filter(r => r.path === "/v1/chat/completions")
+		).toHaveLength(10);
 	}, 60_000);
 
 	it("charges what the simulator reported: for a completed, a cancelled and a failed generation", async () => {

@@ -4,14 +4,7 @@ import { setTimeout as sleep } from "node:timers/promises";
 import { Redis } from "ioredis";
 import { afterAll, describe, expect, it } from "vitest";
 import { ERR_RATE_LIMITED, RateLimitedError } from "../../lib/errors";
-import {
-	ipBucket,
-	RateLimiter,
-	type RateLimitDecision,
-	type RateLimitRule,
-	type RateLimitSettings,
-	type RouteClass
-} from "../../services/gateway/rate-limit";
+import { ipBucket, RateLimiter, type RateLimitDecision, type RateLimitRule, type RateLimitSettings, type RouteClass } from "../../services/gateway/rate-limit";
 import { TEST_REDIS_URL } from "../helpers/infra";
 
 // The limiter against the real Redis: replicas are RateLimiter instances with their own ioredis
@@ -89,10 +82,7 @@ afterAll(async () => {
 describe("cluster-wide limits", () => {
 	it("lets exactly L requests through across two replicas, then refuses with Retry-After", async () => {
 		const s = settings("replicas", { perUser: { chat: rule(5, 10) } });
-		const replicas = [
-			new RateLimiter({ settings: s, redis: await connectedClient() }),
-			new RateLimiter({ settings: s, redis: await connectedClient() })
-		];
+		const replicas = [new RateLimiter({ settings: s, redis: await connectedClient() }), new RateLimiter({ settings: s, redis: await connectedClient() })];
 		const decisions: RateLimitDecision[] = [];
 		for (let i = 0; i < 12; i++) decisions.push(await replicas[i % 2].consume("chat", "198.51.100.1", "user-1"));
 
@@ -110,13 +100,8 @@ describe("cluster-wide limits", () => {
 
 	it("counts atomically when replicas are hit at the same moment", async () => {
 		const s = settings("burst", { perUser: { chat: rule(5, 10) } });
-		const replicas = [
-			new RateLimiter({ settings: s, redis: await connectedClient() }),
-			new RateLimiter({ settings: s, redis: await connectedClient() })
-		];
-		const decisions = await Promise.all(
-			Array.from({ length: 20 }, (_, i) => replicas[i % 2].consume("chat", "198.51.100.2", "user-burst"))
-		);
+		const replicas = [new RateLimiter({ settings: s, redis: await connectedClient() }), new RateLimiter({ settings: s, redis: await connectedClient() })];
+		const decisions = await Promise.all(Array.from({ length: 20 }, (_, i) => replicas[i % 2].consume("chat", "198.51.100.2", "user-burst")));
 		expect(decisions.filter(d => d.allowed)).toHaveLength(5);
 	});
 
@@ -260,10 +245,7 @@ describe("when Redis fails", () => {
 describe("failed sign-ins", () => {
 	it("blocks an email+address after N failures, across replicas, with a block that grows", async () => {
 		const s = settings("login");
-		const [r1, r2] = [
-			new RateLimiter({ settings: s, redis: await connectedClient() }),
-			new RateLimiter({ settings: s, redis: await connectedClient() })
-		];
+		const [r1, r2] = [new RateLimiter({ settings: s, redis: await connectedClient() }), new RateLimiter({ settings: s, redis: await connectedClient() })];
 		const email = "Alice@Example.com";
 		const ip = "203.0.113.9";
 

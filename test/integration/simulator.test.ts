@@ -37,7 +37,7 @@ async function logOverHttp(): Promise<SimulatorRequestLogEntry[]> {
 }
 
 async function entryFor(rid: string): Promise<SimulatorRequestLogEntry | undefined> {
-	return (await logOverHttp()).find((e) => e.headers["x-request-id"] === rid);
+	return (await logOverHttp()).find(e => e.headers["x-request-id"] === rid);
 }
 
 /** Polls the HTTP log until `predicate` holds for the entry (or the timeout passes). */
@@ -52,7 +52,7 @@ async function waitForEntry(rid: string, predicate: (e: SimulatorRequestLogEntry
 }
 
 function sleep(ms: number): Promise<void> {
-	return new Promise((resolve) => setTimeout(resolve, ms));
+	return new Promise(resolve => setTimeout(resolve, ms));
 }
 
 function request(content: string, extra: Partial<ChatCompletionCreateParamsNonStreaming> = {}): ChatCompletionCreateParamsNonStreaming {
@@ -66,11 +66,11 @@ async function collect(stream: AsyncIterable<ChatCompletionChunk>): Promise<Chat
 }
 
 function contentChunks(chunks: ChatCompletionChunk[]): ChatCompletionChunk[] {
-	return chunks.filter((c) => typeof c.choices[0]?.delta.content === "string" && c.choices[0].delta.content !== "");
+	return chunks.filter(c => typeof c.choices[0]?.delta.content === "string" && c.choices[0].delta.content !== "");
 }
 
 function streamedText(chunks: ChatCompletionChunk[]): string {
-	return chunks.map((c) => c.choices[0]?.delta.content ?? "").join("");
+	return chunks.map(c => c.choices[0]?.delta.content ?? "").join("");
 }
 
 const TOOLS: ChatCompletionTool[] = [
@@ -139,17 +139,17 @@ describe("chat completions", () => {
 
 		const usageChunk = chunks[chunks.length - 1];
 		expect(usageChunk?.choices).toEqual([]);
-		const withChoices = chunks.filter((c) => c.choices.length > 0);
+		const withChoices = chunks.filter(c => c.choices.length > 0);
 		const finishChunk = withChoices[withChoices.length - 1];
 		expect(finishChunk?.choices[0]?.finish_reason).toBe("stop");
 		expect(finishChunk?.choices[0]?.delta).toEqual({});
 		// No other chunk carries a finish_reason.
-		expect(withChoices.slice(0, -1).every((c) => c.choices[0]?.finish_reason === null)).toBe(true);
+		expect(withChoices.slice(0, -1).every(c => c.choices[0]?.finish_reason === null)).toBe(true);
 
 		// Tokens: words with a leading space, the first without.
-		const tokens = contentChunks(chunks).map((c) => c.choices[0]?.delta.content ?? "");
+		const tokens = contentChunks(chunks).map(c => c.choices[0]?.delta.content ?? "");
 		expect(tokens[0]).toMatch(/^[a-z]+$/);
-		expect(tokens.slice(1).every((t) => /^ [a-z]+$/.test(t))).toBe(true);
+		expect(tokens.slice(1).every(t => /^ [a-z]+$/.test(t))).toBe(true);
 
 		// Determinism: the streamed text is the non-stream text of the same request.
 		expect(streamedText(chunks)).toBe(plain.choices[0]?.message.content);
@@ -163,8 +163,8 @@ describe("chat completions", () => {
 	it("sends no usage chunk without stream_options.include_usage", async () => {
 		const chunks = await collect(await client.chat.completions.create({ ...request("No usage please"), stream: true }));
 		expect(chunks.length).toBeGreaterThan(2);
-		expect(chunks.every((c) => c.choices.length === 1)).toBe(true);
-		expect(chunks.some((c) => c.usage)).toBe(false);
+		expect(chunks.every(c => c.choices.length === 1)).toBe(true);
+		expect(chunks.some(c => c.usage)).toBe(false);
 	});
 
 	it("takes the output length from the x-simulator-output-tokens header (per request or default headers)", async () => {
@@ -199,14 +199,23 @@ describe("chat completions", () => {
 	it("echoes the last user message with x-simulator-echo: 1", async () => {
 		const text = "The answer is 42.\nSecond line, exactly.";
 		const answer = await client.chat.completions.create(
-			{ model: "sim-medium", messages: [{ role: "system", content: "be brief" }, { role: "user", content: text }] },
+			{
+				model: "sim-medium",
+				messages: [
+					{ role: "system", content: "be brief" },
+					{ role: "user", content: text }
+				]
+			},
 			{ headers: { "x-simulator-echo": "1" } }
 		);
 		expect(answer.choices[0]?.message.content).toBe(text);
 		expect(answer.usage?.completion_tokens).toBe(text.split(/\s+/).length);
 
 		const chunks = await collect(
-			await client.chat.completions.create({ model: "sim-medium", messages: [{ role: "user", content: text }], stream: true }, { headers: { "x-simulator-echo": "1" } })
+			await client.chat.completions.create(
+				{ model: "sim-medium", messages: [{ role: "user", content: text }], stream: true },
+				{ headers: { "x-simulator-echo": "1" } }
+			)
 		);
 		expect(streamedText(chunks)).toBe(text);
 	});
@@ -254,25 +263,25 @@ describe("tool calls", () => {
 	it("streams tool call deltas the SDK reassembles", async () => {
 		const stream = client.chat.completions.stream({ ...request(TOOL_PROMPT, { tools: TOOLS }), stream: true });
 		const raw: ChatCompletionChunk[] = [];
-		stream.on("chunk", (chunk) => raw.push(chunk));
+		stream.on("chunk", chunk => raw.push(chunk));
 		const final = await stream.finalChatCompletion();
 
 		const choice = final.choices[0];
 		expect(choice?.finish_reason).toBe("tool_calls");
 		const calls = choice?.message.tool_calls ?? [];
-		expect(calls.map((c) => (c.type === "function" ? c.function.name : c.type))).toEqual(["get_weather", "calculator"]);
+		expect(calls.map(c => (c.type === "function" ? c.function.name : c.type))).toEqual(["get_weather", "calculator"]);
 		const [weather, calculator] = calls;
 		if (weather?.type !== "function" || calculator?.type !== "function") throw new Error("expected function tool calls");
 		expect(JSON.parse(weather.function.arguments)).toEqual(weatherArgs);
 		expect(JSON.parse(calculator.function.arguments)).toEqual({ expression: "2+3" });
 
 		// Wire shape: per call a first delta with id, type and name, then argument fragments.
-		const deltas = raw.flatMap((c) => c.choices[0]?.delta.tool_calls ?? []);
-		const firstOfCall1 = deltas.find((d) => d.index === 1);
+		const deltas = raw.flatMap(c => c.choices[0]?.delta.tool_calls ?? []);
+		const firstOfCall1 = deltas.find(d => d.index === 1);
 		expect(firstOfCall1).toMatchObject({ index: 1, id: calculator.id, type: "function", function: { name: "calculator", arguments: "" } });
-		const fragments = deltas.filter((d) => d.index === 1 && d.id === undefined);
+		const fragments = deltas.filter(d => d.index === 1 && d.id === undefined);
 		expect(fragments.length).toBeGreaterThan(1);
-		expect(fragments.map((d) => d.function?.arguments ?? "").join("")).toBe(calculator.function.arguments);
+		expect(fragments.map(d => d.function?.arguments ?? "").join("")).toBe(calculator.function.arguments);
 	});
 
 	it("answers text when no offered tool is named or tool_choice is none", async () => {
@@ -340,7 +349,12 @@ describe("errors", () => {
 			sim.configure({ errorRate: 0.5 });
 			const outcomes: number[] = [];
 			for (let i = 0; i < 4; i++) {
-				outcomes.push(await client.chat.completions.create(request("x")).then(() => 200, (e: InstanceType<typeof OpenAI.APIError>) => e.status ?? 0));
+				outcomes.push(
+					await client.chat.completions.create(request("x")).then(
+						() => 200,
+						(e: InstanceType<typeof OpenAI.APIError>) => e.status ?? 0
+					)
+				);
 			}
 			expect(outcomes).toEqual([200, 429, 200, 429]);
 		} finally {
@@ -392,8 +406,8 @@ describe("errors", () => {
 			expect(answer.choices[0]?.finish_reason).toBe("stop");
 
 			const entries = secured.requests();
-			expect(entries.map((e) => e.status)).toEqual([401, 401, 200]);
-			expect(entries.every((e) => !("authorization" in e.headers))).toBe(true);
+			expect(entries.map(e => e.status)).toEqual([401, 401, 200]);
+			expect(entries.every(e => !("authorization" in e.headers))).toBe(true);
 			expect(JSON.stringify(entries)).not.toContain("sekret");
 		} finally {
 			await secured.close();
@@ -423,7 +437,7 @@ describe("timing, aborts and hangs", () => {
 		})().catch(() => undefined);
 		expect(received).toBe(3);
 
-		const entry = await waitForEntry(rid, (e) => e.aborted);
+		const entry = await waitForEntry(rid, e => e.aborted);
 		expect(entry).toMatchObject({ aborted: true, finished: false, stream: true, status: 200, finishReason: null });
 		const produced = entry?.completionTokens ?? Number.NaN;
 		expect(produced).toBeGreaterThanOrEqual(3);
@@ -453,7 +467,7 @@ describe("timing, aborts and hangs", () => {
 
 		controller.abort();
 		await consumed;
-		const entry = await waitForEntry(rid, (e) => e.aborted);
+		const entry = await waitForEntry(rid, e => e.aborted);
 		expect(entry).toMatchObject({ aborted: true, finished: false, completionTokens: 0 });
 	});
 
@@ -464,7 +478,7 @@ describe("timing, aborts and hangs", () => {
 			client.chat.completions.create(request("hang please"), { timeout: 300, headers: { "x-request-id": rid, "x-simulator-hang": "1" } })
 		).rejects.toBeInstanceOf(OpenAI.APIConnectionTimeoutError);
 		expect(Date.now() - started).toBeGreaterThanOrEqual(250);
-		const entry = await waitForEntry(rid, (e) => e.aborted);
+		const entry = await waitForEntry(rid, e => e.aborted);
 		expect(entry).toMatchObject({ aborted: true, status: null, finished: false });
 	});
 
@@ -482,10 +496,10 @@ describe("timing, aborts and hangs", () => {
 
 		await sleep(300);
 		expect(contentChunks(chunks)).toHaveLength(5);
-		expect(chunks.some((c) => c.choices[0]?.finish_reason)).toBe(false);
+		expect(chunks.some(c => c.choices[0]?.finish_reason)).toBe(false);
 		controller.abort();
 		await consumed;
-		const entry = await waitForEntry(rid, (e) => e.aborted);
+		const entry = await waitForEntry(rid, e => e.aborted);
 		expect(entry).toMatchObject({ aborted: true, completionTokens: 5 });
 	});
 
@@ -537,7 +551,7 @@ describe("timing, aborts and hangs", () => {
 		expect(performance.now() - started).toBeLessThan(500);
 		await expect(pending).resolves.toBe("errored");
 		await expect(consumed).resolves.toMatch(/ended|errored/);
-		expect(other.requests().every((e) => e.aborted)).toBe(true);
+		expect(other.requests().every(e => e.aborted)).toBe(true);
 	});
 });
 
@@ -549,7 +563,7 @@ describe("models, embeddings and moderations", () => {
 	it("lists the configured models", async () => {
 		const models = [];
 		for await (const model of client.models.list()) models.push(model);
-		expect(models.map((m) => m.id)).toEqual(["sim-small", "sim-medium", "sim-large"]);
+		expect(models.map(m => m.id)).toEqual(["sim-small", "sim-medium", "sim-large"]);
 		expect(models[0]).toMatchObject({ object: "model", owned_by: "chatmesh-simulator", created: expect.any(Number) });
 	});
 
@@ -557,7 +571,7 @@ describe("models, embeddings and moderations", () => {
 		const first = await client.embeddings.create({ model: "sim-embed", input: ["alpha", "beta"] });
 		const again = await client.embeddings.create({ model: "sim-embed", input: "alpha", encoding_format: "float" });
 		expect(first.data).toHaveLength(2);
-		const [alpha, beta] = first.data.map((d) => Array.from(d.embedding));
+		const [alpha, beta] = first.data.map(d => Array.from(d.embedding));
 		expect(alpha).toHaveLength(64);
 		// base64 (the SDK default) and float decode to the same vector.
 		expect(Array.from(again.data[0]?.embedding ?? [])).toEqual(alpha);
@@ -650,7 +664,7 @@ describe("control endpoints and the request log", () => {
 		const other = await startSimulator();
 		try {
 			for (let batch = 0; batch < 21; batch++) {
-				await Promise.all(Array.from({ length: 50 }, () => fetch(`${other.baseURL}/models`).then((r) => r.arrayBuffer())));
+				await Promise.all(Array.from({ length: 50 }, () => fetch(`${other.baseURL}/models`).then(r => r.arrayBuffer())));
 			}
 			const entries = other.requests();
 			expect(entries).toHaveLength(1000);
@@ -670,7 +684,11 @@ describe("control endpoints and the request log", () => {
 			JSON.stringify({ model: "sim-small", messages: [{ role: "user", content: "<|endoftext|> and a " + " ".repeat(20_000) + "end" }] }),
 			JSON.stringify({ model: "sim-small", messages: [{ role: "user", content: "x" }], max_tokens: -1 }),
 			JSON.stringify({ model: 42, messages: [{ role: "user", content: "x" }] }),
-			JSON.stringify({ model: "sim-small", messages: [{ role: "user", content: "calculator {" }], tools: [{ type: "function", function: { name: "calculator" } }, null, 5] })
+			JSON.stringify({
+				model: "sim-small",
+				messages: [{ role: "user", content: "calculator {" }],
+				tools: [{ type: "function", function: { name: "calculator" } }, null, 5]
+			})
 		];
 		const statuses: number[] = [];
 		for (const body of odd) {

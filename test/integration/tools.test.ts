@@ -285,7 +285,16 @@ describe("tool service", () => {
 		expect(results[7].output).toMatch(/…\[truncated: \d+ bytes in all\]$/);
 		expect(wall).toBeLessThan(1500);
 
-		const { rows } = await sql.query<{ tool_call_id: string; tool_name: string; status: string; duration_ms: number; input: unknown; output: unknown; message_id: string; user_id: string }>(
+		const { rows } = await sql.query<{
+			tool_call_id: string;
+			tool_name: string;
+			status: string;
+			duration_ms: number;
+			input: unknown;
+			output: unknown;
+			message_id: string;
+			user_id: string;
+		}>(
 			"SELECT tool_call_id, tool_name, status, duration_ms, input, output, message_id, user_id FROM tool_executions WHERE generation_id = $1 ORDER BY tool_call_id",
 			[generationId]
 		);

@@ -31,10 +31,33 @@ const wait = (ms: number, signal: AbortSignal) =>
 
 // Deployment tools added through the tool service's extension point.
 const extraTools = [
-	{ name: "slow_lookup", description: "Looks something up slowly", parameters: { type: "object", properties: {} }, run: async (_a: unknown, c: { signal: AbortSignal }) => (await wait(300, c.signal), { found: "alpha" }) },
-	{ name: "slower_lookup", description: "Looks something up more slowly", parameters: { type: "object", properties: {} }, run: async (_a: unknown, c: { signal: AbortSignal }) => (await wait(400, c.signal), { found: "beta" }) },
-	{ name: "broken_tool", description: "Always fails", parameters: { type: "object", properties: {} }, run: async () => { throw new Error("the tool broke"); } },
-	{ name: "stuck_tool", description: "Never answers", parameters: { type: "object", properties: {} }, timeoutMs: 200, run: (_a: unknown, c: { signal: AbortSignal }) => wait(60_000, c.signal) }
+	{
+		name: "slow_lookup",
+		description: "Looks something up slowly",
+		parameters: { type: "object", properties: {} },
+		run: async (_a: unknown, c: { signal: AbortSignal }) => (await wait(300, c.signal), { found: "alpha" })
+	},
+	{
+		name: "slower_lookup",
+		description: "Looks something up more slowly",
+		parameters: { type: "object", properties: {} },
+		run: async (_a: unknown, c: { signal: AbortSignal }) => (await wait(400, c.signal), { found: "beta" })
+	},
+	{
+		name: "broken_tool",
+		description: "Always fails",
+		parameters: { type: "object", properties: {} },
+		run: async () => {
+			throw new Error("the tool broke");
+		}
+	},
+	{
+		name: "stuck_tool",
+		description: "Never answers",
+		parameters: { type: "object", properties: {} },
+		timeoutMs: 200,
+		run: (_a: unknown, c: { signal: AbortSignal }) => wait(60_000, c.signal)
+	}
 ];
 
 beforeAll(async () => {
@@ -131,7 +154,10 @@ describe("the content policy", () => {
 		const [row] = await sql("SELECT status, content FROM messages WHERE generation_id = $1", [ack.generationId]);
 		expect(row.status).toBe("blocked");
 		expect(row.content).not.toContain(lateWord);
-		const upstream = sim.requests().filter(r => r.path === "/v1/chat/completions").at(-1);
+		const upstream = sim
+			.requests()
+			.filter(r => r.path === "/v1/chat/completions")
+			.at(-1);
 		expect(upstream?.aborted).toBe(true);
 	});
 });

@@ -21,7 +21,12 @@ describe("packet-batched metrics", () => {
 	it("count packets without touching the registry per packet, and write the counts at the flush", async () => {
 		const broker = new ServiceBroker({ logger: false, metrics: { enabled: true } });
 		type Hook = (next: (...args: unknown[]) => unknown) => (...args: unknown[]) => unknown;
-		const mw = PacketBatchedMetrics(60_000)(broker) as unknown as { created(b: ServiceBroker): void; stopped(): Promise<void>; transporterSend: Hook; transitPublish: Hook };
+		const mw = PacketBatchedMetrics(60_000)(broker) as unknown as {
+			created(b: ServiceBroker): void;
+			stopped(): Promise<void>;
+			transporterSend: Hook;
+			transitPublish: Hook;
+		};
 		mw.created(broker);
 		const sent: unknown[] = [];
 		const send = mw.transporterSend((...args) => sent.push(args));

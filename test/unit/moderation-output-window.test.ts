@@ -53,7 +53,10 @@ describe("OutputWindow", () => {
 			const body = filler.slice(0, offset) + phrase + filler.slice(0, 400);
 			for (const sizes of [[1], [3, 17], [64], [250]]) {
 				const windows = windowsOf(body, sizes);
-				expect(windows.some(w => w.includes(phrase)), `offset ${offset}, deltas ${sizes}`).toBe(true);
+				expect(
+					windows.some(w => w.includes(phrase)),
+					`offset ${offset}, deltas ${sizes}`
+				).toBe(true);
 				// And the windows cover the text: the last one ends where the text ends.
 				expect(body.endsWith(windows.at(-1) ?? "")).toBe(true);
 			}

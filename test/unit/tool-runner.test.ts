@@ -114,11 +114,13 @@ describe("runToolCall", () => {
 			description: "waits until aborted",
 			parameters: { type: "object" },
 			timeoutMs: 50,
-			run: (_args, ctx) =>
-				new Promise((_resolve, reject) => ctx.signal.addEventListener("abort", () => reject(new Error("aborted, cleaning up"))))
+			run: (_args, ctx) => new Promise((_resolve, reject) => ctx.signal.addEventListener("abort", () => reject(new Error("aborted, cleaning up"))))
 		});
 		const reg = new ToolRegistry([hang, boom, polite] as ToolModule[]);
-		expect((await runToolCall(reg, { name: "polite", args: {} }, opts())).result).toMatchObject({ status: "timeout", output: "the tool did not finish within 50 ms" });
+		expect((await runToolCall(reg, { name: "polite", args: {} }, opts())).result).toMatchObject({
+			status: "timeout",
+			output: "the tool did not finish within 50 ms"
+		});
 		const started = Date.now();
 		const timedOut = await runToolCall(reg, { name: "hang", args: "" }, opts());
 		expect(Date.now() - started).toBeGreaterThanOrEqual(75);

@@ -53,8 +53,7 @@ export function providerCheck(options: ProviderCheckOptions): ModerationCheck {
 			const flagged = response.results.filter(result => result.flagged);
 			if (flagged.length === 0) return allow(name);
 			const categories = new Set<string>();
-			for (const result of flagged)
-				for (const [category, hit] of Object.entries(result.categories)) if (hit === true) categories.add(category);
+			for (const result of flagged) for (const [category, hit] of Object.entries(result.categories)) if (hit === true) categories.add(category);
 			if (categories.size === 0) categories.add("flagged");
 			return { check: name, action: "block", categories: [...categories], reasons: [`provider: flagged (${[...categories].join(", ")})`] };
 		}

@@ -45,7 +45,7 @@ export function currentTime(timezone: string, now = new Date()): CurrentTime {
 
 export default defineTool<{ timezone: string }>({
 	name: "current_time",
-	description: "Returns the current date and time in a time zone (IANA name such as \"America/New_York\"; default UTC).",
+	description: 'Returns the current date and time in a time zone (IANA name such as "America/New_York"; default UTC).',
 	parameters: {
 		type: "object",
 		properties: {
