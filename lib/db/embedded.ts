@@ -1,7 +1,7 @@
 /**
  * The embedded database: PGlite (PostgreSQL compiled to WASM) with its data under the data
- * directory, served on a loopback port over the PostgreSQL wire protocol so that `pg` and
- * Sequelize reach it exactly as they reach a real server.
+ * directory, served on a loopback port over the PostgreSQL wire protocol so that `pg` reaches it
+ * exactly as it reaches a real server.
  */
 import fs from "node:fs/promises";
 import path from "node:path";
@@ -9,7 +9,7 @@ import { PGlite } from "@electric-sql/pglite";
 import { PGLiteSocketServer } from "@electric-sql/pglite-socket";
 
 export interface EmbeddedDatabase {
-	/** postgres://…@127.0.0.1:port/postgres, for pg and Sequelize. */
+	/** postgres://…@127.0.0.1:port/postgres, for pg. */
 	url: string;
 	close(): Promise<void>;
 }

@@ -1,14 +1,15 @@
 /**
  * Versioned schema migrations (umzug), run at start under a PostgreSQL advisory lock so that N
  * nodes starting together apply each migration exactly once. Each migration runs in its own
- * transaction on one dedicated connection, together with its bookkeeping row.
+ * transaction on one client of the node's Database pool, together with its bookkeeping row.
  */
 import path from "node:path";
 import { fileURLToPath, pathToFileURL } from "node:url";
-import pg from "pg";
+import type { ClientBase } from "pg";
 import { Umzug, type UmzugStorage } from "umzug";
+import { inTransaction, type Database } from "./database";
 
-export type MigrationClient = pg.ClientBase;
+export type MigrationClient = ClientBase;
 
 /** What a migration file exports. */
 export interface MigrationModule {
@@ -39,10 +40,9 @@ const storage: UmzugStorage<MigrationClient> = {
 };
 
 /** Applies every pending migration in name order. Safe to call from many nodes at once. */
-export async function migrate(databaseUrl: string, log: (msg: string) => void = () => {}): Promise<MigrationResult> {
-	const db = new pg.Client({ connectionString: databaseUrl, application_name: "chatmesh-migrate" });
-	await db.connect();
-	try {
+export async function migrate(database: Database, log: (msg: string) => void = () => {}): Promise<MigrationResult> {
+	// One client holds the session-level lock from the first statement to the unlock.
+	return database.withClient(async db => {
 		const lockStart = Date.now();
 		await db.query("SELECT pg_advisory_lock(hashtext($1))", [LOCK_KEY]);
 		const waitedMs = Date.now() - lockStart;
@@ -77,9 +77,7 @@ export async function migrate(databaseUrl: string, log: (msg: string) => void = 
 		} finally {
 			await db.query("SELECT pg_advisory_unlock(hashtext($1))", [LOCK_KEY]);
 		}
-	} finally {
-		await db.end();
-	}
+	});
 }
 
 const stem = (file: string) => file.replace(/\.ts$/, "");
@@ -87,15 +85,4 @@ const stem = (file: string) => file.replace(/\.ts$/, "");
 async function load(file: string | undefined): Promise<MigrationModule> {
 	if (!file) throw new Error("migration without a file");
 	return (await import(pathToFileURL(file).href)) as MigrationModule;
-}
-
-async function inTransaction(db: MigrationClient, work: () => Promise<void>): Promise<void> {
-	await db.query("BEGIN");
-	try {
-		await work();
-		await db.query("COMMIT");
-	} catch (err) {
-		await db.query("ROLLBACK");
-		throw err;
-	}
 }

@@ -13,18 +13,7 @@ import type { ChatMessage, GenerationMeta } from "../../lib/chat-protocol";
 import { OutputWindow } from "../moderation/output-window";
 import { runtimeOf } from "../../lib/runtime";
 import { CacheCleanerMixin, scopedCacheKey, type CacheCleanerMethods } from "../../mixins/cache-cleaner.mixin";
-import { DbMixin } from "../../mixins/db.mixin";
-import {
-	conversationModel,
-	conversationView,
-	ConversationStore,
-	MessageStore,
-	messageView,
-	type ConversationAttributes,
-	type ConversationModel,
-	type ConversationView,
-	type MessageView
-} from "./store";
+import { conversationView, ConversationStore, MessageStore, messageView, type ConversationAttributes, type ConversationView, type MessageView } from "./store";
 import { TurnReader } from "./turn";
 import { checkOutput, offeredTools, POLICY_NOTICE, runTurn, type RunningTurn, type TurnOutcome, type TurnPlan } from "./turn-runner";
 import { countPromptTokens } from "../../lib/token-count";
@@ -71,7 +60,6 @@ interface ConversationSettings {
 }
 
 interface ConversationVars {
-	model: ConversationModel;
 	messages: MessageStore;
 	conversations: ConversationStore;
 	generations: GenerationLog;
@@ -124,7 +112,7 @@ function titleFrom(content: string): string {
 
 const ConversationService: ServiceSchema<ConversationSettings, ConversationMethods & Record<string, never>, ConversationVars> = {
 	name: "conversation",
-	mixins: [DbMixin({ model: conversationModel }), CacheCleanerMixin("conversation")],
+	mixins: [CacheCleanerMixin("conversation")],
 
 	settings: {
 		maxContentChars: 32_000,
@@ -189,7 +177,7 @@ const ConversationService: ServiceSchema<ConversationSettings, ConversationMetho
 				const user = callerOf(ctx);
 				await this.owned(user.id, ctx.params.id);
 				// Silent: a rename is not activity, so the conversation keeps its place in the list.
-				await this.model.update({ title: ctx.params.title }, { where: { id: ctx.params.id, userId: user.id }, silent: true });
+				await this.conversations.rename(user.id, ctx.params.id, ctx.params.title);
 				await this.cleanUserCache(user.id, ctx.params.id);
 				return conversationView(await this.owned(user.id, ctx.params.id));
 			}
@@ -202,7 +190,7 @@ const ConversationService: ServiceSchema<ConversationSettings, ConversationMetho
 			async handler(ctx: Ctx<{ id: string }>): Promise<void> {
 				const user = callerOf(ctx);
 				await this.owned(user.id, ctx.params.id);
-				await this.model.destroy({ where: { id: ctx.params.id, userId: user.id } });
+				await this.conversations.remove(user.id, ctx.params.id);
 				await this.cleanUserCache(user.id, ctx.params.id);
 				ctx.meta.$statusCode = 204;
 			}
@@ -443,17 +431,7 @@ const ConversationService: ServiceSchema<ConversationSettings, ConversationMetho
 		},
 
 		async conversationsAfter(userId: string, limit: number, after?: { at: string; id: string }): Promise<ConversationAttributes[]> {
-			const db = this.model.sequelize;
-			if (!db) throw new Error("model without sequelize");
-			const rows = await this.model.findAll({
-				where: after ? db.and({ userId }, db.literal(`(updated_at, id) < (${db.escape(after.at)}::timestamptz, ${db.escape(after.id)}::uuid)`)) : { userId },
-				order: [
-					["updatedAt", "DESC"],
-					["id", "DESC"]
-				],
-				limit
-			});
-			return rows.map(r => r.get());
+			return this.conversations.list(userId, limit, after);
 		},
 
 		/** The message's final state first, then the terminal event, so a client told "done" finds it stored. */
@@ -515,8 +493,8 @@ const ConversationService: ServiceSchema<ConversationSettings, ConversationMetho
 	created() {
 		const runtime = runtimeOf(this.broker);
 		if (!runtime.database || !runtime.generations) throw new Error("conversation service needs the database and the generation log");
-		this.messages = new MessageStore(runtime.database.sequelize);
-		this.conversations = new ConversationStore(runtime.database.sequelize);
+		this.messages = new MessageStore(runtime.database);
+		this.conversations = new ConversationStore(runtime.database);
 		this.generations = runtime.generations;
 		this.turns = new Map();
 	},

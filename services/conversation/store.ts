@@ -1,11 +1,9 @@
 /**
- * The conversation service's data: the Sequelize model of conversations (used through
- * moleculer-db, soft-deleted with deleted_at) and plain SQL for the month-partitioned messages.
- * Messages are addressed by id and a one-millisecond created_at range (JavaScript dates hold
+ * The conversation service's data, on the node's Database: conversations (soft-deleted with
+ * deleted_at) and the month-partitioned messages. Messages are addressed by id and a one-millisecond created_at range (JavaScript dates hold
  * milliseconds, PostgreSQL microseconds), so an update touches one partition only.
  */
-import { DataTypes, QueryTypes, type Model, type ModelStatic, type Sequelize } from "sequelize";
-import { PreparedStatements } from "../../lib/db/prepared";
+import type { Database } from "../../lib/db";
 import type { FinalStatus, ToolCall, Usage } from "../../lib/chat-protocol";
 
 export interface ConversationAttributes {
@@ -18,55 +16,57 @@ export interface ConversationAttributes {
 	metadata: Record<string, unknown>;
 }
 
-export type ConversationModel = ModelStatic<Model<ConversationAttributes, Partial<ConversationAttributes>>>;
-
-export function conversationModel(sequelize: Sequelize): ConversationModel {
-	if (sequelize.isDefined("conversation")) return sequelize.model("conversation") as ConversationModel;
-	return sequelize.define<Model<ConversationAttributes, Partial<ConversationAttributes>>>(
-		"conversation",
-		{
-			id: { type: DataTypes.UUID, primaryKey: true, defaultValue: DataTypes.UUIDV4 },
-			userId: { type: DataTypes.UUID, allowNull: false, field: "user_id" },
-			title: { type: DataTypes.TEXT },
-			createdAt: { type: DataTypes.DATE, field: "created_at" },
-			updatedAt: { type: DataTypes.DATE, field: "updated_at" },
-			deletedAt: { type: DataTypes.DATE, field: "deleted_at" },
-			metadata: { type: DataTypes.JSONB, allowNull: false, defaultValue: {} }
-		},
-		{ tableName: "conversations", timestamps: true, paranoid: true }
-	);
-}
-
 const CONVERSATION_COLUMNS = `id, user_id AS "userId", title, created_at AS "createdAt", updated_at AS "updatedAt", deleted_at AS "deletedAt", metadata`;
 
 /**
- * The conversation lookups every turn makes, as prepared statements (see lib/db/prepared.ts); the
- * rest of the conversations' CRUD goes through the Sequelize model.
+ * Conversations; the lookups every turn makes are prepared statements (see lib/db/prepared.ts).
+ * A deleted conversation (deleted_at set) is gone for every read and write here.
  */
 export class ConversationStore {
-	private readonly prepared: PreparedStatements;
-
-	constructor(db: Sequelize) {
-		this.prepared = new PreparedStatements(db);
-	}
+	constructor(private readonly db: Database) {}
 
 	/** The user's conversation unless deleted; undefined when missing or someone else's. */
 	async owned(userId: string, id: string): Promise<ConversationAttributes | undefined> {
-		const [row] = await this.prepared.query<ConversationAttributes>(
-			"conversation.owned",
-			`SELECT ${CONVERSATION_COLUMNS} FROM conversations WHERE id = $1 AND user_id = $2 AND deleted_at IS NULL`,
-			[id, userId]
-		);
+		const [row] = await this.db.query<ConversationAttributes>({
+			name: "conversation.owned",
+			text: `SELECT ${CONVERSATION_COLUMNS} FROM conversations WHERE id = $1 AND user_id = $2 AND deleted_at IS NULL`,
+			values: [id, userId]
+		});
 		return row;
 	}
 
 	async create(userId: string, title: string | null): Promise<ConversationAttributes> {
-		const [row] = await this.prepared.query<ConversationAttributes>(
-			"conversation.create",
-			`INSERT INTO conversations (user_id, title) VALUES ($1, $2) RETURNING ${CONVERSATION_COLUMNS}`,
-			[userId, title]
-		);
+		const [row] = await this.db.query<ConversationAttributes>({
+			name: "conversation.create",
+			text: `INSERT INTO conversations (user_id, title) VALUES ($1, $2) RETURNING ${CONVERSATION_COLUMNS}`,
+			values: [userId, title]
+		});
 		return row;
+	}
+
+	/** The user's live conversations, most recently active first, keyset-paginated on (updated_at, id). */
+	async list(userId: string, limit: number, after?: { at: string; id: string }): Promise<ConversationAttributes[]> {
+		return after
+			? this.db.query<ConversationAttributes>(
+					`SELECT ${CONVERSATION_COLUMNS} FROM conversations
+					 WHERE user_id = $1 AND deleted_at IS NULL AND (updated_at, id) < ($3::timestamptz, $4::uuid)
+					 ORDER BY updated_at DESC, id DESC LIMIT $2`,
+					[userId, limit, after.at, after.id]
+				)
+			: this.db.query<ConversationAttributes>(
+					`SELECT ${CONVERSATION_COLUMNS} FROM conversations WHERE user_id = $1 AND deleted_at IS NULL ORDER BY updated_at DESC, id DESC LIMIT $2`,
+					[userId, limit]
+				);
+	}
+
+	/** Keeps updated_at: a rename is not activity, so the conversation keeps its place in the list. */
+	async rename(userId: string, id: string, title: string): Promise<void> {
+		await this.db.query("UPDATE conversations SET title = $3 WHERE id = $1 AND user_id = $2 AND deleted_at IS NULL", [id, userId, title]);
+	}
+
+	/** Soft delete: deleted_at is set and the rows stay (updated_at too) for retention jobs. */
+	async remove(userId: string, id: string): Promise<void> {
+		await this.db.query("UPDATE conversations SET deleted_at = now() WHERE id = $1 AND user_id = $2 AND deleted_at IS NULL", [id, userId]);
 	}
 }
 
@@ -168,11 +168,7 @@ export interface MessageFinal {
 }
 
 export class MessageStore {
-	private readonly prepared: PreparedStatements;
-
-	constructor(private readonly db: Sequelize) {
-		this.prepared = new PreparedStatements(db);
-	}
+	constructor(private readonly db: Database) {}
 
 	/**
 	 * A turn's rows in one statement: the conversation (created, or its updated_at moved), the
@@ -184,9 +180,9 @@ export class MessageStore {
 		const conversation = t.conversationId
 			? "UPDATE conversations SET updated_at = now() WHERE id = $6 RETURNING id"
 			: "INSERT INTO conversations (user_id) VALUES ($1) RETURNING id";
-		const rows = await this.prepared.query<MessageRow & { part: "question" | "answer" }>(
-			t.conversationId ? "turn.start.existing" : "turn.start.new",
-			`WITH at AS (SELECT date_trunc('milliseconds', clock_timestamp()) AS t),
+		const rows = await this.db.query<MessageRow & { part: "question" | "answer" }>({
+			name: t.conversationId ? "turn.start.existing" : "turn.start.new",
+			text: `WITH at AS (SELECT date_trunc('milliseconds', clock_timestamp()) AS t),
 			conversation AS (${conversation}),
 			question AS (
 				INSERT INTO messages (conversation_id, user_id, role, content, status, created_at)
@@ -200,8 +196,8 @@ export class MessageStore {
 				RETURNING ${MESSAGE_COLUMNS}
 			)
 			SELECT 'question' AS part, * FROM question UNION ALL SELECT 'answer' AS part, * FROM answer`,
-			[t.userId, t.content, t.model, t.generationId, JSON.stringify(t.metadata), ...(t.conversationId ? [t.conversationId] : [])]
-		);
+			values: [t.userId, t.content, t.model, t.generationId, JSON.stringify(t.metadata), ...(t.conversationId ? [t.conversationId] : [])]
+		});
 		const question = rows.find(r => r.part === "question");
 		const answer = rows.find(r => r.part === "answer");
 		if (!question || !answer) return undefined;
@@ -214,9 +210,9 @@ export class MessageStore {
 	 * `conversationTitle`, the same statement titles the conversation if it has no title yet.
 	 */
 	async finish(id: string, createdAt: Date, final: MessageFinal): Promise<MessageRow | undefined> {
-		const [row] = await this.prepared.query<MessageRow>(
-			"turn.finish",
-			`WITH finished AS (
+		const [row] = await this.db.query<MessageRow>({
+			name: "turn.finish",
+			text: `WITH finished AS (
 				UPDATE messages SET content = $3, status = $4, model = coalesce($5, model), prompt_tokens = $6, completion_tokens = $7,
 				  tool_calls = coalesce($8, tool_calls), error = $9, updated_at = now(),
 				  metadata = CASE WHEN $10::jsonb IS NULL THEN metadata ELSE metadata || jsonb_build_object('toolResults', $10::jsonb) END
@@ -227,7 +223,7 @@ export class MessageStore {
 				WHERE $11::text IS NOT NULL AND conversations.id = finished.conversation_id AND conversations.title IS NULL
 			)
 			SELECT * FROM finished`,
-			[
+			values: [
 				id,
 				createdAt,
 				final.content,
@@ -240,33 +236,33 @@ export class MessageStore {
 				final.toolResults ? JSON.stringify(final.toolResults) : null,
 				final.conversationTitle ?? null
 			]
-		);
+		});
 		return row;
 	}
 
 	/** Keeps the text produced so far on a streaming message, so a crash loses little. */
 	async saveProgress(id: string, createdAt: Date, content: string): Promise<void> {
-		await this.prepared.query(
-			"turn.progress",
-			"UPDATE messages SET content = $3, updated_at = now() WHERE id = $1 AND created_at >= $2 AND created_at < $2::timestamptz + interval '1 millisecond' AND status = 'streaming'",
-			[id, createdAt, content]
-		);
+		await this.db.query({
+			name: "turn.progress",
+			text: "UPDATE messages SET content = $3, updated_at = now() WHERE id = $1 AND created_at >= $2 AND created_at < $2::timestamptz + interval '1 millisecond' AND status = 'streaming'",
+			values: [id, createdAt, content]
+		});
 	}
 
 	/** A conversation's messages, newest first, keyset-paginated on (created_at, id). */
 	async page(conversationId: string, limit: number, before?: { at: string; id: string }): Promise<MessageRow[]> {
 		return before
-			? this.prepared.query<MessageRow>(
-					"messages.page.before",
-					`SELECT ${MESSAGE_COLUMNS} FROM messages WHERE conversation_id = $1 AND (created_at, id) < ($3::timestamptz, $4::uuid)
+			? this.db.query<MessageRow>({
+					name: "messages.page.before",
+					text: `SELECT ${MESSAGE_COLUMNS} FROM messages WHERE conversation_id = $1 AND (created_at, id) < ($3::timestamptz, $4::uuid)
 					 ORDER BY created_at DESC, id DESC LIMIT $2`,
-					[conversationId, limit, before.at, before.id]
-				)
-			: this.prepared.query<MessageRow>(
-					"messages.page",
-					`SELECT ${MESSAGE_COLUMNS} FROM messages WHERE conversation_id = $1 ORDER BY created_at DESC, id DESC LIMIT $2`,
-					[conversationId, limit]
-				);
+					values: [conversationId, limit, before.at, before.id]
+				})
+			: this.db.query<MessageRow>({
+					name: "messages.page",
+					text: `SELECT ${MESSAGE_COLUMNS} FROM messages WHERE conversation_id = $1 ORDER BY created_at DESC, id DESC LIMIT $2`,
+					values: [conversationId, limit]
+				});
 	}
 
 	/** The latest messages of a conversation in chronological order: the model's context. */
@@ -284,24 +280,18 @@ export class MessageStore {
 				.join(", ")} FROM messages m JOIN conversations c ON c.id = m.conversation_id
 			 WHERE m.user_id = $1 AND c.user_id = $1 AND c.deleted_at IS NULL AND m.role IN ('user', 'assistant') AND m.content ILIKE $2
 			 ORDER BY m.created_at DESC LIMIT $3`,
-			{ bind: [userId, pattern, limit], type: QueryTypes.SELECT }
+			[userId, pattern, limit]
 		);
 	}
 
 	async byGeneration(generationId: string): Promise<MessageRow | undefined> {
-		const [row] = await this.db.query<MessageRow>(`SELECT ${MESSAGE_COLUMNS} FROM messages WHERE generation_id = $1 LIMIT 1`, {
-			bind: [generationId],
-			type: QueryTypes.SELECT
-		});
+		const [row] = await this.db.query<MessageRow>(`SELECT ${MESSAGE_COLUMNS} FROM messages WHERE generation_id = $1 LIMIT 1`, [generationId]);
 		return row;
 	}
 
 	/** Messages left streaming by a node that is gone: they end interrupted. */
 	async interruptStale(olderThan: Date, ownerNodeAlive: (nodeID: string) => boolean): Promise<MessageRow[]> {
-		const rows = await this.db.query<MessageRow>(`SELECT ${MESSAGE_COLUMNS} FROM messages WHERE status = 'streaming' AND updated_at < $1`, {
-			bind: [olderThan],
-			type: QueryTypes.SELECT
-		});
+		const rows = await this.db.query<MessageRow>(`SELECT ${MESSAGE_COLUMNS} FROM messages WHERE status = 'streaming' AND updated_at < $1`, [olderThan]);
 		const stale = rows.filter(r => !ownerNodeAlive(String(r.metadata.ownerNode ?? "")));
 		const ended: MessageRow[] = [];
 		for (const r of stale) {
@@ -318,10 +308,7 @@ export class MessageStore {
 	}
 
 	async ensurePartitions(monthsAhead: number): Promise<number> {
-		const [row] = await this.db.query<{ created: number }>("SELECT chatmesh_ensure_message_partitions(now(), $1) AS created", {
-			bind: [monthsAhead + 1],
-			type: QueryTypes.SELECT
-		});
+		const [row] = await this.db.query<{ created: number }>("SELECT chatmesh_ensure_message_partitions(now(), $1) AS created", [monthsAhead + 1]);
 		return row.created;
 	}
 }

@@ -133,7 +133,7 @@ const QuotaService: ServiceSchema<QuotaSettings, QuotaMethods & Record<string, n
 	created() {
 		const { database, config } = runtimeOf(this.broker);
 		if (!database) throw new Error("quota service needs the database");
-		this.store = new QuotaStore(database.sequelize, { tokensLimit: config.quotaDefaultTokens, period: config.quotaPeriod });
+		this.store = new QuotaStore(database, { tokensLimit: config.quotaDefaultTokens, period: config.quotaPeriod });
 		this.settings.resetCheckS = config.quotaResetCheckS;
 	},
 

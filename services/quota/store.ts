@@ -3,8 +3,7 @@
  * within the limit, in one statement whose row lock serialises a user's concurrent requests;
  * settling moves the reservation's real usage to tokens_used and releases the rest, also in one.
  */
-import { QueryTypes, type Sequelize, type Transaction } from "sequelize";
-import { PreparedStatements } from "../../lib/db/prepared";
+import type { Database } from "../../lib/db";
 import type { Usage } from "../../lib/chat-protocol";
 
 export type Period = "day" | "week" | "month";
@@ -51,18 +50,10 @@ export interface QuotaDefaults {
 }
 
 export class QuotaStore {
-	private readonly prepared: PreparedStatements;
-
 	constructor(
-		private readonly db: Sequelize,
+		private readonly db: Database,
 		private readonly defaults: QuotaDefaults
-	) {
-		this.prepared = new PreparedStatements(db);
-	}
-
-	private select<T extends object>(sql: string, bind: unknown[], transaction?: Transaction): Promise<T[]> {
-		return this.db.query<T>(sql, { bind, type: QueryTypes.SELECT, transaction });
-	}
+	) {}
 
 	/** The user's row, created with the defaults on first use and reset if its period is over. */
 	async current(userId: string): Promise<QuotaRow> {
@@ -70,15 +61,15 @@ export class QuotaStore {
 			`INSERT INTO user_quotas (user_id, tokens_limit, period, reset_at)
 			 VALUES ($1, $2, $3::text, date_trunc($3::text, now() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC' + ('1 ' || $3::text)::interval)
 			 ON CONFLICT (user_id) DO NOTHING`,
-			{ bind: [userId, this.defaults.tokensLimit, this.defaults.period] }
+			[userId, this.defaults.tokensLimit, this.defaults.period]
 		);
-		const [reset] = await this.select<QuotaRow>(
+		const [reset] = await this.db.query<QuotaRow>(
 			`UPDATE user_quotas SET tokens_used = 0, reset_at = ${NEXT_RESET}, updated_at = now()
 			 WHERE user_id = $1 AND reset_at <= now() RETURNING ${COLUMNS}`,
 			[userId]
 		);
 		if (reset) return reset;
-		const [row] = await this.select<QuotaRow>(`SELECT ${COLUMNS} FROM user_quotas WHERE user_id = $1`, [userId]);
+		const [row] = await this.db.query<QuotaRow>(`SELECT ${COLUMNS} FROM user_quotas WHERE user_id = $1`, [userId]);
 		return row;
 	}
 
@@ -97,9 +88,9 @@ export class QuotaStore {
 	}
 
 	private async holdTokens(userId: string, reservationId: string, tokens: number): Promise<QuotaRow | undefined> {
-		const [row] = await this.prepared.query<QuotaRow>(
-			"quota.hold",
-			`WITH held AS (
+		const [row] = await this.db.query<QuotaRow>({
+			name: "quota.hold",
+			text: `WITH held AS (
 				UPDATE user_quotas SET
 					tokens_used = CASE WHEN reset_at <= now() THEN 0 ELSE tokens_used END,
 					reset_at = CASE WHEN reset_at <= now() THEN ${NEXT_RESET} ELSE reset_at END,
@@ -111,31 +102,31 @@ export class QuotaStore {
 				INSERT INTO quota_reservations (id, user_id, tokens) SELECT $3, user_id, $2 FROM held
 			)
 			SELECT ${COLUMNS} FROM held`,
-			[userId, tokens, reservationId]
-		);
+			values: [userId, tokens, reservationId]
+		});
 		return row;
 	}
 
 	/** Charges the real usage and releases the reservation, in one statement; a reservation settles once. */
 	async settle(reservationId: string, usage: Usage): Promise<{ charged: number; reserved: number } | undefined> {
 		const charged = Math.max(0, usage.promptTokens) + Math.max(0, usage.completionTokens);
-		const [row] = await this.prepared.query<{ tokens: string }>(
-			"quota.settle",
-			`WITH released AS (DELETE FROM quota_reservations WHERE id = $1 RETURNING user_id, tokens)
+		const [row] = await this.db.query<{ tokens: string }>({
+			name: "quota.settle",
+			text: `WITH released AS (DELETE FROM quota_reservations WHERE id = $1 RETURNING user_id, tokens)
 			 UPDATE user_quotas q SET tokens_reserved = greatest(q.tokens_reserved - released.tokens, 0),
 			   tokens_used = q.tokens_used + $2, updated_at = now()
 			 FROM released WHERE q.user_id = released.user_id
 			 RETURNING released.tokens`,
-			[reservationId, charged]
-		);
+			values: [reservationId, charged]
+		});
 		return row ? { charged, reserved: Number(row.tokens) } : undefined;
 	}
 
 	async setLimit(userId: string, tokensLimit: number, period: Period | undefined): Promise<QuotaRow | undefined> {
-		const [exists] = await this.select<{ id: string }>("SELECT id FROM users WHERE id = $1", [userId]);
+		const [exists] = await this.db.query<{ id: string }>("SELECT id FROM users WHERE id = $1", [userId]);
 		if (!exists) return undefined;
 		await this.current(userId);
-		const [row] = await this.select<QuotaRow>(
+		const [row] = await this.db.query<QuotaRow>(
 			`UPDATE user_quotas SET tokens_limit = $2, period = coalesce($3, period), updated_at = now() WHERE user_id = $1 RETURNING ${COLUMNS}`,
 			[userId, tokensLimit, period ?? null]
 		);
@@ -149,26 +140,19 @@ export class QuotaStore {
 	 * undefined when another node holds the lock.
 	 */
 	async resetDue(nodeID: string, staleReservationS: number): Promise<number | undefined> {
-		return this.db.transaction(async transaction => {
-			const [lock] = await this.select<{ locked: boolean }>("SELECT pg_try_advisory_xact_lock(hashtext('chatmesh:quota-reset')) AS locked", [], transaction);
+		return this.db.transaction(async tx => {
+			const [lock] = await tx.query<{ locked: boolean }>("SELECT pg_try_advisory_xact_lock(hashtext('chatmesh:quota-reset')) AS locked");
 			if (!lock.locked) return undefined;
-			const reset = await this.select<{ user_id: string }>(
-				`UPDATE user_quotas SET tokens_used = 0, reset_at = ${NEXT_RESET}, updated_at = now() WHERE reset_at <= now() RETURNING user_id`,
-				[],
-				transaction
+			const reset = await tx.query<{ user_id: string }>(
+				`UPDATE user_quotas SET tokens_used = 0, reset_at = ${NEXT_RESET}, updated_at = now() WHERE reset_at <= now() RETURNING user_id`
 			);
-			const stale = await this.select<{ user_id: string; tokens: string }>(
+			const stale = await tx.query<{ user_id: string; tokens: string }>(
 				`DELETE FROM quota_reservations WHERE created_at < now() - ($1::int * interval '1 second') RETURNING user_id, tokens`,
-				[staleReservationS],
-				transaction
+				[staleReservationS]
 			);
 			for (const r of stale)
-				await this.db.query("UPDATE user_quotas SET tokens_reserved = greatest(tokens_reserved - $2, 0) WHERE user_id = $1", {
-					bind: [r.user_id, Number(r.tokens)],
-					transaction
-				});
-			if (reset.length > 0)
-				await this.db.query("INSERT INTO quota_resets (node_id, users_reset) VALUES ($1, $2)", { bind: [nodeID, reset.length], transaction });
+				await tx.query("UPDATE user_quotas SET tokens_reserved = greatest(tokens_reserved - $2, 0) WHERE user_id = $1", [r.user_id, Number(r.tokens)]);
+			if (reset.length > 0) await tx.query("INSERT INTO quota_resets (node_id, users_reset) VALUES ($1, $2)", [nodeID, reset.length]);
 			return reset.length;
 		});
 	}

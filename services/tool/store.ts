@@ -1,5 +1,5 @@
-/** tool_executions rows, written as one multi-row INSERT per batch on the node's shared Sequelize. */
-import type { Sequelize } from "sequelize";
+/** tool_executions rows, written as one multi-row INSERT per batch on the node's Database. */
+import type { Database } from "../../lib/db";
 import type { Execution } from "./runner";
 
 export interface ExecutionOrigin {
@@ -13,7 +13,7 @@ const COLUMNS = ["message_id", "generation_id", "user_id", "tool_call_id", "tool
 const JSONB = new Set<string>(["input", "output"]);
 
 export class ToolExecutionStore {
-	constructor(private readonly db: Sequelize) {}
+	constructor(private readonly db: Database) {}
 
 	async insert(origin: ExecutionOrigin, executions: readonly Execution[]): Promise<void> {
 		if (executions.length === 0) return;
@@ -36,6 +36,6 @@ export class ToolExecutionStore {
 			});
 			return `(${placeholders.join(", ")})`;
 		});
-		await this.db.query(`INSERT INTO tool_executions (${COLUMNS.join(", ")}) VALUES ${rows.join(", ")}`, { bind });
+		await this.db.query(`INSERT INTO tool_executions (${COLUMNS.join(", ")}) VALUES ${rows.join(", ")}`, bind);
 	}
 }

@@ -213,7 +213,7 @@ const ToolService: ServiceSchema<ToolSettings, ToolMethods & Record<string, neve
 		const database = runtimeOf(this.broker).database;
 		if (!database) throw new Error("tool service needs the database");
 		this.registry = new ToolRegistry([...BUILTIN_TOOLS, ...this.settings.extraTools]);
-		this.store = new ToolExecutionStore(database.sequelize);
+		this.store = new ToolExecutionStore(database);
 	}
 };
 

@@ -1,8 +1,9 @@
 /**
  * The user service's SQL: users, sessions with their refresh-token families, and API keys.
- * Plain parameterised queries on the node's shared Sequelize instance.
+ * Plain parameterised queries on the node's Database.
  */
-import { QueryTypes, type Sequelize, type Transaction } from "sequelize";
+import type { DatabaseError } from "pg";
+import type { Database } from "../../lib/db";
 
 export interface UserRow {
 	id: string;
@@ -66,49 +67,45 @@ export function apiKeyView(row: ApiKeyRow): ApiKeyView {
 const UNIQUE_VIOLATION = "23505";
 
 export class UserStore {
-	constructor(private readonly db: Sequelize) {}
-
-	private async select<T extends object>(sql: string, bind: unknown[], transaction?: Transaction): Promise<T[]> {
-		return this.db.query<T>(sql, { bind, type: QueryTypes.SELECT, transaction });
-	}
+	constructor(private readonly db: Database) {}
 
 	/** Returns undefined when the email is taken. */
 	async createUser(email: string, passwordHash: string): Promise<UserRow | undefined> {
 		try {
-			const [row] = await this.select<UserRow>(
+			const [row] = await this.db.query<UserRow>(
 				"INSERT INTO users (email, password_hash) VALUES ($1, $2) RETURNING id, email, password_hash, roles, created_at",
 				[email, passwordHash]
 			);
 			return row;
 		} catch (err) {
-			if ((err as { parent?: { code?: string } }).parent?.code === UNIQUE_VIOLATION) return undefined;
+			if ((err as Partial<DatabaseError>).code === UNIQUE_VIOLATION) return undefined;
 			throw err;
 		}
 	}
 
 	async userByEmail(email: string): Promise<UserRow | undefined> {
-		const [row] = await this.select<UserRow>("SELECT id, email, password_hash, roles, created_at FROM users WHERE lower(email) = lower($1)", [email]);
+		const [row] = await this.db.query<UserRow>("SELECT id, email, password_hash, roles, created_at FROM users WHERE lower(email) = lower($1)", [email]);
 		return row;
 	}
 
 	async userById(id: string): Promise<UserRow | undefined> {
-		const [row] = await this.select<UserRow>("SELECT id, email, password_hash, roles, created_at FROM users WHERE id = $1", [id]);
+		const [row] = await this.db.query<UserRow>("SELECT id, email, password_hash, roles, created_at FROM users WHERE id = $1", [id]);
 		return row;
 	}
 
 	/** Newest first, keyset-paginated on (created_at, id). */
 	async listUsers(limit: number, after?: { createdAt: string; id: string }): Promise<UserRow[]> {
 		return after
-			? this.select<UserRow>(
+			? this.db.query<UserRow>(
 					`SELECT id, email, password_hash, roles, created_at FROM users
 					 WHERE (created_at, id) < ($1::timestamptz, $2::uuid) ORDER BY created_at DESC, id DESC LIMIT $3`,
 					[after.createdAt, after.id, limit]
 				)
-			: this.select<UserRow>("SELECT id, email, password_hash, roles, created_at FROM users ORDER BY created_at DESC, id DESC LIMIT $1", [limit]);
+			: this.db.query<UserRow>("SELECT id, email, password_hash, roles, created_at FROM users ORDER BY created_at DESC, id DESC LIMIT $1", [limit]);
 	}
 
 	async setRoles(userId: string, roles: string[]): Promise<UserRow | undefined> {
-		const [row] = await this.select<UserRow>(
+		const [row] = await this.db.query<UserRow>(
 			"UPDATE users SET roles = $2, updated_at = now() WHERE id = $1 RETURNING id, email, password_hash, roles, created_at",
 			[userId, roles]
 		);
@@ -117,12 +114,9 @@ export class UserStore {
 
 	/** A new session with its first refresh token. */
 	async createSession(userId: string, refreshHash: string, expiresAt: Date): Promise<string> {
-		return this.db.transaction(async transaction => {
-			const [session] = await this.select<{ id: string }>("INSERT INTO sessions (user_id) VALUES ($1) RETURNING id", [userId], transaction);
-			await this.db.query("INSERT INTO refresh_tokens (session_id, token_hash, expires_at) VALUES ($1, $2, $3)", {
-				bind: [session.id, refreshHash, expiresAt],
-				transaction
-			});
+		return this.db.transaction(async tx => {
+			const [session] = await tx.query<{ id: string }>("INSERT INTO sessions (user_id) VALUES ($1) RETURNING id", [userId]);
+			await tx.query("INSERT INTO refresh_tokens (session_id, token_hash, expires_at) VALUES ($1, $2, $3)", [session.id, refreshHash, expiresAt]);
 			return session.id;
 		});
 	}
@@ -141,37 +135,30 @@ export class UserStore {
 		| { outcome: "expired" | "revoked"; row: RefreshTokenRow }
 		| { outcome: "reused"; row: RefreshTokenRow }
 	> {
-		return this.db.transaction(async transaction => {
-			const [row] = await this.select<RefreshTokenRow>(
+		return this.db.transaction(async tx => {
+			const [row] = await tx.query<RefreshTokenRow>(
 				`SELECT rt.id, rt.session_id, rt.expires_at, rt.used_at, s.revoked_at AS session_revoked_at, s.user_id, u.roles
 				 FROM refresh_tokens rt JOIN sessions s ON s.id = rt.session_id JOIN users u ON u.id = s.user_id
 				 WHERE rt.token_hash = $1 FOR UPDATE OF rt, s`,
-				[presentedHash],
-				transaction
+				[presentedHash]
 			);
 			if (!row) return { outcome: "unknown" as const };
 			if (row.session_revoked_at) return { outcome: "revoked" as const, row };
 			if (row.used_at) {
 				// A rotated token came back: someone holds a copy. End the whole family.
-				await this.db.query("UPDATE sessions SET revoked_at = now(), revoked_reason = 'refresh token reuse' WHERE id = $1", {
-					bind: [row.session_id],
-					transaction
-				});
+				await tx.query("UPDATE sessions SET revoked_at = now(), revoked_reason = 'refresh token reuse' WHERE id = $1", [row.session_id]);
 				return { outcome: "reused" as const, row };
 			}
 			if (row.expires_at.getTime() <= Date.now()) return { outcome: "expired" as const, row };
-			await this.db.query("UPDATE refresh_tokens SET used_at = now() WHERE id = $1", { bind: [row.id], transaction });
-			await this.db.query("INSERT INTO refresh_tokens (session_id, token_hash, expires_at) VALUES ($1, $2, $3)", {
-				bind: [row.session_id, next.hash, next.expiresAt],
-				transaction
-			});
+			await tx.query("UPDATE refresh_tokens SET used_at = now() WHERE id = $1", [row.id]);
+			await tx.query("INSERT INTO refresh_tokens (session_id, token_hash, expires_at) VALUES ($1, $2, $3)", [row.session_id, next.hash, next.expiresAt]);
 			return { outcome: "rotated" as const, row };
 		});
 	}
 
 	/** Revokes the session a refresh token belongs to; returns its id and owner. */
 	async revokeSessionByRefreshHash(hash: string, reason: string): Promise<{ id: string; user_id: string } | undefined> {
-		const [row] = await this.select<{ id: string; user_id: string }>(
+		const [row] = await this.db.query<{ id: string; user_id: string }>(
 			`UPDATE sessions SET revoked_at = coalesce(revoked_at, now()), revoked_reason = coalesce(revoked_reason, $2)
 			 WHERE id = (SELECT session_id FROM refresh_tokens WHERE token_hash = $1) RETURNING id, user_id`,
 			[hash, reason]
@@ -180,7 +167,7 @@ export class UserStore {
 	}
 
 	async revokeSession(sessionId: string, userId: string, reason: string): Promise<boolean> {
-		const rows = await this.select<{ id: string }>(
+		const rows = await this.db.query<{ id: string }>(
 			`UPDATE sessions SET revoked_at = coalesce(revoked_at, now()), revoked_reason = coalesce(revoked_reason, $3)
 			 WHERE id = $1 AND user_id = $2 RETURNING id`,
 			[sessionId, userId, reason]
@@ -189,12 +176,12 @@ export class UserStore {
 	}
 
 	async sessionActive(sessionId: string): Promise<boolean> {
-		const [row] = await this.select<{ revoked_at: Date | null }>("SELECT revoked_at FROM sessions WHERE id = $1", [sessionId]);
+		const [row] = await this.db.query<{ revoked_at: Date | null }>("SELECT revoked_at FROM sessions WHERE id = $1", [sessionId]);
 		return row !== undefined && row.revoked_at === null;
 	}
 
 	async createApiKey(userId: string, name: string, prefix: string, hash: string): Promise<ApiKeyRow> {
-		const [row] = await this.select<ApiKeyRow>(
+		const [row] = await this.db.query<ApiKeyRow>(
 			`INSERT INTO api_keys (user_id, name, prefix, key_hash) VALUES ($1, $2, $3, $4)
 			 RETURNING id, user_id, name, prefix, created_at, last_used_at, revoked_at`,
 			[userId, name, prefix, hash]
@@ -203,7 +190,7 @@ export class UserStore {
 	}
 
 	async listApiKeys(userId: string): Promise<ApiKeyRow[]> {
-		return this.select<ApiKeyRow>(
+		return this.db.query<ApiKeyRow>(
 			`SELECT id, user_id, name, prefix, created_at, last_used_at, revoked_at FROM api_keys
 			 WHERE user_id = $1 ORDER BY created_at DESC, id DESC`,
 			[userId]
@@ -212,7 +199,7 @@ export class UserStore {
 
 	/** Revokes one of the user's keys; undefined when it is not theirs or does not exist. */
 	async revokeApiKey(userId: string, keyId: string): Promise<{ key_hash: string } | undefined> {
-		const [row] = await this.select<{ key_hash: string }>(
+		const [row] = await this.db.query<{ key_hash: string }>(
 			`UPDATE api_keys SET revoked_at = coalesce(revoked_at, now()) WHERE id = $1 AND user_id = $2 RETURNING key_hash`,
 			[keyId, userId]
 		);
@@ -220,7 +207,7 @@ export class UserStore {
 	}
 
 	async activeApiKey(hash: string): Promise<{ id: string; user_id: string; roles: string[] } | undefined> {
-		const [row] = await this.select<{ id: string; user_id: string; roles: string[] }>(
+		const [row] = await this.db.query<{ id: string; user_id: string; roles: string[] }>(
 			`SELECT k.id, k.user_id, u.roles FROM api_keys k JOIN users u ON u.id = k.user_id
 			 WHERE k.key_hash = $1 AND k.revoked_at IS NULL`,
 			[hash]
@@ -230,8 +217,8 @@ export class UserStore {
 
 	/** At most once a minute per key, so resolving a key stays a read. */
 	async touchApiKey(id: string): Promise<void> {
-		await this.db.query("UPDATE api_keys SET last_used_at = now() WHERE id = $1 AND (last_used_at IS NULL OR last_used_at < now() - interval '1 minute')", {
-			bind: [id]
-		});
+		await this.db.query("UPDATE api_keys SET last_used_at = now() WHERE id = $1 AND (last_used_at IS NULL OR last_used_at < now() - interval '1 minute')", [
+			id
+		]);
 	}
 }

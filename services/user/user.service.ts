@@ -252,7 +252,7 @@ const UserService: ServiceSchema<Record<string, never>, UserMethods & Record<str
 	created() {
 		const runtime = runtimeOf(this.broker);
 		if (!runtime.database) throw new Error("user service needs the database");
-		this.store = new UserStore(runtime.database.sequelize);
+		this.store = new UserStore(runtime.database);
 		this.key = signingKey(runtime.jwtSecret);
 		this.accessTtlS = runtime.config.accessTokenTtlS;
 		this.refreshTtlS = runtime.config.refreshTokenTtlS;

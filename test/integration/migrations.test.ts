@@ -2,6 +2,7 @@ import fs from "node:fs/promises";
 import path from "node:path";
 import pg from "pg";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { Database } from "../../lib/db";
 import { migrate } from "../../lib/db/migrate";
 import { clusterEnv, createTestDatabase, REPO_ROOT, uniqueNamespace, type TestDatabase } from "../helpers/infra";
 import { spawnNode, type NodeProcess } from "../helpers/processes";
@@ -40,12 +41,18 @@ describe("migrations under an advisory lock", () => {
 	});
 
 	it("applies each migration once when four runs start together in one process", async () => {
-		const results = await Promise.all([1, 2, 3, 4].map(() => migrate(first.url)));
-		const applied = results.flatMap(r => r.applied).sort();
-		expect(applied).toEqual(migrationNames);
-		expect(await appliedRows(first.url)).toEqual(migrationNames);
-		// A later run finds nothing to do.
-		expect((await migrate(first.url)).applied).toEqual([]);
+		// Four pools, as four nodes would have.
+		const pools = [1, 2, 3, 4].map(() => new Database({ url: first.url, embedded: false }));
+		try {
+			const results = await Promise.all(pools.map(db => migrate(db)));
+			const applied = results.flatMap(r => r.applied).sort();
+			expect(applied).toEqual(migrationNames);
+			expect(await appliedRows(first.url)).toEqual(migrationNames);
+			// A later run finds nothing to do.
+			expect((await migrate(pools[0])).applied).toEqual([]);
+		} finally {
+			await Promise.all(pools.map(db => db.close()));
+		}
 	});
 
 	it("applies each migration once when two node processes start at the same moment", async () => {
