@@ -5,8 +5,8 @@
  *
  * Rows come back as `pg` parses them: timestamptz as Date, int2/int4/float as number, int8 and
  * numeric as string, json/jsonb parsed, arrays as arrays, and date as its 'YYYY-MM-DD' text: the
- * types Sequelize's parsers produced before. Each connection's session runs in UTC, as Sequelize's did, so dates
- * cut by date_trunc (message partitions) and timestamps read without a zone mean the same on
+ * types Sequelize's parsers produced before. Each session runs in UTC, as Sequelize's did, so the
+ * months date_trunc cuts (message partitions) and timestamps read without a zone mean the same on
  * every server.
  */
 import pg, { type ClientBase, type PoolClient, type QueryResultRow } from "pg";
@@ -56,6 +56,7 @@ export class Database {
 			idleTimeoutMillis: opts.idleTimeoutMs ?? 10_000,
 			connectionTimeoutMillis: 30_000,
 			types: typeParsers,
+			// Before a new connection's first use; a failure reaches the caller and closes the connection.
 			verify: (client, done) => {
 				client.query("SET TIME ZONE 'UTC'").then(() => done(), done);
 			}
