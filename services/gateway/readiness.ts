@@ -1,6 +1,6 @@
 /**
  * Readiness of a gateway node: its database, its cacher, its transporter and at least one model
- * endpoint (through the llm service, wherever it runs). Checks run in parallel, each bounded by
+ * endpoint served by a live llm node, wherever it runs. Checks run in parallel, each bounded by
  * a timeout, so /ready answers in about that time even when a dependency hangs.
  */
 import type { Context, ServiceBroker } from "moleculer";
@@ -37,6 +37,12 @@ async function run(check: Check): Promise<CheckResult> {
 	}
 }
 
+/** The nodes whose llm.health endpoint the registry holds available (this node included). */
+function llmNodes(broker: ServiceBroker): string[] {
+	const list = broker.registry.getActionEndpoints("llm.health") as { endpoints: Array<{ isAvailable: boolean; node: { id: string } }> } | undefined;
+	return (list?.endpoints ?? []).filter(ep => ep.isAvailable).map(ep => ep.node.id);
+}
+
 interface RedisLikeCacher {
 	client?: { ping(): Promise<string> };
 }
@@ -59,11 +65,21 @@ export async function checkReadiness(ctx: Context, broker: ServiceBroker, runtim
 		if (!broker.transit.connected) throw new Error("not connected");
 		return "nats";
 	};
+	// Every llm node is asked at once, and one that serves a model is enough: a node that died
+	// (and is still in the registry until its heartbeats time out) must not make this one unready.
 	const models: Check = async () => {
-		const providers = await ctx.call<ProviderHealth[], Record<string, never>>("llm.health", {}, { timeout: CHECK_TIMEOUT_MS, retries: 0 });
-		const up = providers.filter(p => p.ok);
-		if (up.length === 0) throw new Error(`no model endpoint answered (${providers.map(p => p.name).join(", ")})`);
-		return up.map(p => p.name).join(", ");
+		const nodes = llmNodes(broker);
+		if (nodes.length === 0) throw new Error("no llm node is available");
+		// The first node that serves a model answers the check; a dead one is not waited for.
+		const serving = nodes.map(async nodeID => {
+			const providers = await ctx.call<ProviderHealth[], Record<string, never>>("llm.health", {}, { nodeID, timeout: CHECK_TIMEOUT_MS, retries: 0 });
+			const up = providers.filter(p => p.ok).map(p => p.name);
+			if (up.length === 0) throw new Error(`no model endpoint answered through ${nodeID}`);
+			return up.join(", ");
+		});
+		return Promise.any(serving).catch(() => {
+			throw new Error(`no model endpoint answered through ${nodes.length} llm node(s)`);
+		});
 	};
 	const [db, cache, transport, model] = await Promise.all([database, cacher, transporter, models].map(run));
 	const checks = { database: db, cacher: cache, transporter: transport, models: model };

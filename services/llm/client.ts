@@ -7,6 +7,7 @@
  */
 import type { Readable } from "node:stream";
 import type { CallingOptions } from "moleculer";
+import { withNodeFailover } from "../../lib/node-loss";
 import type { CancelParams, StreamParams } from "./params";
 
 /** The broadcast event that stops a generation on whichever node produces it. */
@@ -18,12 +19,17 @@ export interface LlmCaller {
 	broadcast<TData>(event: string, data: TData): Promise<void> | void;
 }
 
+/** A call that lands on an llm node that dies or stops before its first token goes to another node. */
+export const LLM_FAILOVER = { attempts: 3, backoffMs: 250 } as const;
+
 /**
  * Calls `llm.stream` (with no call timeout by default: the llm node bounds the wait for the
- * first token itself) and returns its NDJSON stream; read it with `readLines` from ./ndjson.
+ * first token itself) and returns its NDJSON stream; read it with `readLineBatches` from ./ndjson.
+ * The call resolves at the first token, so a call refused because its node was lost has produced
+ * nothing and is made again on a live node.
  */
 export async function callLlmStream(caller: LlmCaller, params: StreamParams, opts: CallingOptions = {}): Promise<Readable> {
-	const stream = await caller.call<Readable, StreamParams>("llm.stream", params, { timeout: 0, ...opts });
+	const stream = await withNodeFailover(() => caller.call<Readable, StreamParams>("llm.stream", params, { timeout: 0, ...opts }), LLM_FAILOVER);
 	stream.once("close", () => {
 		if (stream.readableEnded) return;
 		Promise.resolve(caller.broadcast<CancelParams>(CANCEL_EVENT, { generationId: params.generationId })).catch(() => {

@@ -14,6 +14,7 @@ import type { Readable } from "node:stream";
 import type { ActionSchema, Context, ServiceSchema } from "moleculer";
 import type { ModelTiers } from "../../lib/config";
 import { BadRequestError, ConflictError, ERR_MODEL_NOT_FOUND, ERR_UNAVAILABLE, ERR_UPSTREAM_TIMEOUT, UnavailableError, UpstreamError } from "../../lib/errors";
+import { NODE_STOPPING } from "../../lib/node-loss";
 import { runtimeOf } from "../../lib/runtime";
 import { CircuitBreaker, type BreakerSettings } from "./breaker";
 import { CANCEL_EVENT } from "./client";
@@ -251,7 +252,7 @@ const LlmService: ServiceSchema<LlmSettings, LlmMethods, LlmVars> = {
 	methods: {
 		/** A generation for these params, before it runs: model resolved, checks done. */
 		prepare(params: GenerateParams & { generationId: string }): Generation {
-			if (this.stopping) throw new UnavailableError("The llm service is stopping", { nodeID: this.broker.nodeID });
+			if (this.stopping) throw new UnavailableError("The llm service is stopping", { nodeID: this.broker.nodeID, reason: NODE_STOPPING });
 			if (this.running.has(params.generationId)) throw new ConflictError("This generation is already running", { generationId: params.generationId });
 			const { model, providers } = this.resolveModel(params);
 			const generation = new Generation(
@@ -308,7 +309,7 @@ const LlmService: ServiceSchema<LlmSettings, LlmMethods, LlmVars> = {
 		uncommittedFailure(result: GenerationResult): Error | undefined {
 			if (result.committed) return undefined;
 			if (result.outcome === "failed") return result.error;
-			if (result.stop === "shutdown") return new UnavailableError("The llm service is stopping", { nodeID: this.broker.nodeID });
+			if (result.stop === "shutdown") return new UnavailableError("The llm service is stopping", { nodeID: this.broker.nodeID, reason: NODE_STOPPING });
 			if (result.stop === "deadline") return new UpstreamError("No first token before the call timed out", ERR_UPSTREAM_TIMEOUT, { model: result.model });
 			return undefined;
 		},

@@ -121,19 +121,31 @@ export class LineSplitter {
 	}
 }
 
+export interface ReadOptions {
+	/**
+	 * Longest silence between chunks before the stream counts as lost (a link or node that died
+	 * without closing it): the stream is destroyed and the read rejects. Unset: no bound.
+	 */
+	idleMs?: number;
+}
+
 /**
  * Reads an `llm.stream` response, handing over the lines of each chunk together as it arrives
  * (a consumer can write them out in one go). Resolves at the stream's end; rejects when it errors,
- * is destroyed before its end, or a line is not JSON. A throwing `onLines` destroys the stream.
+ * is destroyed before its end, stays silent longer than `idleMs`, or a line is not JSON. A
+ * throwing `onLines` destroys the stream.
  */
-export function readLineBatches(stream: Readable, onLines: (lines: LlmStreamLine[]) => void): Promise<void> {
+export function readLineBatches(stream: Readable, onLines: (lines: LlmStreamLine[]) => void, opts: ReadOptions = {}): Promise<void> {
 	return new Promise((resolve, reject) => {
 		if (stream.destroyed) return reject(new Error("The stream was closed before its end"));
 		const splitter = new LineSplitter();
 		let settled = false;
+		// One timer for the whole read, pushed back by refresh() on every chunk (no timer per chunk).
+		const idle = opts.idleMs ? setTimeout(() => fail(new Error(`The stream sent nothing for ${opts.idleMs} ms`)), opts.idleMs) : undefined;
 		const fail = (err: Error) => {
 			if (settled) return;
 			settled = true;
+			clearTimeout(idle);
 			stream.destroy();
 			reject(err);
 		};
@@ -148,11 +160,14 @@ export function readLineBatches(stream: Readable, onLines: (lines: LlmStreamLine
 			}
 		};
 		stream.on("data", (chunk: Buffer | string) => {
-			if (!settled) deliver(() => splitter.push(chunk));
+			if (settled) return;
+			idle?.refresh();
+			deliver(() => splitter.push(chunk));
 		});
 		stream.once("end", () => {
 			if (settled || !deliver(() => splitter.end())) return;
 			settled = true;
+			clearTimeout(idle);
 			resolve();
 		});
 		stream.once("error", fail);
