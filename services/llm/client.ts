@@ -20,7 +20,7 @@ export interface LlmCaller {
 
 /**
  * Calls `llm.stream` (with no call timeout by default: the llm node bounds the wait for the
- * first token itself) and returns its NDJSON stream; read it with `readLines` from ./ndjson.
+ * first token itself) and returns its NDJSON stream; read it with `readLineBatches` from ./ndjson.
  */
 export async function callLlmStream(caller: LlmCaller, params: StreamParams, opts: CallingOptions = {}): Promise<Readable> {
 	const stream = await caller.call<Readable, StreamParams>("llm.stream", params, { timeout: 0, ...opts });
