@@ -7,6 +7,14 @@ function breaker(failureThreshold = 3, openMs = 1000) {
 	return { clock, breaker: new CircuitBreaker({ failureThreshold, openMs }, () => clock.now) };
 }
 
+/** A breaker that opened at its first fault and whose openMs has just passed. */
+function halfOpen() {
+	const made = breaker(1, 1000);
+	made.breaker.failure();
+	made.clock.now += 1000;
+	return made;
+}
+
 describe("CircuitBreaker", () => {
 	it("stays closed below the threshold of consecutive faults, and a success resets the count", () => {
 		const { breaker: b } = breaker(3);
@@ -32,9 +40,7 @@ describe("CircuitBreaker", () => {
 	});
 
 	it("lets exactly one probe through once openMs has passed", () => {
-		const { breaker: b, clock } = breaker(1, 1000);
-		b.failure();
-		clock.now += 1000;
+		const { breaker: b } = halfOpen();
 		expect(b.state).toBe("half-open");
 		expect(b.tryAcquire()).toBe(true);
 		expect(b.tryAcquire()).toBe(false);
@@ -42,9 +48,7 @@ describe("CircuitBreaker", () => {
 	});
 
 	it("closes when the probe succeeds", () => {
-		const { breaker: b, clock } = breaker(1, 1000);
-		b.failure();
-		clock.now += 1000;
+		const { breaker: b } = halfOpen();
 		b.tryAcquire();
 		b.success();
 		expect(b.state).toBe("closed");
@@ -70,9 +74,7 @@ describe("CircuitBreaker", () => {
 	});
 
 	it("frees the probe slot when the probe is released without a verdict, staying half-open", () => {
-		const { breaker: b, clock } = breaker(1, 1000);
-		b.failure();
-		clock.now += 1000;
+		const { breaker: b } = halfOpen();
 		expect(b.tryAcquire()).toBe(true);
 		b.release();
 		expect(b.state).toBe("half-open");

@@ -105,6 +105,23 @@ describe("readLineBatches", () => {
 	});
 });
 
+/** A stream with one line sent and its end pushed, not read yet. */
+function finishedStream(onConsumerGone = () => {}): LineStream {
+	const stream = new LineStream(onConsumerGone);
+	stream.send(delta("a"));
+	stream.finish();
+	return stream;
+}
+
+/** Tells whether a promise has settled yet. */
+function watch(promise: Promise<void>) {
+	const state = { settled: false, promise };
+	state.promise = promise.then(() => {
+		state.settled = true;
+	});
+	return state;
+}
+
 describe("LineStream", () => {
 	it("pushes the lines sent in one turn of the event loop as one chunk, and those of the next turn as another", async () => {
 		const stream = new LineStream(() => {});
@@ -134,9 +151,7 @@ describe("LineStream", () => {
 	});
 
 	it("finish pushes what is pending then the end, and nothing sent after it goes out", async () => {
-		const stream = new LineStream(() => {});
-		stream.send(delta("a"));
-		stream.finish();
+		const stream = finishedStream();
 		stream.send(delta("late"));
 		expect(await batchesOf(stream)).toEqual([[delta("a")]]);
 	});
@@ -149,41 +164,29 @@ describe("LineStream", () => {
 		expect(gone).toHaveBeenCalledTimes(1);
 
 		const finishedGone = vi.fn();
-		const finished = new LineStream(finishedGone);
-		finished.send(delta("a"));
-		finished.finish();
+		const finished = finishedStream(finishedGone);
 		await batchesOf(finished);
 		finished.destroy();
 		expect(finishedGone).not.toHaveBeenCalled();
 	});
 
 	it("drained resolves once the reader has taken the last line, and at the timeout when nobody reads", async () => {
-		const read = new LineStream(() => {});
-		read.send(delta("a"));
-		read.finish();
-		let drained = false;
-		const waiting = read.drained(60_000).then(() => {
-			drained = true;
-		});
+		const read = finishedStream();
+		const readDrained = watch(read.drained(60_000));
 		await nextTurn();
-		expect(drained).toBe(false);
+		expect(readDrained.settled).toBe(false);
 		read.resume();
-		await waiting;
+		await readDrained.promise;
 		expect(read.readableEnded).toBe(true);
 
 		vi.useFakeTimers();
 		try {
-			const unread = new LineStream(() => {});
-			unread.send(delta("a"));
-			unread.finish();
-			let timedOut = false;
-			const wait = unread.drained(5000).then(() => {
-				timedOut = true;
-			});
+			const unread = finishedStream();
+			const unreadDrained = watch(unread.drained(5000));
 			await vi.advanceTimersByTimeAsync(4999);
-			expect(timedOut).toBe(false);
+			expect(unreadDrained.settled).toBe(false);
 			await vi.advanceTimersByTimeAsync(1);
-			await wait;
+			expect(unreadDrained.settled).toBe(true);
 			expect(unread.readableEnded).toBe(false);
 		} finally {
 			vi.useRealTimers();
