@@ -4,7 +4,8 @@
  * resume it after a reconnect ("everything after seq N") with no gap and no duplicate.
  *
  * This file holds the interfaces and errors; two stores implement them, memory for one embedded
- * process and Redis Streams for a cluster (memory-log.ts, redis-log.ts), and create.ts picks one.
+ * process and Redis Streams for a cluster (memory-log.ts, redis-log.ts over redis-writer.ts and
+ * redis-reader.ts), both delivering to subscribers through subscriber.ts, and create.ts picks one.
  */
 import type { GenerationEvent, GenerationEventInput, GenerationMeta } from "../chat-protocol";
 

@@ -5,7 +5,6 @@
  * kept), and a generation is dropped `ttlS` after its terminal event, or `runningTtlS` after it
  * started when it never ends. Nothing survives a restart.
  */
-import { afterOf, callSubscriber } from "./subscriber";
 import { isTerminal, type GenerationEvent, type GenerationEventInput, type GenerationMeta } from "../chat-protocol";
 import {
 	GenerationNotFoundError,
@@ -15,21 +14,10 @@ import {
 	type GenerationWriter,
 	type Unsubscribe
 } from "./log";
+import { afterOf, failedSubscription, type SubscriberCallbacks, Subscription } from "./subscriber";
 
 // setTimeout holds at most 2^31-1 ms (24.8 days); anything longer would fire at once.
 const MAX_TIMER_MS = 2 ** 31 - 1;
-
-interface Subscriber {
-	/** The last seq delivered (or skipped: the subscriber asked for events after it). */
-	cursor: number;
-	onEvent: (e: GenerationEvent) => void;
-	onEnd?: () => void;
-	onError?: (err: Error) => void;
-	/** Ended, failed or unsubscribed: nothing more is delivered. */
-	done: boolean;
-	/** A delivery is queued; appends in the same tick share it. */
-	scheduled: boolean;
-}
 
 interface Generation {
 	meta: GenerationMeta;
@@ -38,8 +26,7 @@ interface Generation {
 	head: number;
 	/** The terminal event is in the log. */
 	ended: boolean;
-	dropped: boolean;
-	subscribers: Set<Subscriber>;
+	subscribers: Set<Subscription>;
 	expiry?: NodeJS.Timeout;
 }
 
@@ -81,7 +68,7 @@ export class MemoryGenerationLog implements GenerationLog {
 		if (this.#closed) throw new Error("generation log is closed");
 		const { generationId } = meta;
 		if (this.#generations.has(generationId)) throw new Error(`generation ${generationId} exists already`);
-		const gen: Generation = { meta: { ...meta, state: "running" }, events: [], head: 0, ended: false, dropped: false, subscribers: new Set() };
+		const gen: Generation = { meta: { ...meta, state: "running" }, events: [], head: 0, ended: false, subscribers: new Set() };
 		this.#generations.set(generationId, gen);
 		this.#expireIn(generationId, gen, this.#opts.runningTtlS);
 		return new MemoryWriter(generationId, event => this.#store(generationId, gen, event));
@@ -94,29 +81,29 @@ export class MemoryGenerationLog implements GenerationLog {
 
 	async read(generationId: string, afterSeq: number): Promise<GenerationEvent[]> {
 		const gen = this.#generations.get(generationId);
-		return gen ? gen.events.slice(this.#indexAfter(gen, afterSeq)) : [];
+		return gen ? this.#eventsAfter(gen, afterSeq) : [];
 	}
 
 	subscribe(generationId: string, afterSeq: number, onEvent: (e: GenerationEvent) => void, onEnd?: () => void, onError?: (err: Error) => void): Unsubscribe {
-		const sub: Subscriber = { cursor: afterOf(afterSeq), onEvent, onEnd, onError, done: false, scheduled: false };
-		const gen = this.#closed ? undefined : this.#generations.get(generationId);
-		if (!gen) {
-			queueMicrotask(() => this.#fail(undefined, sub, this.#closed ? new Error("generation log is closed") : new GenerationNotFoundError(generationId)));
-			return () => void (sub.done = true);
-		}
+		const callbacks: SubscriberCallbacks = { onEvent, onEnd, onError };
+		if (this.#closed) return failedSubscription(new Error("generation log is closed"), callbacks, this.#logger);
+		const gen = this.#generations.get(generationId);
+		if (!gen) return failedSubscription(new GenerationNotFoundError(generationId), callbacks, this.#logger);
+		const sub = new Subscription(afterSeq, callbacks, this.#logger, () => gen.subscribers.delete(sub));
 		gen.subscribers.add(sub);
-		this.#schedule(gen, sub);
-		return () => {
-			sub.done = true;
-			gen.subscribers.delete(sub);
-		};
+		// The replay reads the log when it runs, so no callback runs inside `subscribe`; what is appended meanwhile is pushed as well, and skipped once replayed.
+		queueMicrotask(() => {
+			const last = gen.events.at(-1);
+			sub.replayed(this.#eventsAfter(gen, sub.after), gen.ended ? last?.seq : undefined);
+		});
+		return () => sub.cancel();
 	}
 
 	async close(): Promise<void> {
 		this.#closed = true;
 		for (const gen of this.#generations.values()) {
 			clearTimeout(gen.expiry);
-			for (const sub of gen.subscribers) sub.done = true;
+			for (const sub of gen.subscribers) sub.cancel();
 		}
 		this.#generations.clear();
 	}
@@ -136,51 +123,14 @@ export class MemoryGenerationLog implements GenerationLog {
 			gen.meta.state = "finished";
 			this.#expireIn(generationId, gen, this.#opts.ttlS);
 		}
-		for (const sub of gen.subscribers) this.#schedule(gen, sub);
+		for (const sub of gen.subscribers) sub.push(event);
 	}
 
-	/** The index of the first kept event with seq > afterSeq (the oldest kept one when afterSeq was dropped). */
-	#indexAfter(gen: Generation, afterSeq: number): number {
+	/** The kept events with seq > afterSeq (from the oldest kept one when afterSeq was dropped). */
+	#eventsAfter(gen: Generation, afterSeq: number): GenerationEvent[] {
 		const first = gen.events[gen.head];
-		if (!first) return gen.events.length;
-		return Math.min(gen.events.length, gen.head + Math.max(0, afterOf(afterSeq) + 1 - first.seq));
-	}
-
-	/** Delivers asynchronously, so no callback runs inside `subscribe` or the producer's `append`. */
-	#schedule(gen: Generation, sub: Subscriber): void {
-		if (sub.scheduled || sub.done) return;
-		sub.scheduled = true;
-		queueMicrotask(() => {
-			sub.scheduled = false;
-			this.#drain(gen, sub);
-		});
-	}
-
-	#drain(gen: Generation, sub: Subscriber): void {
-		if (sub.done) return;
-		if (gen.dropped) return this.#fail(gen, sub, new GenerationNotFoundError(gen.meta.generationId));
-		// By index: the array may be replaced by a callback's append, so look it up each time.
-		for (let i = this.#indexAfter(gen, sub.cursor); i < gen.events.length && !sub.done; i = this.#indexAfter(gen, sub.cursor)) {
-			const event = gen.events[i];
-			sub.cursor = event.seq;
-			callSubscriber(this.#logger, "onEvent", () => sub.onEvent(event));
-		}
-		const last = gen.events.at(-1);
-		// The log ends with the terminal event and this subscriber has it (or asked for what follows it).
-		if (!sub.done && gen.ended && last && sub.cursor >= last.seq) this.#end(gen, sub);
-	}
-
-	#end(gen: Generation, sub: Subscriber): void {
-		sub.done = true;
-		gen.subscribers.delete(sub);
-		callSubscriber(this.#logger, "onEnd", () => sub.onEnd?.());
-	}
-
-	#fail(gen: Generation | undefined, sub: Subscriber, err: Error): void {
-		if (sub.done) return;
-		sub.done = true;
-		gen?.subscribers.delete(sub);
-		callSubscriber(this.#logger, "onError", () => sub.onError?.(err));
+		if (!first) return [];
+		return gen.events.slice(gen.head + Math.max(0, afterOf(afterSeq) + 1 - first.seq));
 	}
 
 	#expireIn(generationId: string, gen: Generation, seconds: number): void {
@@ -193,9 +143,8 @@ export class MemoryGenerationLog implements GenerationLog {
 	}
 
 	#drop(generationId: string, gen: Generation): void {
-		gen.dropped = true;
 		if (this.#generations.get(generationId) === gen) this.#generations.delete(generationId);
 		// Only subscribers of a generation that never ended are left: tell them it is gone.
-		for (const sub of gen.subscribers) this.#fail(gen, sub, new GenerationNotFoundError(generationId));
+		for (const sub of gen.subscribers) sub.fail(new GenerationNotFoundError(generationId));
 	}
 }

@@ -109,10 +109,6 @@ export class Generation {
 		this.accumulator = this.newAccumulator();
 	}
 
-	get isCommitted(): boolean {
-		return this.committed;
-	}
-
 	/** Ends the generation from outside: aborts the upstream request (or the wait for a slot). Idempotent. */
 	stop(kind: StopKind): void {
 		if (this.done || this.stopKind) return;

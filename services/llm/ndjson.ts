@@ -3,8 +3,8 @@
  * turn of the event loop are pushed together at its end (setImmediate): Moleculer sends each
  * chunk of a stream as its own packet, so tokens that arrive together (a busy node, a provider
  * that sends several per read) share one packet, while a lone token waits for nothing but the
- * rest of the current turn. A consumer splits on "\n": `readLineBatches` (push: a chunk's lines
- * at once) or `readLines` (an async iterator) do that.
+ * rest of the current turn. A consumer splits on "\n": `readLineBatches` does that, handing over
+ * a chunk's lines at once.
  */
 import { Readable } from "node:stream";
 import { StringDecoder } from "node:string_decoder";
@@ -173,11 +173,4 @@ export function readLineBatches(stream: Readable, onLines: (lines: LlmStreamLine
 		stream.once("error", fail);
 		stream.once("close", () => fail(new Error("The stream was closed before its end")));
 	});
-}
-
-/** Parses an `llm.stream` response into its lines, in order. Throws when the stream breaks. */
-export async function* readLines(stream: Readable): AsyncGenerator<LlmStreamLine> {
-	const splitter = new LineSplitter();
-	for await (const chunk of stream as AsyncIterable<Buffer | string>) yield* splitter.push(chunk);
-	yield* splitter.end();
 }

@@ -13,7 +13,7 @@ import { brokerOptions } from "../../moleculer.config";
 import { countPromptTokens } from "../../services/llm/accumulator";
 import { callLlmStream } from "../../services/llm/client";
 import LlmService, { type ChatResult, type LlmSettings, type StreamParams } from "../../services/llm/llm.service";
-import { readLines } from "../../services/llm/ndjson";
+import { readLineBatches } from "../../services/llm/ndjson";
 import { startSimulator, type SimulatorHandle, type SimulatorRequestLogEntry } from "../../simulator/simulator";
 import { TEST_NATS_URL, uniqueNamespace } from "../helpers/infra";
 import { startTestNode } from "../helpers/nodes";
@@ -76,7 +76,7 @@ const params = (messages: ChatMessage[], extra: Partial<StreamParams> = {}): Str
 
 async function collect(stream: Readable): Promise<LlmStreamLine[]> {
 	const lines: LlmStreamLine[] = [];
-	for await (const line of readLines(stream)) lines.push(line);
+	await readLineBatches(stream, batch => lines.push(...batch));
 	return lines;
 }
 
@@ -144,10 +144,12 @@ describe("llm.stream across NATS", () => {
 		const p = params(messages, { model: "sim-small" });
 		const arrivals: number[] = [];
 		const lines: LlmStreamLine[] = [];
-		for await (const line of readLines(await callLlmStream(caller, p, onMain))) {
-			lines.push(line);
-			if (line.type === "delta") arrivals.push(Date.now());
-		}
+		await readLineBatches(await callLlmStream(caller, p, onMain), batch => {
+			for (const line of batch) {
+				lines.push(line);
+				if (line.type === "delta") arrivals.push(Date.now());
+			}
+		});
 
 		expect(lines[0]).toEqual({ type: "start", generationId: p.generationId, model: "sim-small", provider: "sim", nodeID: "llm-main" });
 		expect(lines.slice(1, -1).every(l => l.type === "delta")).toBe(true);
@@ -228,10 +230,12 @@ describe("cancel", () => {
 		const messages = user("Write me a very long story");
 		const p = params(messages, { model: "sim-small" });
 		const lines: LlmStreamLine[] = [];
-		for await (const line of readLines(await callLlmStream(caller, p, onMain))) {
-			lines.push(line);
-			if (deltasOf(lines).length === 3) await caller.broadcast("generation.cancel", { generationId: p.generationId });
-		}
+		let cancelled: Promise<void> | undefined;
+		await readLineBatches(await callLlmStream(caller, p, onMain), batch => {
+			lines.push(...batch);
+			if (deltasOf(lines).length >= 3) cancelled ??= caller.broadcast("generation.cancel", { generationId: p.generationId });
+		});
+		await cancelled;
 
 		const end = lines.at(-1);
 		const text = deltasOf(lines).join("");
@@ -276,7 +280,12 @@ describe("a consumer that goes away", () => {
 		sim.configure({ tokenIntervalMs: 20, outputTokens: 300 });
 		const stream = await callLlmStream(caller, params(user("go on and on"), { model: "sim-small" }), onMain);
 		let deltas = 0;
-		for await (const line of readLines(stream)) if (line.type === "delta" && ++deltas === 2) break; // break destroys the stream
+		// A throwing consumer destroys the stream.
+		const reading = readLineBatches(stream, batch => {
+			deltas += deltasOf(batch).length;
+			if (deltas >= 2) throw new Error("enough");
+		});
+		await expect(reading).rejects.toThrow("enough");
 		expect(stream.destroyed).toBe(true);
 		await upstreamAborted(sim);
 	});
@@ -541,15 +550,13 @@ describe("a producer process that dies mid-stream", () => {
 			const stream = await callLlmStream(caller, params(user("die while talking"), { model: "sim-small" }), { nodeID: "llm-proc" });
 			const lines: LlmStreamLine[] = [];
 			let killedAt = 0;
-			const ended = (async () => {
-				for await (const line of readLines(stream)) {
-					lines.push(line);
-					if (deltasOf(lines).length === 3 && !killedAt) {
-						killedAt = Date.now();
-						proc.kill("SIGKILL");
-					}
+			const ended = readLineBatches(stream, batch => {
+				lines.push(...batch);
+				if (deltasOf(lines).length >= 3 && !killedAt) {
+					killedAt = Date.now();
+					proc.kill("SIGKILL");
 				}
-			})();
+			});
 			const err = await ended.then(
 				() => null,
 				(e: unknown) => e as Error
