@@ -20,7 +20,7 @@ export interface ChatEnvironment {
 }
 
 /** The prefix of answers to tool results. */
-export const TOOL_RESULTS_PREFIX = "Based on the tool results: ";
+const TOOL_RESULTS_PREFIX = "Based on the tool results: ";
 
 /** In the zero-interval tight loop, yield to the event loop after this many tokens. */
 const TOKENS_PER_TURN = 64;

@@ -19,8 +19,8 @@ export interface StreamResult {
 	totalMs: number;
 }
 
-export const STREAM_TIMEOUT_MS = 30_000;
-export const PROMPT = "Describe the history of tea in a few sentences.";
+const STREAM_TIMEOUT_MS = 30_000;
+const PROMPT = "Describe the history of tea in a few sentences.";
 
 const agent = new http.Agent({ keepAlive: true, maxSockets: Infinity, maxFreeSockets: 1024 });
 

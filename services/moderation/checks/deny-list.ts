@@ -11,7 +11,7 @@ const WORD_CHAR = /[\p{L}\p{N}_]/u;
 const escape = (text: string): string => text.replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
 
 /** One regex for the whole list; terms are already lower-cased with single spaces (lib/config.ts). */
-export function denyListPattern(terms: readonly string[]): RegExp | undefined {
+function denyListPattern(terms: readonly string[]): RegExp | undefined {
 	if (terms.length === 0) return undefined;
 	const alternatives = terms.map(term => {
 		const body = escape(term).replace(/ /g, "\\s+");
