@@ -72,5 +72,4 @@ const ModerationService: ServiceSchema<ModerationSettings, ModerationMethods, Mo
 	}
 };
 
-// services/index.ts takes this schema as a plain ServiceSchema, as it was before it had settings and methods.
-export default ModerationService as unknown as ServiceSchema;
+export default ModerationService;

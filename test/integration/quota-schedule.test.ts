@@ -4,7 +4,7 @@ import { loadConfig } from "../../lib/config";
 import { openDatabase, type Database } from "../../lib/db";
 import { attachRuntime } from "../../lib/runtime";
 import { brokerOptions } from "../../moleculer.config";
-import { SERVICE_SCHEMAS } from "../../services";
+import { SERVICES } from "../../services";
 import { createTestDatabase, queryDb, TEST_JWT_SECRET, uniqueNamespace, type TestDatabase } from "../helpers/infra";
 import { waitUntil } from "../helpers/processes";
 
@@ -30,7 +30,7 @@ async function quotaBroker(nodeID: string, resetCheckS: number): Promise<Service
 	databases.push(database);
 	const broker = new ServiceBroker(brokerOptions(config));
 	attachRuntime(broker, { config, database, providers: [], jwtSecret: TEST_JWT_SECRET });
-	broker.createService(SERVICE_SCHEMAS.quota);
+	SERVICES.quota.create(broker);
 	brokers.push(broker);
 	return broker;
 }
