@@ -1,5 +1,5 @@
 /**
- * The model router (seed §6.1): requests that name no model go to the cheapest tier that can
+ * The model router: requests that name no model go to the cheapest tier that can
  * handle them. A score adds up signals from the last user message and its context:
  *
  *   length of the last user message     ≥ 80 tokens +1, ≥ 400 +2, ≥ 1500 +3

@@ -1,5 +1,5 @@
 /**
- * tool: the tools a model may call during a chat turn (seed §6.2). `list` offers them as OpenAI
+ * tool: the tools a model may call during a chat turn. `list` offers them as OpenAI
  * tool definitions; `executeBatch` runs one model step's calls in parallel, each under its own
  * timeout, and answers every call in order — a tool that fails, hangs, is unknown or gets bad
  * arguments becomes an error or timeout result for the model, never a failed batch. Every
