@@ -44,10 +44,10 @@ const REASONING_GROUPS: readonly (readonly string[])[] = [
 	["theorem", "lemma", "定理"]
 ];
 
-const escape = (word: string) => word.replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
+const escapeRegExp = (word: string) => word.replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
 const REASONING_PATTERNS = REASONING_GROUPS.map(group => ({
 	label: group[0] as string,
-	pattern: new RegExp(group.map(w => (/^[\x00-\x7f]+$/.test(w) ? `\\b${escape(w)}\\b` : escape(w))).join("|"), "i")
+	pattern: new RegExp(group.map(w => (/^\p{ASCII}+$/u.test(w) ? `\\b${escapeRegExp(w)}\\b` : escapeRegExp(w))).join("|"), "i")
 }));
 
 const CODE_WORDS = /\b(code|function|script|regex|sql|class|compile|stack trace|exception)\b|代码|函数|脚本|编程/i;
