@@ -6,7 +6,7 @@
  * execution is recorded in tool_executions. Tool outputs are untrusted and capped in size.
  *
  * Deployments add their own tools with `settings.extraTools` (modules as in ./registry.ts):
- *   broker.createService({ name: "tool", mixins: [ToolService], settings: { extraTools: [weather] } })
+ *   broker.createService(extendService(ToolService, { settings: { extraTools: [weather] } }))   (lib/service.ts)
  */
 import type { ActionSchema, Context, ServiceSchema } from "moleculer";
 import { callerOf, type AuthUser, type ChatmeshMeta } from "../../lib/auth";
