@@ -5,7 +5,7 @@
  */
 import { ServiceBroker } from "moleculer";
 import { brokerOptions } from "./moleculer.config";
-import { SERVICE_SCHEMAS } from "./services";
+import { SERVICES } from "./services";
 import { startSimulator, type SimulatorHandle } from "./simulator/simulator";
 import { assertNodeConfig, GENERATION_SERVICES, needsDatabase, redactUrl, type ChatmeshConfig, type ProviderConfig } from "./lib/config";
 import { openDatabase, type Database } from "./lib/db";
@@ -71,7 +71,7 @@ export async function startNode(config: ChatmeshConfig): Promise<ChatmeshNode> {
 			generations: opened.generations
 		};
 		attachRuntime(broker, runtime);
-		for (const name of config.services) broker.createService(SERVICE_SCHEMAS[name]);
+		for (const name of config.services) SERVICES[name].create(broker);
 		await broker.start();
 
 		const gateway = config.services.includes("gateway") ? broker.getLocalService("gateway") : undefined;

@@ -42,7 +42,7 @@ async function main(): Promise<void> {
 			const watched = topo.procs.map(p => ({ name: p.name, pid: p.pid }));
 			const point = await runPoint(concurrency, run, { minMs: seconds * 1000, minStreams: 0, maxMs: seconds * 1000 }, KNOBS.outputTokens, watched);
 			const profiles = await Promise.all(profilers.map(p => p.stop()));
-			profilers.forEach(p => p.close());
+			for (const p of profilers) p.close();
 			for (const sock of sockets) sock.close();
 
 			process.stdout.write(
@@ -60,18 +60,18 @@ async function main(): Promise<void> {
 				const perStream = (share: number) => share * point.cpuPerStream[proc.name];
 				process.stdout.write(`\n## ${proc.name}: busy ${round(summary.busyMs)} of ${round(summary.totalMs)} ms (${path.relative(REPO_ROOT, file)})\n`);
 				process.stdout.write(
-					table(
+					`${table(
 						"Top self time by function",
 						["function", "sampled ms", "% busy", "CPU ms/stream"],
 						summary.functions.map(f => [f.name, round(f.ms), round(f.share * 100, 1), round(perStream(f.share), 3)])
-					) + "\n"
+					)}\n`
 				);
 				process.stdout.write(
-					table(
+					`${table(
 						"Self time by code location",
 						["where", "sampled ms", "% busy", "CPU ms/stream"],
 						summary.groups.slice(0, 15).map(g => [g.name, round(g.ms), round(g.share * 100, 1), round(perStream(g.share), 3)])
-					) + "\n"
+					)}\n`
 				);
 			});
 		} finally {

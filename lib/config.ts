@@ -22,7 +22,7 @@ export interface ProviderConfig {
 	models: string[];
 }
 
-/** The model router's tiers (seed §6.1): a model id for cheap, medium and strong requests. */
+/** The model router's tiers: a model id for cheap, medium and strong requests. */
 export interface ModelTiers {
 	cheap: string;
 	medium: string;

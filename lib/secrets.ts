@@ -19,6 +19,6 @@ export async function resolveJwtSecret(config: ChatmeshConfig): Promise<string> 
 	}
 	await fs.mkdir(config.dataDir, { recursive: true });
 	const secret = crypto.randomBytes(48).toString("base64url");
-	await fs.writeFile(file, secret + "\n", { mode: 0o600 });
+	await fs.writeFile(file, `${secret}\n`, { mode: 0o600 });
 	return secret;
 }

@@ -1,5 +1,5 @@
 /**
- * Conversations and their messages (seed §3.3). Messages are range-partitioned by month on
+ * Conversations and their messages. Messages are range-partitioned by month on
  * created_at; chatmesh_ensure_message_partitions() creates months ahead (run here and by the
  * conversation service's daily schedule), and a default partition catches anything outside
  * them, so no insert ever fails for want of a partition.
@@ -18,7 +18,7 @@ export async function up(db: MigrationClient): Promise<void> {
 			metadata jsonb NOT NULL DEFAULT '{}'::jsonb
 		)
 	`);
-	// The seed's index, and the one the newest-first list walks.
+	// A user's conversations by creation time; the next, by activity over live ones, is what the newest-first list walks.
 	await db.query("CREATE INDEX conversations_user_created_idx ON conversations (user_id, created_at DESC)");
 	await db.query("CREATE INDEX conversations_user_updated_idx ON conversations (user_id, updated_at DESC, id DESC) WHERE deleted_at IS NULL");
 
@@ -43,7 +43,7 @@ export async function up(db: MigrationClient): Promise<void> {
 			PRIMARY KEY (id, created_at)
 		) PARTITION BY RANGE (created_at)
 	`);
-	// The seed's index: a conversation's history in order.
+	// A conversation's history in order.
 	await db.query("CREATE INDEX messages_conversation_created_idx ON messages (conversation_id, created_at, id)");
 	await db.query("CREATE INDEX messages_generation_idx ON messages (generation_id) WHERE generation_id IS NOT NULL");
 	await db.query("CREATE INDEX messages_status_idx ON messages (status, created_at) WHERE status = 'streaming'");

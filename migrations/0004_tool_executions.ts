@@ -1,5 +1,5 @@
 /**
- * Tool executions (seed §3.3): one row per tool call a model asked for, with what went in, what
+ * Tool executions: one row per tool call a model asked for, with what went in, what
  * came out and how long it took. message_id has no foreign key: messages is partitioned on a
  * composite key (id, created_at), so a plain uuid cannot reference it.
  */
@@ -21,7 +21,7 @@ export async function up(db: MigrationClient): Promise<void> {
 			created_at timestamptz DEFAULT now()
 		)
 	`);
-	// The seed's index: a tool's recent executions (latency and error rates per tool).
+	// A tool's recent executions (latency and error rates per tool).
 	await db.query("CREATE INDEX tool_executions_tool_created_idx ON tool_executions (tool_name, created_at DESC)");
 	// The tool calls of one assistant message.
 	await db.query("CREATE INDEX tool_executions_message_idx ON tool_executions (message_id)");

@@ -1,5 +1,5 @@
 /**
- * Token budgets (seed §3.3 user_quotas). A reservation holds tokens from before a model call until
+ * Token budgets per user (user_quotas). A reservation holds tokens from before a model call until
  * its real usage is known, so concurrent requests cannot overspend; quota_resets records each
  * scheduled reset run (one node runs it, under an advisory lock).
  */
@@ -18,7 +18,7 @@ export async function up(db: MigrationClient): Promise<void> {
 			CHECK (tokens_used >= 0 AND tokens_reserved >= 0 AND tokens_limit >= 0)
 		)
 	`);
-	// The seed's index: the reset schedule finds due rows by it.
+	// The reset schedule finds due rows by it.
 	await db.query("CREATE INDEX user_quotas_reset_idx ON user_quotas (reset_at)");
 	await db.query(`
 		CREATE TABLE quota_reservations (

@@ -5,9 +5,9 @@
 import os from "node:os";
 import { ServiceBroker } from "moleculer";
 import { brokerOptions } from "../moleculer.config";
-import { ConfigError, loadConfig } from "../lib/config";
+import { type ChatmeshConfig, ConfigError, loadConfig } from "../lib/config";
 
-let config;
+let config: ChatmeshConfig;
 try {
 	config = loadConfig(process.env);
 } catch (err) {

@@ -2,8 +2,8 @@
  * The services a node can run, by name. A node loads the subset its SERVICES setting names;
  * every service is reached only through the broker, so any subset works on any node.
  */
-import type { ServiceSchema } from "moleculer";
 import type { ServiceName } from "../lib/config";
+import { defineService, type ServiceDefinition } from "../lib/service";
 import GatewayService from "./gateway/gateway.service";
 import ConversationService from "./conversation/conversation.service";
 import LlmService from "./llm/llm.service";
@@ -12,13 +12,12 @@ import QuotaService from "./quota/quota.service";
 import ToolService from "./tool/tool.service";
 import UserService from "./user/user.service";
 
-export const SERVICE_SCHEMAS: Readonly<Record<ServiceName, ServiceSchema>> = {
-	// Each schema is typed by its own settings; the broker takes them all alike.
-	gateway: GatewayService as unknown as ServiceSchema,
-	user: UserService as unknown as ServiceSchema,
-	conversation: ConversationService as unknown as ServiceSchema,
-	llm: LlmService as unknown as ServiceSchema,
-	quota: QuotaService as unknown as ServiceSchema,
-	moderation: ModerationService,
-	tool: ToolService as unknown as ServiceSchema
+export const SERVICES: Readonly<Record<ServiceName, ServiceDefinition>> = {
+	gateway: defineService(GatewayService),
+	user: defineService(UserService),
+	conversation: defineService(ConversationService),
+	llm: defineService(LlmService),
+	quota: defineService(QuotaService),
+	moderation: defineService(ModerationService),
+	tool: defineService(ToolService)
 };

@@ -20,7 +20,7 @@ export interface ChatEnvironment {
 }
 
 /** The prefix of answers to tool results. */
-export const TOOL_RESULTS_PREFIX = "Based on the tool results: ";
+const TOOL_RESULTS_PREFIX = "Based on the tool results: ";
 
 /** In the zero-interval tight loop, yield to the event loop after this many tokens. */
 const TOKENS_PER_TURN = 64;
@@ -262,7 +262,10 @@ class Answer {
 	}
 
 	private sendCompletion(): void {
-		if (this.stopped || isClosed(this.ctx.res)) return this.stop();
+		if (this.stopped || isClosed(this.ctx.res)) {
+			this.stop();
+			return;
+		}
 		const plan = this.plan;
 		const message =
 			plan.kind === "text"
@@ -289,7 +292,10 @@ class Answer {
 
 	stream(includeUsage: boolean): void {
 		const { res } = this.ctx;
-		if (this.stopped || isClosed(res)) return this.stop();
+		if (this.stopped || isClosed(res)) {
+			this.stop();
+			return;
+		}
 		this.chunkPrefix =
 			`data: {"id":"${this.id}","object":"chat.completion.chunk","created":${this.created},` +
 			`"model":${JSON.stringify(this.model)},"system_fingerprint":"${SYSTEM_FINGERPRINT}","choices":[`;
@@ -331,7 +337,10 @@ class Answer {
 		this.immediate = null;
 		const { res } = this.ctx;
 		if (this.stopped) return;
-		if (isClosed(res)) return this.stop();
+		if (isClosed(res)) {
+			this.stop();
+			return;
+		}
 
 		const interval = this.knobs.tokenIntervalMs;
 		const batch = interval > 0 ? 1 : TOKENS_PER_TURN;
@@ -346,7 +355,10 @@ class Answer {
 		}
 		if (batch > 1) res.uncork();
 
-		if (this.produced >= this.total) return this.finish();
+		if (this.produced >= this.total) {
+			this.finish();
+			return;
+		}
 		if (this.hangsNow) return; // produced N tokens; now silent until the client goes away
 		if (!writable) {
 			this.waitingDrain = true;

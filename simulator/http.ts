@@ -5,7 +5,7 @@
 import type { IncomingMessage, ServerResponse } from "node:http";
 import type { SimulatorRequestLogEntry } from "./log";
 
-export interface OpenAIErrorBody {
+interface OpenAIErrorBody {
 	error: { message: string; type: string; param: string | null; code: string | null };
 }
 
@@ -18,7 +18,7 @@ export interface RequestContext {
 }
 
 /** The error `type` OpenAI uses for a status. */
-export function errorTypeFor(status: number): string {
+function errorTypeFor(status: number): string {
 	if (status === 401) return "invalid_request_error";
 	if (status === 403) return "permission_error";
 	if (status === 429) return "rate_limit_exceeded";
@@ -26,7 +26,7 @@ export function errorTypeFor(status: number): string {
 	return "invalid_request_error";
 }
 
-export function errorBody(status: number, message: string, param: string | null = null, code: string | null = null): OpenAIErrorBody {
+function errorBody(status: number, message: string, param: string | null = null, code: string | null = null): OpenAIErrorBody {
 	return { error: { message, type: errorTypeFor(status), param, code } };
 }
 

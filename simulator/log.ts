@@ -3,7 +3,7 @@
  * is served, kept to the last MAX_LOG_ENTRIES.
  */
 
-export const MAX_LOG_ENTRIES = 1000;
+const MAX_LOG_ENTRIES = 1000;
 
 export interface SimulatorRequestLogEntry {
 	/** Also sent back as the `x-request-id` response header. */

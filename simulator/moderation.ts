@@ -4,7 +4,7 @@
  */
 import { contentText, hashString } from "./text";
 
-export const MODERATION_CATEGORIES = [
+const MODERATION_CATEGORIES = [
 	"harassment",
 	"harassment/threatening",
 	"hate",

@@ -54,8 +54,8 @@ export const DEFAULT_KNOBS: Readonly<SimulatorKnobs> = Object.freeze({
 export const DEFAULT_HOST = "127.0.0.1";
 
 /** Upper bounds that keep a typo from asking for something absurd. */
-export const MAX_OUTPUT_TOKENS = 1_000_000;
-export const MAX_DELAY_MS = 3_600_000;
+const MAX_OUTPUT_TOKENS = 1_000_000;
+const MAX_DELAY_MS = 3_600_000;
 export const MAX_EMBEDDING_DIMENSIONS = 8192;
 
 const KNOB_KEYS: readonly (keyof SimulatorKnobs)[] = Object.keys(DEFAULT_KNOBS) as (keyof SimulatorKnobs)[];
@@ -182,16 +182,16 @@ export function pickKnobs(options: SimulatorKnobs): SimulatorKnobs {
 // Per-request overrides (headers). They win over the process-level knobs for that request only.
 // ---------------------------------------------------------------------------------------------
 
-export const HEADER_TTFT_MS = "x-simulator-ttft-ms";
-export const HEADER_TOKEN_INTERVAL_MS = "x-simulator-token-interval-ms";
-export const HEADER_OUTPUT_TOKENS = "x-simulator-output-tokens";
-export const HEADER_ERROR_STATUS = "x-simulator-error-status";
-export const HEADER_ERROR_RATE = "x-simulator-error-rate";
-export const HEADER_HANG = "x-simulator-hang";
-export const HEADER_HANG_AFTER_TOKENS = "x-simulator-hang-after-tokens";
-export const HEADER_ECHO = "x-simulator-echo";
+const HEADER_TTFT_MS = "x-simulator-ttft-ms";
+const HEADER_TOKEN_INTERVAL_MS = "x-simulator-token-interval-ms";
+const HEADER_OUTPUT_TOKENS = "x-simulator-output-tokens";
+const HEADER_ERROR_STATUS = "x-simulator-error-status";
+const HEADER_ERROR_RATE = "x-simulator-error-rate";
+const HEADER_HANG = "x-simulator-hang";
+const HEADER_HANG_AFTER_TOKENS = "x-simulator-hang-after-tokens";
+const HEADER_ECHO = "x-simulator-echo";
 
-export const SIMULATOR_HEADERS = [
+const SIMULATOR_HEADERS = [
 	HEADER_TTFT_MS,
 	HEADER_TOKEN_INTERVAL_MS,
 	HEADER_OUTPUT_TOKENS,

@@ -50,23 +50,8 @@ import {
 	type SimulatorOptions
 } from "./options";
 
-export type { SimulatorKnobs, SimulatorOptions } from "./options";
+export type { SimulatorOptions } from "./options";
 export type { SimulatorRequestLogEntry } from "./log";
-export {
-	DEFAULT_KNOBS,
-	SIMULATOR_HEADERS,
-	HEADER_ECHO,
-	HEADER_ERROR_RATE,
-	HEADER_ERROR_STATUS,
-	HEADER_HANG,
-	HEADER_HANG_AFTER_TOKENS,
-	HEADER_OUTPUT_TOKENS,
-	HEADER_TOKEN_INTERVAL_MS,
-	HEADER_TTFT_MS,
-	SimulatorConfigError
-} from "./options";
-export { TOOL_RESULTS_PREFIX } from "./chat";
-export { countPromptTokens, PROMPT_TOKENS_PER_MESSAGE } from "./text";
 
 export interface SimulatorHandle {
 	/** e.g. http://127.0.0.1:PORT */

@@ -64,7 +64,7 @@ export class SeededRandom {
 // ---------------------------------------------------------------------------------------------
 
 /** Plausible lowercase English words answers are drawn from. */
-export const WORDS: readonly string[] = Object.freeze(
+const WORDS: readonly string[] = Object.freeze(
 	(
 		"the a an of to and in that is for it with as on be at by this from or have not are was " +
 		"but we can will which one all would there their what so if about when more also other " +
@@ -206,9 +206,9 @@ export function canonicalMessages(messages: readonly unknown[]): string {
  * every message in a start marker, the role, a separator and an end marker (4 tokens in the
  * ChatML layout OpenAI's counting guide describes). Tool definitions are not counted.
  */
-export const PROMPT_TOKENS_PER_MESSAGE = 3;
+const PROMPT_TOKENS_PER_MESSAGE = 3;
 /** Tokens that prime the reply, once per request. */
-export const PROMPT_REPLY_PRIMING_TOKENS = 3;
+const PROMPT_REPLY_PRIMING_TOKENS = 3;
 
 /**
  * Longest piece handed to the BPE encoder in one call. gpt-tokenizer's merge step is quadratic

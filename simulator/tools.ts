@@ -96,7 +96,7 @@ function firstType(schema: Record<string, unknown>): string | undefined {
  * integers, false for booleans, [] for arrays, {} for objects, null for null. Properties that
  * are not required are left out.
  */
-export function argumentsFromSchema(parameters: unknown, userText: string): Record<string, unknown> {
+function argumentsFromSchema(parameters: unknown, userText: string): Record<string, unknown> {
 	const out: Record<string, unknown> = {};
 	if (!isRecord(parameters) || !Array.isArray(parameters.required)) return out;
 	const properties = isRecord(parameters.properties) ? parameters.properties : {};

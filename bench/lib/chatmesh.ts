@@ -12,9 +12,9 @@ import { Redis } from "ioredis";
 import pg from "pg";
 import { baseEnv, REPO_ROOT, sleep, spawnNode, type Proc } from "./procs";
 
-export const POSTGRES_URL = process.env.BENCH_POSTGRES_URL ?? "postgres://postgres@127.0.0.1:5432/test";
+const POSTGRES_URL = process.env.BENCH_POSTGRES_URL ?? "postgres://postgres@127.0.0.1:5432/test";
 export const REDIS_URL = process.env.BENCH_REDIS_URL ?? "redis://127.0.0.1:6379/0";
-export const NATS_URL = process.env.BENCH_NATS_URL ?? "nats://127.0.0.1:4222";
+const NATS_URL = process.env.BENCH_NATS_URL ?? "nats://127.0.0.1:4222";
 export const MODELS = ["sim-small", "sim-medium", "sim-large"];
 
 export interface SimulatorKnobs {

@@ -19,8 +19,8 @@ export interface StreamResult {
 	totalMs: number;
 }
 
-export const STREAM_TIMEOUT_MS = 30_000;
-export const PROMPT = "Describe the history of tea in a few sentences.";
+const STREAM_TIMEOUT_MS = 30_000;
+const PROMPT = "Describe the history of tea in a few sentences.";
 
 const agent = new http.Agent({ keepAlive: true, maxSockets: Infinity, maxFreeSockets: 1024 });
 
@@ -79,8 +79,7 @@ function sseRequest(url: string, headers: Record<string, string>, body: string, 
 			res.on("data", (text: string) => {
 				const at = performance.now();
 				buffer += text;
-				let cut: number;
-				while ((cut = buffer.indexOf("\n\n")) >= 0) {
+				for (let cut = buffer.indexOf("\n\n"); cut >= 0; cut = buffer.indexOf("\n\n")) {
 					const block = buffer.slice(0, cut);
 					buffer = buffer.slice(cut + 2);
 					for (const line of block.split("\n")) {
@@ -143,15 +142,21 @@ export async function sseTurn(baseUrl: string, token: string): Promise<StreamRes
 export class ChatSocket {
 	private current?: { timing: Timing; generationId?: string; acked: boolean; end?: { ok: boolean; error?: string }; done: (r: StreamResult) => void };
 
+	/** Whether an event of this generation belongs to the turn; the turn's first event names its generation. */
+	private static claims(turn: { generationId?: string }, generationId: string): boolean {
+		turn.generationId ??= generationId;
+		return turn.generationId === generationId;
+	}
+
 	private constructor(readonly socket: Socket) {
 		socket.on("generation:chunk", (e: { generationId: string }) => {
 			const turn = this.current;
 			// Chunks of this turn; before the ack arrives the id is not known yet, so the first event names it.
-			if (turn && (turn.generationId ?? (turn.generationId = e.generationId)) === e.generationId) turn.timing.chunk(performance.now());
+			if (turn && ChatSocket.claims(turn, e.generationId)) turn.timing.chunk(performance.now());
 		});
 		const onEnd = (ok: boolean) => (e: { generationId: string; code?: string; message?: string }) => {
 			const turn = this.current;
-			if (!turn || (turn.generationId ?? (turn.generationId = e.generationId)) !== e.generationId) return;
+			if (!turn || !ChatSocket.claims(turn, e.generationId)) return;
 			turn.end = ok ? { ok } : { ok, error: `${e.code}: ${e.message}` };
 			this.settle();
 		};

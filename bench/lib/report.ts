@@ -111,7 +111,7 @@ export interface Target {
 
 const ms = (v: number) => (Number.isFinite(v) ? `${round(v, 2)} ms` : "n/a");
 
-/** The targets of issue 7, per topology where it applies. */
+/** The latency, gap and connection targets chatmesh is held to, per topology where it applies. */
 export function evaluateTargets(
 	lines: LatencyLine[],
 	idle: { opened: number; target: number; rssAfterBytes: number; bytesPerConnection: number; rssBeforeBytes: number } | undefined

@@ -1,11 +1,11 @@
 /** Percentiles (nearest rank), medians and a compact summary of samples, all in plain numbers. */
 
-export function sorted(values: readonly number[]): number[] {
+function sorted(values: readonly number[]): number[] {
 	return [...values].sort((a, b) => a - b);
 }
 
 /** Nearest-rank percentile of ascending values; NaN when there are none. */
-export function percentileOf(ascending: readonly number[], p: number): number {
+function percentileOf(ascending: readonly number[], p: number): number {
 	if (ascending.length === 0) return Number.NaN;
 	const rank = Math.ceil((p / 100) * ascending.length);
 	return ascending[Math.min(ascending.length, Math.max(1, rank)) - 1];

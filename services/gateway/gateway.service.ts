@@ -138,7 +138,7 @@ const GatewayService: ServiceSchema<ApiSettingsSchema, GatewayMethods & Record<s
 			if (body.type === ERR_INVALID_CREDENTIALS) {
 				const email = loginEmail(req);
 				if (email) {
-					const decision = await this.rateLimiter.loginFailed(email, this.clientIp(req)).catch(() => undefined);
+					const decision = await this.rateLimiter.recordLoginFailure(email, this.clientIp(req));
 					if (decision && !decision.allowed && ctx) ctx.meta.$responseHeaders = { ...ctx.meta.$responseHeaders, ...RateLimiter.headers(decision) };
 				}
 			}
@@ -177,7 +177,7 @@ const GatewayService: ServiceSchema<ApiSettingsSchema, GatewayMethods & Record<s
 			// The limiter falls back to memory and says so; ioredis reconnects on its own.
 		});
 		const settings: RateLimitSettings = mergeRateLimits(DEFAULT_RATE_LIMITS, config.rateLimits, config.namespace);
-		this.rateLimiter = new RateLimiter({ settings, redis: this.redis, logger: this.logger });
+		this.rateLimiter = new RateLimiter({ settings, redis: this.redis, logger: this.logger, metrics: this.broker.metrics });
 	},
 
 	/** After moleculer-web's own started(): its HTTP server is listening. */

@@ -11,6 +11,7 @@
 import { createHash } from "node:crypto";
 import { isIPv6 } from "node:net";
 import type { Redis } from "ioredis";
+import type { MetricRegistry } from "moleculer";
 import { RateLimiterMemory, RateLimiterRedis, RateLimiterRes, RLWrapperTimeouts, type RateLimiterAbstract } from "rate-limiter-flexible";
 import { RateLimitedError } from "../../lib/errors";
 
@@ -73,7 +74,11 @@ export interface RateLimitDecision {
 export interface RateLimiterLogger {
 	warn(msg: string, ...a: unknown[]): void;
 	info?(msg: string, ...a: unknown[]): void;
+	error?(msg: string, ...a: unknown[]): void;
 }
+
+/** Failed sign-ins the limiter could not count (see `recordLoginFailure`). */
+export const METRIC_LOGIN_FAILURES_UNCOUNTED = "chatmesh_login_failures_uncounted_total";
 
 export interface RateLimiterOptions {
 	settings: RateLimitSettings;
@@ -82,6 +87,8 @@ export interface RateLimiterOptions {
 	logger?: RateLimiterLogger;
 	/** A Redis call slower than this is answered from memory instead (a hung Redis must not hang requests). */
 	redisTimeoutMs?: number;
+	/** The broker's metric registry, for the limiter's own counters. */
+	metrics?: MetricRegistry;
 }
 
 const DEFAULT_REDIS_TIMEOUT_MS = 500;
@@ -212,6 +219,7 @@ export class RateLimiter {
 	readonly #redis?: Redis;
 	readonly #logger?: RateLimiterLogger;
 	readonly #redisTimeoutMs: number;
+	readonly #metrics?: MetricRegistry;
 	readonly #perUser: Record<RouteClass, Bucket>;
 	readonly #perIp: Record<RouteClass, Bucket>;
 	readonly #loginFailures: Bucket;
@@ -227,6 +235,13 @@ export class RateLimiter {
 		this.#redis = opts.redis;
 		this.#logger = opts.logger;
 		this.#redisTimeoutMs = opts.redisTimeoutMs ?? DEFAULT_REDIS_TIMEOUT_MS;
+		this.#metrics = opts.metrics;
+		if (this.#metrics && !this.#metrics.hasMetric(METRIC_LOGIN_FAILURES_UNCOUNTED))
+			this.#metrics.register({
+				type: "counter",
+				name: METRIC_LOGIN_FAILURES_UNCOUNTED,
+				description: "Failed sign-ins that the brute-force limit could not count"
+			});
 		const classes: RouteClass[] = ["chat", "auth", "default"];
 		const perClass = (scope: "user" | "ip", rules: Record<RouteClass, RateLimitRule>) =>
 			Object.fromEntries(classes.map(c => [c, this.#bucket(`${scope}:${c}`, rules[c])])) as Record<RouteClass, Bucket>;
@@ -335,6 +350,24 @@ export class RateLimiter {
 		await this.#run(() => blocks.set(key, n, blockS + maxBlockDurationS));
 		await this.#run(() => limiter.block(key, blockS));
 		return refusedDecision(points, blockS * 1000, "login");
+	}
+
+	/**
+	 * `loginFailed` as the gateway calls it after a wrong password. Fail-open: when the failure
+	 * cannot be counted (the store failed and its memory fallback could not answer either), the
+	 * sign-in still gets its 401 and nobody is blocked, since refusing sign-ins over a broken
+	 * counter would lock every user out. The error is logged and counted, since uncounted
+	 * failures mean the brute-force limit is not holding.
+	 */
+	async recordLoginFailure(email: string, ip: string): Promise<RateLimitDecision | undefined> {
+		try {
+			return await this.loginFailed(email, ip);
+		} catch (err) {
+			this.#metrics?.increment(METRIC_LOGIN_FAILURES_UNCOUNTED);
+			const log = this.#logger?.error ?? this.#logger?.warn;
+			log?.call(this.#logger, "Rate limiter: a failed sign-in could not be counted; the brute-force limit misses it", err);
+			return undefined;
+		}
 	}
 
 	/** After a successful login: clears the failure count (and the back-off) for email+ip. */

@@ -54,7 +54,7 @@ const toolCallRule = {
 	}
 } as const;
 
-export const messagesRule = {
+const messagesRule = {
 	type: "array",
 	min: 1,
 	max: 10_000,
@@ -85,7 +85,7 @@ const toolDefinitionRule = {
 	}
 } as const;
 
-export const generateRules = {
+const generateRules = {
 	messages: messagesRule,
 	model: { type: "string", optional: true, min: 1, max: 256 },
 	tools: { type: "array", optional: true, max: 128, items: toolDefinitionRule },

@@ -1,5 +1,5 @@
 /**
- * The model router (seed §6.1): requests that name no model go to the cheapest tier that can
+ * The model router: requests that name no model go to the cheapest tier that can
  * handle them. A score adds up signals from the last user message and its context:
  *
  *   length of the last user message     ≥ 80 tokens +1, ≥ 400 +2, ≥ 1500 +3
@@ -44,10 +44,10 @@ const REASONING_GROUPS: readonly (readonly string[])[] = [
 	["theorem", "lemma", "定理"]
 ];
 
-const escape = (word: string) => word.replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
+const escapeRegExp = (word: string) => word.replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
 const REASONING_PATTERNS = REASONING_GROUPS.map(group => ({
 	label: group[0] as string,
-	pattern: new RegExp(group.map(w => (/^[\x00-\x7f]+$/.test(w) ? `\\b${escape(w)}\\b` : escape(w))).join("|"), "i")
+	pattern: new RegExp(group.map(w => (/^\p{ASCII}+$/u.test(w) ? `\\b${escapeRegExp(w)}\\b` : escapeRegExp(w))).join("|"), "i")
 }));
 
 const CODE_WORDS = /\b(code|function|script|regex|sql|class|compile|stack trace|exception)\b|代码|函数|脚本|编程/i;

@@ -16,7 +16,6 @@ import { buildChecks, combine, DIRECTIONS, type Direction, type ModerationCheck,
 import { normalize } from "./normalize";
 
 export type { CheckVerdict, Direction, ModerationAction, ModerationCheck, ModerationVerdict } from "./checks";
-export { OutputWindow } from "./output-window";
 
 export interface CheckParams {
 	text: string;
@@ -73,5 +72,4 @@ const ModerationService: ServiceSchema<ModerationSettings, ModerationMethods, Mo
 	}
 };
 
-// services/index.ts takes this schema as a plain ServiceSchema, as it was before it had settings and methods.
-export default ModerationService as unknown as ServiceSchema;
+export default ModerationService;

@@ -29,8 +29,6 @@ export interface SettleResult {
 }
 
 interface QuotaSettings {
-	/** How often the reset schedule looks for periods that are over. */
-	resetCheckS: number;
 	/** A reservation this old was left by a stopped node: release it. */
 	staleReservationS: number;
 }
@@ -51,8 +49,10 @@ const usageParams = { type: "object", props: { promptTokens: { type: "number", m
 const QuotaService: ServiceSchema<QuotaSettings, QuotaMethods & Record<string, never>, QuotaVars> = {
 	name: "quota",
 
+	// How often the reset schedule runs is the node's QUOTA_RESET_CHECK_S, read in started(): the
+	// schema (and its settings object) is shared by every broker in the process, so nothing per node
+	// is written into it.
 	settings: {
-		resetCheckS: 60,
 		staleReservationS: 3600
 	},
 
@@ -107,7 +107,7 @@ const QuotaService: ServiceSchema<QuotaSettings, QuotaMethods & Record<string, n
 			}
 		},
 
-		/** Runs the reset schedule now (it runs by itself every resetCheckS; useful from the REPL). */
+		/** Runs the reset schedule now (it runs by itself every QUOTA_RESET_CHECK_S; useful from the REPL). */
 		reset: {
 			visibility: "public",
 			params: {},
@@ -134,12 +134,11 @@ const QuotaService: ServiceSchema<QuotaSettings, QuotaMethods & Record<string, n
 		const { database, config } = runtimeOf(this.broker);
 		if (!database) throw new Error("quota service needs the database");
 		this.store = new QuotaStore(database, { tokensLimit: config.quotaDefaultTokens, period: config.quotaPeriod });
-		this.settings.resetCheckS = config.quotaResetCheckS;
 	},
 
 	async started() {
 		await this.runReset();
-		this.resetTimer = setInterval(() => void this.runReset(), this.settings.resetCheckS * 1000);
+		this.resetTimer = setInterval(() => void this.runReset(), runtimeOf(this.broker).config.quotaResetCheckS * 1000);
 		this.resetTimer.unref();
 	},
 

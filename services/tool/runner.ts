@@ -43,7 +43,7 @@ export interface RunOptions {
 }
 
 /** The reason a timed-out tool's signal carries. */
-export class ToolTimeoutError extends Error {
+class ToolTimeoutError extends Error {
 	constructor(readonly timeoutMs: number) {
 		super(`the tool did not finish within ${timeoutMs} ms`);
 		this.name = "ToolTimeoutError";

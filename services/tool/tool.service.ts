@@ -1,12 +1,12 @@
 /**
- * tool: the tools a model may call during a chat turn (seed §6.2). `list` offers them as OpenAI
+ * tool: the tools a model may call during a chat turn. `list` offers them as OpenAI
  * tool definitions; `executeBatch` runs one model step's calls in parallel, each under its own
  * timeout, and answers every call in order — a tool that fails, hangs, is unknown or gets bad
  * arguments becomes an error or timeout result for the model, never a failed batch. Every
  * execution is recorded in tool_executions. Tool outputs are untrusted and capped in size.
  *
  * Deployments add their own tools with `settings.extraTools` (modules as in ./registry.ts):
- *   broker.createService({ name: "tool", mixins: [ToolService], settings: { extraTools: [weather] } })
+ *   broker.createService(extendService(ToolService, { settings: { extraTools: [weather] } }))   (lib/service.ts)
  */
 import type { ActionSchema, Context, ServiceSchema } from "moleculer";
 import { callerOf, type AuthUser, type ChatmeshMeta } from "../../lib/auth";

@@ -7,10 +7,10 @@ import crypto from "node:crypto";
 import { errors as joseErrors, jwtVerify, SignJWT } from "jose";
 import { ERR_INVALID_TOKEN, ERR_TOKEN_EXPIRED, UnauthorizedError } from "../../lib/errors";
 
-export const TOKEN_ISSUER = "chatmesh";
-export const TOKEN_AUDIENCE = "chatmesh-api";
-export const API_KEY_PREFIX = "cm_";
-export const REFRESH_TOKEN_PREFIX = "rt_";
+const TOKEN_ISSUER = "chatmesh";
+const TOKEN_AUDIENCE = "chatmesh-api";
+const API_KEY_PREFIX = "cm_";
+const REFRESH_TOKEN_PREFIX = "rt_";
 /** How many characters of an API key are kept visible (e.g. in a key list). */
 const VISIBLE_KEY_CHARS = API_KEY_PREFIX.length + 8;
 

@@ -5,7 +5,7 @@
 import { hash, verify } from "@node-rs/argon2";
 import { BadRequestError, ERR_WEAK_PASSWORD } from "../../lib/errors";
 
-export const PASSWORD_RULES = ["at least 10 characters", "at most 128 characters", "not the same as the email address"];
+const PASSWORD_RULES = ["at least 10 characters", "at most 128 characters", "not the same as the email address"];
 
 export function assertPasswordRules(password: string, email: string): void {
 	const broken: string[] = [];

@@ -1,7 +1,7 @@
 import net from "node:net";
 import type { Readable } from "node:stream";
 import { countTokens } from "gpt-tokenizer";
-import { ServiceBroker, type ServiceSchema } from "moleculer";
+import { ServiceBroker } from "moleculer";
 import OpenAI from "openai";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { loadConfig } from "../../lib/config";
@@ -9,6 +9,7 @@ import { BadRequestError, UpstreamError } from "../../lib/errors";
 import type { ChatMessage, LlmStreamLine, ToolDefinition } from "../../lib/chat-protocol";
 import type { ChatmeshNode } from "../../node";
 import { attachRuntime } from "../../lib/runtime";
+import { extendService } from "../../lib/service";
 import { brokerOptions } from "../../moleculer.config";
 import { countPromptTokens } from "../../services/llm/accumulator";
 import { callLlmStream } from "../../services/llm/client";
@@ -60,7 +61,7 @@ async function llmNodeWith(nodeID: string, env: Record<string, string>, settings
 	const config = loadConfig({ NODE_ENV: "test", ...baseEnv, NODE_ID: nodeID, ...env });
 	const broker = new ServiceBroker(brokerOptions(config));
 	attachRuntime(broker, { config, providers: config.providers ?? [], jwtSecret: "x".repeat(40) });
-	broker.createService({ name: "llm", mixins: [LlmService as unknown as ServiceSchema], settings });
+	broker.createService(extendService(LlmService, { settings }));
 	await broker.start();
 	nodes.push(broker);
 	await reachable(nodeID);

@@ -1,9 +1,9 @@
 import { setTimeout as sleep } from "node:timers/promises";
 import { Ajv } from "ajv";
-import type { ServiceSchema } from "moleculer";
 import pg from "pg";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { ToolCall, ToolDefinition } from "../../lib/chat-protocol";
+import { extendService } from "../../lib/service";
 import type { ChatmeshNode } from "../../node";
 import { startSimulator, type SimulatorHandle } from "../../simulator/simulator";
 import { defineTool, type ToolModule } from "../../services/tool/registry";
@@ -116,17 +116,11 @@ describe("tool service", () => {
 		alice = await addUser("alice");
 		bob = await addUser("bob");
 		// A deployment's own tool service: the built-ins plus extra tools, a shorter default timeout.
-		node.broker.createService({
-			name: "toolx",
-			mixins: [ToolService as unknown as ServiceSchema],
-			settings: { defaultTimeoutMs: 600, extraTools: EXTRA_TOOLS }
-		});
+		node.broker.createService(extendService(ToolService, { name: "toolx", settings: { defaultTimeoutMs: 600, extraTools: EXTRA_TOOLS } }));
 		// The same with a bulkhead of one running batch and one waiting.
-		node.broker.createService({
-			name: "tooly",
-			mixins: [ToolService as unknown as ServiceSchema],
-			settings: { extraTools: [sleeper("slow_300", 300)], batchConcurrency: 1, batchQueueSize: 1 }
-		});
+		node.broker.createService(
+			extendService(ToolService, { name: "tooly", settings: { extraTools: [sleeper("slow_300", 300)], batchConcurrency: 1, batchQueueSize: 1 } })
+		);
 		await node.broker.waitForServices(["tool", "toolx", "tooly", "conversation"], 10_000);
 	}, 60_000);
 

@@ -1,10 +1,11 @@
 import OpenAI from "openai";
-import type { Service, ServiceSchema } from "moleculer";
+import type { Service } from "moleculer";
+import { extendService } from "../../lib/service";
 import type { Socket } from "socket.io-client";
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from "vitest";
 import type { ChatmeshNode } from "../../node";
 import { startSimulator, type SimulatorHandle } from "../../simulator/simulator";
-import ToolService from "../../services/tool/tool.service";
+import ToolService, { type ToolModule } from "../../services/tool/tool.service";
 import { collectGeneration, openSocket } from "../helpers/chat";
 import { apiClient, signUp, type ApiClient, type Session } from "../helpers/http";
 import { createTestDatabase, TEST_REDIS_URL, uniqueNamespace, type TestDatabase, queryDb } from "../helpers/infra";
@@ -30,7 +31,7 @@ const wait = (ms: number, signal: AbortSignal) =>
 	});
 
 // Deployment tools added through the tool service's extension point.
-const extraTools = [
+const extraTools: ToolModule[] = [
 	{
 		name: "slow_lookup",
 		description: "Looks something up slowly",
@@ -88,7 +89,7 @@ beforeAll(async () => {
 	});
 	// The same node, with the tool service extended by this deployment's tools.
 	await node.broker.destroyService(node.broker.getLocalService("tool") as Service);
-	node.broker.createService({ name: "tool", mixins: [ToolService as unknown as ServiceSchema], settings: { extraTools } } as ServiceSchema);
+	node.broker.createService(extendService(ToolService, { settings: { extraTools } }));
 	await node.broker.waitForServices(["tool"]);
 	api = apiClient(node.baseUrl);
 }, 60_000);

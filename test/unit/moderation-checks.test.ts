@@ -227,7 +227,7 @@ describe("provider check", () => {
 		}
 	});
 
-	it("answers allow quickly when nothing listens, and within its timeout when the provider hangs", async () => {
+	it("answers allow when nothing listens, and when the provider hangs past its timeout", async () => {
 		const closed = providerCheck({ baseURL: "http://127.0.0.1:1/v1", timeoutMs: 2000 });
 		expect((await run(closed, "simflagged")).reasons[0]).toMatch(/unavailable/);
 		// A server that accepts and never answers.
@@ -238,36 +238,36 @@ describe("provider check", () => {
 		try {
 			const { port } = server.address() as import("node:net").AddressInfo;
 			const hanging = providerCheck({ baseURL: `http://127.0.0.1:${port}/v1`, timeoutMs: 300 });
-			const start = performance.now();
+			// Without its timeout the check would wait on the silent server past this test's own limit.
 			const verdict = await run(hanging, "simflagged");
 			expect(verdict.action).toBe("allow");
 			expect(verdict.reasons[0]).toMatch(/unavailable/);
-			expect(performance.now() - start).toBeLessThan(2000);
 		} finally {
 			for (const socket of sockets) socket.destroy();
 			await new Promise(resolve => server.close(resolve));
 		}
-	});
+	}, 10_000);
 });
 
+// What they cost is measured by bench/moderation.ts; here only what they answer.
 describe("local checks together", () => {
-	it("judge a few KB in well under a millisecond", async () => {
-		const checks = [profanityCheck(), promptInjectionCheck(), denyListCheck(["bananas", "project x"])];
-		const text = "Lorem ipsum dolor sit amet, 2024 edition: see v1.2, item #3 and the quick brown fox!\n".repeat(30);
-		const logger = fakeLogger() as unknown as Logger;
-		const once = async () => {
-			const ctx = { normalized: normalize(text), logger };
-			return combine(await Promise.all(checks.map(c => c.run(text, "input", ctx))));
-		};
-		for (let i = 0; i < 50; i++) await once();
-		// The fastest of a few batches: other processes on a small machine only ever slow one down.
-		let perCheckMs = Infinity;
-		for (let batch = 0; batch < 5; batch++) {
-			const start = performance.now();
-			for (let i = 0; i < 100; i++) expect((await once()).action).toBe("allow");
-			perCheckMs = Math.min(perCheckMs, (performance.now() - start) / 100);
-		}
-		console.log(`moderation of ${text.length} characters: ${perCheckMs.toFixed(3)} ms`);
-		expect(perCheckMs).toBeLessThan(1);
+	const checks = [profanityCheck(), promptInjectionCheck(), denyListCheck(["bananas", "project x"])];
+	const judge = async (text: string) => {
+		const ctx = { normalized: normalize(text), logger: fakeLogger() as unknown as Logger };
+		return combine(await Promise.all(checks.map(c => c.run(text, "input", ctx))));
+	};
+	const clean = "Lorem ipsum dolor sit amet, 2024 edition: see v1.2, item #3 and the quick brown fox!\n".repeat(30);
+
+	it("allow a few KB of ordinary text, every check agreeing", async () => {
+		const verdict = await judge(clean);
+		expect(verdict.action).toBe("allow");
+		expect(verdict.checks.map(c => [c.check, c.action])).toEqual(checks.map(c => [c.name, "allow"]));
+		expect(verdict.reasons).toEqual([]);
+	});
+
+	it("block the same text once a deny-listed phrase is buried in it", async () => {
+		const verdict = await judge(`${clean.slice(0, 1200)} the Project   X launch ${clean.slice(1200)}`);
+		expect(verdict.action).toBe("block");
+		expect(verdict.checks.find(c => c.action === "block")?.check).toBe(checks[2].name);
 	});
 });

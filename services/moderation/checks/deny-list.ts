@@ -8,13 +8,13 @@ import type { CheckContext, CheckVerdict, Direction, ModerationCheck } from "./c
 import { allow } from "./check";
 
 const WORD_CHAR = /[\p{L}\p{N}_]/u;
-const escape = (text: string): string => text.replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
+const escapeRegExp = (text: string): string => text.replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
 
 /** One regex for the whole list; terms are already lower-cased with single spaces (lib/config.ts). */
-export function denyListPattern(terms: readonly string[]): RegExp | undefined {
+function denyListPattern(terms: readonly string[]): RegExp | undefined {
 	if (terms.length === 0) return undefined;
 	const alternatives = terms.map(term => {
-		const body = escape(term).replace(/ /g, "\\s+");
+		const body = escapeRegExp(term).replace(/ /g, "\\s+");
 		const start = WORD_CHAR.test(term.charAt(0)) ? "(?<![\\p{L}\\p{N}_])" : "";
 		const end = WORD_CHAR.test(term.charAt(term.length - 1)) ? "(?![\\p{L}\\p{N}_])" : "";
 		return `${start}${body}${end}`;
