@@ -37,6 +37,12 @@ export type Unsubscribe = () => void;
 export interface GenerationLog {
 	/** Starts a generation: stores its meta (state "running"). Exactly one writer per generation: rejects when it exists already. */
 	create(meta: Omit<GenerationMeta, "state">): Promise<GenerationWriter>;
+	/**
+	 * Takes over the writing of a generation whose writer is gone (its process died): a writer
+	 * that goes on after the last stored event. Undefined when the generation does not exist (any
+	 * more) or has ended. The caller must know the old writer is dead (see the turn leases).
+	 */
+	adopt(generationId: string): Promise<GenerationWriter | undefined>;
 	meta(generationId: string): Promise<GenerationMeta | undefined>;
 	/** Events with seq > afterSeq currently stored, in order. */
 	read(generationId: string, afterSeq: number): Promise<GenerationEvent[]>;

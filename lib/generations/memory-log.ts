@@ -36,8 +36,12 @@ class MemoryWriter implements GenerationWriter {
 
 	constructor(
 		readonly generationId: string,
-		private readonly store: (event: GenerationEvent) => void
-	) {}
+		private readonly store: (event: GenerationEvent) => void,
+		/** The seq of the last event already stored (an adopted generation's). */
+		after = 0
+	) {
+		this.#seq = after;
+	}
 
 	append(event: GenerationEventInput): number {
 		if (this.#ended) throw new Error(`generation ${this.generationId} has ended: nothing can be appended after its terminal event`);
@@ -72,6 +76,12 @@ export class MemoryGenerationLog implements GenerationLog {
 		this.#generations.set(generationId, gen);
 		this.#expireIn(generationId, gen, this.#opts.runningTtlS);
 		return new MemoryWriter(generationId, event => this.#store(generationId, gen, event));
+	}
+
+	async adopt(generationId: string): Promise<GenerationWriter | undefined> {
+		const gen = this.#generations.get(generationId);
+		if (!gen || gen.ended) return undefined;
+		return new MemoryWriter(generationId, event => this.#store(generationId, gen, event), gen.events.at(-1)?.seq ?? 0);
 	}
 
 	async meta(generationId: string): Promise<GenerationMeta | undefined> {

@@ -10,7 +10,7 @@
  * generation with local subscribers (redis-reader.ts). This file opens them and composes the two.
  */
 import { Redis } from "ioredis";
-import type { GenerationEvent, GenerationMeta } from "../chat-protocol";
+import { isTerminal, type GenerationEvent, type GenerationMeta } from "../chat-protocol";
 import { redisOptions } from "../redis";
 import type { GenerationLog, GenerationLogLogger, GenerationLogOptions, GenerationWriter, RedisGenerationLogConnection, Unsubscribe } from "./log";
 import { RedisStreamReader } from "./redis-reader";
@@ -58,6 +58,18 @@ export class RedisGenerationLog implements GenerationLog {
 		const stored = await this.#redis.set(keys.meta, JSON.stringify(full), "EX", this.#opts.runningTtlS, "NX");
 		if (stored !== "OK") throw new Error(`generation ${meta.generationId} exists already`);
 		return new RedisWriter(this.#writerContext, keys, full);
+	}
+
+	async adopt(generationId: string): Promise<GenerationWriter | undefined> {
+		if (this.#closed) throw new Error("generation log is closed");
+		const keys = keysOf(this.#opts.keyPrefix, generationId);
+		await this.#ready();
+		const [raw, last] = await Promise.all([this.#redis.get(keys.meta), this.#redis.xrevrange(keys.stream, "+", "-", "COUNT", 1)]);
+		if (raw === null) return undefined;
+		const meta = JSON.parse(raw) as GenerationMeta;
+		const lastEvent = last.length > 0 ? decode(last[0]) : undefined;
+		if (meta.state === "finished" || (lastEvent && isTerminal(lastEvent))) return undefined;
+		return new RedisWriter(this.#writerContext, keys, meta, lastEvent?.seq ?? 0);
 	}
 
 	async meta(generationId: string): Promise<GenerationMeta | undefined> {

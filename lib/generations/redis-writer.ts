@@ -49,10 +49,14 @@ export class RedisWriter implements GenerationWriter {
 	#stored = 0;
 	#waiters: Array<{ seq: number; resolve: () => void; reject: (err: Error) => void }> = [];
 
-	constructor(ctx: WriterContext, keys: Keys, meta: GenerationMeta) {
+	/** `after`: the seq of the last event already stored (an adopted generation's; its stream has its expiry). */
+	constructor(ctx: WriterContext, keys: Keys, meta: GenerationMeta, after = 0) {
 		this.#ctx = ctx;
 		this.#keys = keys;
 		this.#meta = meta;
+		this.#seq = after;
+		this.#stored = after;
+		this.#streamExpirySet = after > 0;
 	}
 
 	get generationId(): string {

@@ -290,6 +290,26 @@ describe.each<Kind>(["memory", "redis"])("generation log (%s)", kind => {
 		expectRange(await log.read(id, 0), 1, 2);
 	});
 
+	it("lets a new writer adopt a generation whose writer is gone, going on after its last event, and never an ended one", async () => {
+		const { log } = openLog(kind);
+		const id = newId();
+		expect(await log.adopt(id)).toBeUndefined();
+		const first = await log.create(metaOf(id));
+		for (let seq = 1; seq <= 3; seq++) first.append(chunk(seq));
+		await first.flush();
+		const watcher = collect(log, id, 0);
+		// The first writer is abandoned here, as by a process that died.
+		const adopted = await log.adopt(id);
+		if (!adopted) throw new Error("not adopted");
+		expect(adopted.append(done())).toBe(4);
+		await adopted.flush();
+		await watcher.finished;
+		expect(watcher.events.map(e => e.seq)).toEqual([1, 2, 3, 4]);
+		expect(watcher.events.at(-1)?.type).toBe("done");
+		expect((await log.meta(id))?.state).toBe("finished");
+		expect(await log.adopt(id)).toBeUndefined();
+	});
+
 	it("keeps at most about maxEvents events, dropping the oldest; a replay from before them starts at the oldest kept", async () => {
 		const maxEvents = 100;
 		const { log } = openLog(kind, { maxEvents });
