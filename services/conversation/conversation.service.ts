@@ -10,7 +10,6 @@ import { decodeCursor, encodeCursor, pageOf } from "../../lib/cursor";
 import { BadRequestError, ContentBlockedError, ERR_MODEL_NOT_FOUND, NotFoundError } from "../../lib/errors";
 import type { GenerationLog } from "../../lib/generations/log";
 import type { ChatMessage, GenerationMeta } from "../../lib/chat-protocol";
-import { OutputWindow } from "../moderation/output-window";
 import { runtimeOf } from "../../lib/runtime";
 import { CacheCleanerMixin, scopedCacheKey, type CacheCleanerMethods } from "../../mixins/cache-cleaner.mixin";
 import { DbMixin } from "../../mixins/db.mixin";
@@ -25,8 +24,8 @@ import {
 	type ConversationView,
 	type MessageView
 } from "./store";
-import { TurnReader } from "./turn";
-import { checkOutput, offeredTools, POLICY_NOTICE, runTurn, type RunningTurn, type TurnOutcome, type TurnPlan } from "./turn-runner";
+import { drainTurns, Turn } from "./turn";
+import { offeredTools, type TurnPlan } from "./turn-steps";
 import { countPromptTokens } from "../../lib/token-count";
 
 export interface SendParams {
@@ -60,8 +59,6 @@ export interface GenerationStatus {
 }
 
 interface ConversationSettings {
-	/** Longest accepted message, in characters. */
-	maxContentChars: number;
 	/** How many earlier messages the model sees. */
 	contextMessages: number;
 	/** How long a cancelled turn waits for the llm node's own "cancelled" end. */
@@ -75,7 +72,7 @@ interface ConversationVars {
 	messages: MessageStore;
 	conversations: ConversationStore;
 	generations: GenerationLog;
-	turns: Map<string, RunningTurn>;
+	turns: Map<string, Turn>;
 	partitionTimer?: NodeJS.Timeout;
 	sweepTimer?: NodeJS.Timeout;
 }
@@ -85,7 +82,6 @@ interface ConversationMethods extends CacheCleanerMethods {
 	conversationsAfter(userId: string, limit: number, after?: { at: string; id: string }): Promise<ConversationAttributes[]>;
 	owned(userId: string, id: string): Promise<ConversationAttributes>;
 	cleanUserCache(userId: string, conversationId?: string): Promise<void>;
-	finishTurn(turn: RunningTurn, outcome: TurnOutcome): Promise<void>;
 	ensurePartitions(): Promise<void>;
 	sweepOrphans(): Promise<void>;
 }
@@ -113,21 +109,11 @@ function snippetOf(content: string, query: string): string {
 	return `${start > 0 ? "…" : ""}${text}${start + 160 < content.length ? "…" : ""}`;
 }
 
-/** A title from the first message: its first words, cut at a word boundary. */
-function titleFrom(content: string): string {
-	const flat = content.replace(/\s+/g, " ").trim();
-	if (flat.length <= 60) return flat;
-	const cut = flat.slice(0, 60);
-	const space = cut.lastIndexOf(" ");
-	return `${(space > 30 ? cut.slice(0, space) : cut).trimEnd()}…`;
-}
-
 const ConversationService: ServiceSchema<ConversationSettings, ConversationMethods & Record<string, never>, ConversationVars> = {
 	name: "conversation",
 	mixins: [DbMixin({ model: conversationModel }), CacheCleanerMixin("conversation")],
 
 	settings: {
-		maxContentChars: 32_000,
 		contextMessages: 40,
 		cancelGraceMs: 5000,
 		partitionMonthsAhead: 3
@@ -248,6 +234,7 @@ const ConversationService: ServiceSchema<ConversationSettings, ConversationMetho
 			auth: "required",
 			params: {
 				conversationId: { type: "uuid", optional: true },
+				// The longest accepted message, in characters.
 				content: { type: "string", min: 1, max: 32_000 },
 				model: { type: "string", optional: true, min: 1, max: 200 }
 			},
@@ -255,8 +242,6 @@ const ConversationService: ServiceSchema<ConversationSettings, ConversationMetho
 				const user = callerOf(ctx);
 				const content = ctx.params.content;
 				if (!content.trim()) throw new BadRequestError("Message content is empty", { field: "content" });
-				if (content.length > this.settings.maxContentChars)
-					throw new BadRequestError(`Message content is longer than ${this.settings.maxContentChars} characters`, { field: "content" });
 				// Unknown models are refused before anything is stored.
 				if (ctx.params.model) {
 					const models = await ctx.call<Array<{ id: string }>>("llm.models");
@@ -321,38 +306,18 @@ const ConversationService: ServiceSchema<ConversationSettings, ConversationMetho
 					this.generations.create({ generationId, ownerId: user.id, conversationId, messageId: assistant.id }),
 					this.cleanUserCache(user.id, conversationId)
 				]);
-				const window = new OutputWindow();
-				const running: RunningTurn = {
-					plan,
+				const { config } = runtimeOf(this.broker);
+				const turn = new Turn(plan, {
+					broker: this.broker,
+					logger: this.logger,
+					messages: this.messages,
 					writer,
-					policy: Promise.resolve(),
-					reader: new TurnReader(writer, {
-						onProducer: nodeID => (running.producer = nodeID),
-						onProgress: text => void this.messages.saveProgress(assistant.id, assistant.created_at, text).catch(() => {}),
-						onDelta: delta => {
-							for (const text of window.push(delta)) checkOutput(this.broker, running, text);
-						}
-					}),
-					done: Promise.resolve()
-				};
-				this.turns.set(generationId, running);
+					options: { maxOutputTokens: config.quotaMaxOutputTokens, maxToolSteps: config.maxToolSteps, cancelGraceMs: this.settings.cancelGraceMs },
+					onStored: done => this.cleanUserCache(done.userId, done.conversationId)
+				});
+				this.turns.set(generationId, turn);
 				// The turn outlives this request: it runs to its end with or without a client.
-				running.done = runTurn(
-					this.broker,
-					{ maxOutputTokens: runtimeOf(this.broker).config.quotaMaxOutputTokens, maxToolSteps: runtimeOf(this.broker).config.maxToolSteps },
-					running
-				)
-					.then(async outcome => {
-						// The rest of the output is checked before the answer counts as complete.
-						const rest = window.finish();
-						if (rest) checkOutput(this.broker, running, rest);
-						await running.policy;
-						const stop = running.reader.stopped;
-						const final = stop?.status === "blocked" ? { ...outcome, status: stop.status, error: { code: stop.code, message: stop.message } } : outcome;
-						await this.finishTurn(running, final);
-					})
-					.catch(err => this.logger.error("Chat turn could not be finished", { generationId, err }))
-					.finally(() => this.turns.delete(generationId));
+				void turn.start().finally(() => this.turns.delete(generationId));
 				return { conversationId, messageId: userMessage.id, assistantMessageId: assistant.id, generationId };
 			}
 		},
@@ -402,7 +367,7 @@ const ConversationService: ServiceSchema<ConversationSettings, ConversationMetho
 		"generation.cancel": {
 			params: { generationId: "string" },
 			handler(ctx: Context<{ generationId: string }>) {
-				this.turns.get(ctx.params.generationId)?.reader.cancel(this.settings.cancelGraceMs);
+				this.turns.get(ctx.params.generationId)?.cancel();
 			}
 		},
 
@@ -410,9 +375,7 @@ const ConversationService: ServiceSchema<ConversationSettings, ConversationMetho
 		"$node.disconnected": {
 			params: { node: "object" },
 			handler(ctx: Context<{ node: { id: string }; unexpected?: boolean }>) {
-				for (const turn of this.turns.values())
-					if (turn.producer === ctx.params.node.id)
-						turn.reader.stop({ status: "interrupted", code: "INTERRUPTED", message: "The model node stopped mid-answer" });
+				for (const turn of this.turns.values()) turn.nodeLost(ctx.params.node.id);
 			}
 		}
 	},
@@ -454,38 +417,6 @@ const ConversationService: ServiceSchema<ConversationSettings, ConversationMetho
 				limit
 			});
 			return rows.map(r => r.get());
-		},
-
-		/** The message's final state first, then the terminal event, so a client told "done" finds it stored. */
-		async finishTurn(turn: RunningTurn, outcome: TurnOutcome) {
-			const { plan, writer } = turn;
-			const blocked = outcome.status === "blocked";
-			const row = await this.messages.finish(plan.assistant.id, plan.assistant.created_at, {
-				// Blocked output is not kept for readers: the policy notice stands in its place.
-				content: blocked ? POLICY_NOTICE : outcome.content,
-				status: outcome.status,
-				model: outcome.model,
-				usage: outcome.usage,
-				toolCalls: outcome.toolCalls.length ? outcome.toolCalls : null,
-				toolResults: outcome.toolResults.length ? outcome.toolResults : null,
-				error: outcome.error,
-				// The title too is in place before clients hear "done".
-				conversationTitle: plan.firstTurn && outcome.status === "completed" ? titleFrom(plan.userContent) : null
-			});
-			await this.cleanUserCache(plan.userId, plan.conversationId);
-			if (outcome.status === "completed" || (outcome.status === "cancelled" && !outcome.error))
-				writer.append({ type: "done", messageId: plan.assistant.id, status: outcome.status, usage: outcome.usage, finishReason: outcome.finishReason });
-			else
-				writer.append({
-					type: "error",
-					messageId: plan.assistant.id,
-					status: outcome.status,
-					code: outcome.error?.code ?? "INTERNAL_ERROR",
-					message: outcome.error?.message ?? "",
-					usage: outcome.usage
-				});
-			await writer.flush().catch(err => this.logger.warn("Generation log flush failed", err));
-			if (!row) this.logger.warn("Assistant message was no longer streaming when its turn ended", { generationId: plan.generationId });
 		},
 
 		/**
@@ -533,15 +464,7 @@ const ConversationService: ServiceSchema<ConversationSettings, ConversationMetho
 	async stopped() {
 		clearInterval(this.partitionTimer);
 		clearInterval(this.sweepTimer);
-		// Running turns get the shutdown grace to finish; those still running then end
-		// interrupted, with their text, rather than vanish.
-		const all = Promise.allSettled([...this.turns.values()].map(t => t.done));
-		const grace = runtimeOf(this.broker).config.shutdownGraceMs;
-		let timer: NodeJS.Timeout | undefined;
-		await Promise.race([all, new Promise(r => (timer = setTimeout(r, grace)))]);
-		clearTimeout(timer);
-		for (const turn of this.turns.values()) turn.reader.stop({ status: "interrupted", code: "INTERRUPTED", message: "The server stopped mid-answer" });
-		await all;
+		await drainTurns(this.turns.values(), runtimeOf(this.broker).config.shutdownGraceMs);
 	}
 };
 

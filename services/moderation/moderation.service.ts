@@ -16,7 +16,6 @@ import { buildChecks, combine, DIRECTIONS, type Direction, type ModerationCheck,
 import { normalize } from "./normalize";
 
 export type { CheckVerdict, Direction, ModerationAction, ModerationCheck, ModerationVerdict } from "./checks";
-export { OutputWindow } from "./output-window";
 
 export interface CheckParams {
 	text: string;
