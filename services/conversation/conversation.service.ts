@@ -4,15 +4,19 @@
  * node: moderation, quota, the model's stream into the generation log, the assistant message's
  * final state, the usage charged.
  */
+import type { Readable } from "node:stream";
 import type { Context, ServiceSchema } from "moleculer";
 import { callerOf, type ChatmeshMeta } from "../../lib/auth";
 import { decodeCursor, encodeCursor, pageOf } from "../../lib/cursor";
-import { BadRequestError, ContentBlockedError, ERR_MODEL_NOT_FOUND, NotFoundError } from "../../lib/errors";
+import { BadRequestError, ERR_MODEL_NOT_FOUND, NotFoundError } from "../../lib/errors";
 import type { GenerationLog } from "../../lib/generations/log";
 import type { ChatMessage, GenerationMeta } from "../../lib/chat-protocol";
 import { runtimeOf } from "../../lib/runtime";
 import { CacheCleanerMixin, scopedCacheKey, type CacheCleanerMethods } from "../../mixins/cache-cleaner.mixin";
+import { ownedEntity, type OwnedEntity } from "../../middlewares/auth.middleware";
 import { DbMixin } from "../../mixins/db.mixin";
+import { generateRules } from "../llm/params";
+import { assertInputAllowed } from "../moderation/client";
 import {
 	conversationModel,
 	conversationView,
@@ -22,8 +26,10 @@ import {
 	type ConversationAttributes,
 	type ConversationModel,
 	type ConversationView,
+	type MessageRow,
 	type MessageView
 } from "./store";
+import { complete, type CompleteParams, type CompletionResult } from "./completion";
 import { drainTurns, Turn } from "./turn";
 import { offeredTools, type TurnPlan } from "./turn-steps";
 import { countPromptTokens } from "../../lib/token-count";
@@ -81,12 +87,17 @@ interface ConversationMethods extends CacheCleanerMethods {
 	firstPage(userId: string): Promise<ConversationView[]>;
 	conversationsAfter(userId: string, limit: number, after?: { at: string; id: string }): Promise<ConversationAttributes[]>;
 	owned(userId: string, id: string): Promise<ConversationAttributes>;
+	ownedConversation(id: string, ctx: Ctx): Promise<OwnedConversation | undefined>;
+	generationMessage(id: string): Promise<OwnedMessage | undefined>;
+	generationMeta(id: string): Promise<GenerationMeta | undefined>;
 	cleanUserCache(userId: string, conversationId?: string): Promise<void>;
 	ensurePartitions(): Promise<void>;
 	sweepOrphans(): Promise<void>;
 }
 
 type Ctx<P = Record<string, never>> = Context<P, ChatmeshMeta>;
+type OwnedConversation = ConversationAttributes & OwnedEntity;
+type OwnedMessage = MessageRow & OwnedEntity;
 
 const uuid = { type: "uuid" } as const;
 const pageParams = {
@@ -163,17 +174,18 @@ const ConversationService: ServiceSchema<ConversationSettings, ConversationMetho
 					return scopedCacheKey("conversation.get", c.meta.user?.id ?? "-", c.params.id);
 				}
 			},
+			owner: { resource: "conversation", load: "ownedConversation" },
 			async handler(ctx: Ctx<{ id: string }>): Promise<ConversationView> {
-				return conversationView(await this.owned(callerOf(ctx).id, ctx.params.id));
+				return conversationView(ownedEntity<OwnedConversation>(ctx));
 			}
 		},
 
 		rename: {
 			auth: "required",
 			params: { id: uuid, title: { type: "string", min: 1, max: 200, trim: true } },
+			owner: { resource: "conversation", load: "ownedConversation" },
 			async handler(ctx: Ctx<{ id: string; title: string }>): Promise<ConversationView> {
 				const user = callerOf(ctx);
-				await this.owned(user.id, ctx.params.id);
 				// Silent: a rename is not activity, so the conversation keeps its place in the list.
 				await this.model.update({ title: ctx.params.title }, { where: { id: ctx.params.id, userId: user.id }, silent: true });
 				await this.cleanUserCache(user.id, ctx.params.id);
@@ -185,9 +197,9 @@ const ConversationService: ServiceSchema<ConversationSettings, ConversationMetho
 		remove: {
 			auth: "required",
 			params: { id: uuid },
+			owner: { resource: "conversation", load: "ownedConversation" },
 			async handler(ctx: Ctx<{ id: string }>): Promise<void> {
 				const user = callerOf(ctx);
-				await this.owned(user.id, ctx.params.id);
 				await this.model.destroy({ where: { id: ctx.params.id, userId: user.id } });
 				await this.cleanUserCache(user.id, ctx.params.id);
 				ctx.meta.$statusCode = 204;
@@ -198,9 +210,8 @@ const ConversationService: ServiceSchema<ConversationSettings, ConversationMetho
 		messages: {
 			auth: "required",
 			params: { id: uuid, ...pageParams },
+			owner: { resource: "conversation", load: "ownedConversation" },
 			async handler(ctx: Ctx<{ id: string; cursor?: string; limit: number }>): Promise<{ items: MessageView[]; nextCursor: string | null }> {
-				const user = callerOf(ctx);
-				await this.owned(user.id, ctx.params.id);
 				const before = decodeCursor(ctx.params.cursor);
 				const rows = await this.messages.page(ctx.params.id, ctx.params.limit + 1, before);
 				const page = pageOf(rows, ctx.params.limit, m => ({ at: m.created_at, id: m.id }));
@@ -251,14 +262,10 @@ const ConversationService: ServiceSchema<ConversationSettings, ConversationMetho
 				// The owner check and the input policy read nothing of each other: one round trip, not two.
 				// The tools to offer are asked for meanwhile too (offeredTools never rejects).
 				const tools = offeredTools(this.broker);
-				const [existing, verdict] = await Promise.all([
+				const [existing] = await Promise.all([
 					ctx.params.conversationId ? this.owned(user.id, ctx.params.conversationId) : undefined,
-					ctx.call<{ action: "allow" | "flag" | "block"; reasons: string[] }, { text: string; direction: "input" }>("moderation.check", {
-						text: content,
-						direction: "input"
-					})
+					assertInputAllowed(ctx, content)
 				]);
-				if (verdict.action === "block") throw new ContentBlockedError("The message was blocked by the content policy", { reasons: verdict.reasons });
 
 				// The model's context: the conversation so far and the new message. Its worst case is
 				// reserved against the quota before anything is stored, so a refusal stores nothing.
@@ -322,13 +329,26 @@ const ConversationService: ServiceSchema<ConversationSettings, ConversationMetho
 			}
 		},
 
+		/**
+		 * A stateless completion with a turn's checks (./completion.ts): every message judged, the
+		 * quota reserved and settled, the output checked in windows. A stream of NDJSON
+		 * `LlmStreamLine`s when `stream` is set (call it with `callCancellableStream`), else the answer.
+		 */
+		complete: {
+			auth: "required",
+			params: { ...generateRules, generationId: { type: "uuid" }, stream: { type: "boolean", optional: true } },
+			handler(ctx: Ctx<CompleteParams>): Promise<Readable | CompletionResult> {
+				return complete(ctx, runtimeOf(this.broker).config.quotaMaxOutputTokens);
+			}
+		},
+
 		/** Where a generation stands (also after its replay log expired). */
 		generation: {
 			auth: "required",
 			params: { id: uuid },
+			owner: { resource: "generation", load: "generationMessage" },
 			async handler(ctx: Ctx<{ id: string }>): Promise<GenerationStatus> {
-				const row = await this.messages.byGeneration(ctx.params.id);
-				if (!row || row.user_id !== callerOf(ctx).id) throw new NotFoundError("generation", ctx.params.id);
+				const row = ownedEntity<OwnedMessage>(ctx);
 				return {
 					generationId: ctx.params.id,
 					conversationId: row.conversation_id,
@@ -345,7 +365,7 @@ const ConversationService: ServiceSchema<ConversationSettings, ConversationMetho
 			visibility: "public",
 			params: { id: uuid },
 			async handler(ctx: Context<{ id: string }>): Promise<GenerationMeta | null> {
-				return (await this.generations.meta(ctx.params.id)) ?? null;
+				return (await this.generationMeta(ctx.params.id)) ?? null;
 			}
 		},
 
@@ -353,9 +373,9 @@ const ConversationService: ServiceSchema<ConversationSettings, ConversationMetho
 		cancel: {
 			auth: "required",
 			params: { id: uuid },
+			owner: { resource: "generation", load: "generationMeta" },
 			async handler(ctx: Ctx<{ id: string }>): Promise<{ generationId: string; cancelled: boolean }> {
-				const meta = await this.generations.meta(ctx.params.id);
-				if (!meta || meta.ownerId !== callerOf(ctx).id) throw new NotFoundError("generation", ctx.params.id);
+				const meta = ownedEntity<GenerationMeta & OwnedEntity>(ctx);
 				if (meta.state === "finished") return { generationId: ctx.params.id, cancelled: false };
 				await ctx.broadcast("generation.cancel", { generationId: ctx.params.id });
 				return { generationId: ctx.params.id, cancelled: true };
@@ -386,6 +406,21 @@ const ConversationService: ServiceSchema<ConversationSettings, ConversationMetho
 			const row = await this.conversations.owned(userId, id);
 			if (!row) throw new NotFoundError("conversation", id);
 			return row;
+		},
+
+		/** The `owner` flag's loaders (middlewares/auth.middleware.ts): the entity and its owner, or undefined. */
+		async ownedConversation(id: string, ctx: Ctx): Promise<OwnedConversation | undefined> {
+			const row = await this.conversations.owned(callerOf(ctx).id, id);
+			return row && { ...row, ownerId: row.userId };
+		},
+
+		async generationMessage(id: string): Promise<OwnedMessage | undefined> {
+			const row = await this.messages.byGeneration(id);
+			return row && { ...row, ownerId: row.user_id };
+		},
+
+		generationMeta(id: string): Promise<GenerationMeta | undefined> {
+			return this.generations.meta(id);
 		},
 
 		/** Exact keys only: dropping them costs one delete each, never a scan. */

@@ -22,8 +22,21 @@ export interface LlmCaller {
  * Calls `llm.stream` (with no call timeout by default: the llm node bounds the wait for the
  * first token itself) and returns its NDJSON stream; read it with `readLines` from ./ndjson.
  */
-export async function callLlmStream(caller: LlmCaller, params: StreamParams, opts: CallingOptions = {}): Promise<Readable> {
-	const stream = await caller.call<Readable, StreamParams>("llm.stream", params, { timeout: 0, ...opts });
+export function callLlmStream(caller: LlmCaller, params: StreamParams, opts: CallingOptions = {}): Promise<Readable> {
+	return callCancellableStream(caller, "llm.stream", params, opts);
+}
+
+/**
+ * Calls any action that answers with the stream of a generation named by `params.generationId`
+ * (`llm.stream`, `conversation.complete`); destroying the stream before its end broadcasts the cancel.
+ */
+export async function callCancellableStream<P extends { generationId: string }>(
+	caller: LlmCaller,
+	action: string,
+	params: P,
+	opts: CallingOptions = {}
+): Promise<Readable> {
+	const stream = await caller.call<Readable, P>(action, params, { timeout: 0, ...opts });
 	stream.once("close", () => {
 		if (stream.readableEnded) return;
 		Promise.resolve(caller.broadcast<CancelParams>(CANCEL_EVENT, { generationId: params.generationId })).catch(() => {
