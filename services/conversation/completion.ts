@@ -69,7 +69,7 @@ export async function complete(ctx: Context<CompleteParams, ChatmeshMeta>, maxOu
 	return pipeChecked(ctx.broker, params, upstream, settle);
 }
 
-/** Settles a reservation once; a failure is logged (the reservation then expires on its own). */
+/** Settles a reservation once; a failure is logged (the reset schedule releases the stale reservation). */
 function settler(ctx: Context<unknown, ChatmeshMeta>, reservationId: string): (usage: Usage) => Promise<void> {
 	// The stream outlives the action's context, so the settle is a call of its own, not a child of ctx.
 	const opts = { meta: { user: ctx.meta.user } };

@@ -292,7 +292,11 @@ const ConversationService: ServiceSchema<ConversationSettings, ConversationMetho
 					})
 					.then(turn => turn ?? Promise.reject(new NotFoundError("conversation", String(ctx.params.conversationId))))
 					.catch(async (err: unknown) => {
-						await ctx.call("quota.settle", { reservationId: firstReservation, usage: { promptTokens: 0, completionTokens: 0 } }).catch(() => {});
+						// Policy: the caller gets the storage error; a release that fails too is logged, and the
+						// stale reservation is released later by the quota reset schedule.
+						await ctx
+							.call("quota.settle", { reservationId: firstReservation, usage: { promptTokens: 0, completionTokens: 0 } })
+							.catch((settleErr: unknown) => this.logger.warn("Quota release failed", { reservationId: firstReservation, err: (settleErr as Error).message }));
 						throw err;
 					});
 				const { conversationId, question: userMessage, answer: assistant } = started;
