@@ -6,7 +6,7 @@
  * with one, it runs as a chat turn of that conversation (stored, resumable) and its answer is
  * streamed in the same format.
  */
-import type { IncomingMessage, ServerResponse } from "node:http";
+import type { ServerResponse } from "node:http";
 import type { Context } from "moleculer";
 import { z } from "zod";
 import type { ChatmeshMeta } from "../../lib/auth";
@@ -140,7 +140,6 @@ class ChunkWriter {
 
 export interface CompletionDeps {
 	ctx: Context<unknown, ChatmeshMeta>;
-	req: IncomingMessage;
 	res: ServerResponse;
 	body: ChatCompletionRequest;
 	generations: GenerationLog;
@@ -148,7 +147,7 @@ export interface CompletionDeps {
 }
 
 /** A stateless completion: `conversation.complete` judges, charges and checks it; this writes its frames. */
-export async function passthroughCompletion({ ctx, req, res, body, headers }: CompletionDeps): Promise<void> {
+export async function passthroughCompletion({ ctx, res, body, headers }: CompletionDeps): Promise<void> {
 	const generationId = crypto.randomUUID();
 	const maxTokens = body.max_completion_tokens ?? body.max_tokens ?? undefined;
 	const params: CompleteParams = {
@@ -187,9 +186,12 @@ export async function passthroughCompletion({ ctx, req, res, body, headers }: Co
 	const stream = await callCancellableStream(ctx, "conversation.complete", { ...params, stream: true });
 	const writer = new ChunkWriter(res, id, body.model ?? "");
 	writer.open(headers);
-	// The client left: stop the model too (a stateless request has no one else to answer).
-	const abandon = () => stream.destroy();
-	req.on("close", abandon);
+	// The client left: stop the model too (a stateless request has no one else to answer). The
+	// response's "close" marks the connection's end; the request's fires once its body is read.
+	const abandon = () => {
+		if (!res.writableFinished) stream.destroy();
+	};
+	res.on("close", abandon);
 	try {
 		await readLineBatches(stream, lines => {
 			for (const line of lines) {
@@ -207,13 +209,13 @@ export async function passthroughCompletion({ ctx, req, res, body, headers }: Co
 	} catch (err) {
 		if (!res.writableEnded) writer.error({ code: ERR_STREAM_INTERRUPTED, message: (err as Error).message });
 	} finally {
-		req.off("close", abandon);
+		res.off("close", abandon);
 		if (!res.writableEnded) writer.end();
 	}
 }
 
 /** A completion stored into a conversation: its last user message runs as that conversation's turn. */
-export async function conversationCompletion({ ctx, req, res, body, generations, headers }: CompletionDeps): Promise<void> {
+export async function conversationCompletion({ ctx, res, body, generations, headers }: CompletionDeps): Promise<void> {
 	const last = [...body.messages].reverse().find(m => m.role === "user");
 	const content = Array.isArray(last?.content) ? last.content.map(p => p.text).join("") : last?.content;
 	if (!content) throw new BadRequestError("A conversation request needs a user message", { param: "messages" });
@@ -248,7 +250,7 @@ export async function conversationCompletion({ ctx, req, res, body, generations,
 			}
 		);
 		// A client leaving does not cancel a stored turn: it completes and is kept.
-		req.on("close", () => {
+		res.on("close", () => {
 			unsubscribe();
 			resolve();
 		});

@@ -94,7 +94,6 @@ const chatCompletions: AliasHandler = function (req, res, next) {
 			const body = parseCompletionRequest((req as IncomingRequest & { body?: unknown }).body);
 			const deps = {
 				ctx,
-				req,
 				res,
 				body,
 				generations: this.generations,

@@ -268,6 +268,35 @@ describe("the content policy on /v1, over every message of the request", () => {
 			.toBe(true);
 	});
 
+	it("aborts the model when a /v1 stream's client leaves, and settles what it produced", async () => {
+		sim.configure({ outputTokens: 200, tokenIntervalMs: 20 });
+		const user = await signUp(api, "v1leave");
+		const abort = new AbortController();
+		const res = await fetch(`${node.baseUrl}/v1/chat/completions`, {
+			method: "POST",
+			headers: { authorization: `Bearer ${user.accessToken}`, "content-type": "application/json" },
+			body: JSON.stringify({ model: "sim-small", stream: true, messages: [{ role: "user", content: "a long answer please" }] }),
+			signal: abort.signal
+		});
+		const frames = await readSse(res, { maxFrames: 5, abort });
+		expect(frames).toHaveLength(5);
+		await expect
+			.poll(
+				() =>
+					sim
+						.requests()
+						.filter(r => r.path === "/v1/chat/completions")
+						.at(-1)?.aborted
+			)
+			.toBe(true);
+		await expect
+			.poll(async () => (await api.get<{ tokensUsed: number; tokensReserved: number }>("/api/usage", { token: user.accessToken })).body)
+			.toMatchObject({ tokensReserved: 0 });
+		const usage = await api.get<{ tokensUsed: number }>("/api/usage", { token: user.accessToken });
+		expect(usage.body.tokensUsed).toBeGreaterThan(0);
+		expect(usage.body.tokensUsed).toBeLessThan(200);
+	});
+
 	it("refuses a whole /v1 answer that breaks the policy", async () => {
 		const user = await signUp(api, "v1whole");
 		const client = new OpenAI({ baseURL: `${node.baseUrl}/v1`, apiKey: user.accessToken, maxRetries: 0 });
