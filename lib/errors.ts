@@ -34,6 +34,11 @@ export const ERR_UPSTREAM_BAD_REQUEST = "UPSTREAM_BAD_REQUEST";
 export const ERR_MODEL_NOT_FOUND = "MODEL_NOT_FOUND";
 export const ERR_INTERNAL = "INTERNAL_ERROR";
 export const ERR_BAD_LAST_EVENT_ID = "BAD_LAST_EVENT_ID";
+// How a streamed answer ended when it did not complete (generation events, SSE/socket error frames).
+export const ERR_CANCELLED = "CANCELLED";
+export const ERR_INTERRUPTED = "INTERRUPTED";
+export const ERR_STREAM_INTERRUPTED = "STREAM_INTERRUPTED";
+export const ERR_STREAM_UNAVAILABLE = "STREAM_UNAVAILABLE";
 
 /** Each known type's HTTP status. Moleculer's and moleculer-web's own types are included. */
 const HTTP_STATUS_BY_TYPE: Readonly<Record<string, number>> = {
@@ -62,6 +67,10 @@ const HTTP_STATUS_BY_TYPE: Readonly<Record<string, number>> = {
 	[ERR_MODEL_NOT_FOUND]: 400,
 	[ERR_INTERNAL]: 500,
 	[ERR_BAD_LAST_EVENT_ID]: 400,
+	[ERR_CANCELLED]: 409,
+	[ERR_INTERRUPTED]: 502,
+	[ERR_STREAM_INTERRUPTED]: 502,
+	[ERR_STREAM_UNAVAILABLE]: 503,
 	// moleculer-web
 	NO_TOKEN: 401,
 	UNSUPPORTED_MEDIA_TYPE: 415,

@@ -12,6 +12,22 @@ declare module "../node_modules/moleculer/src/service" {
 		auth?: "required" | "optional" | "none";
 		/** The caller needs one of these roles (implies auth: required). */
 		roles?: string[];
+		/**
+		 * The action works on one entity of the caller's, named by a param (default `id`). The
+		 * middleware loads it with the service method `load` and hands it over in
+		 * `ctx.locals.entity`; missing or someone else's, it answers 404 `resource` not found.
+		 * Implies auth: required.
+		 */
+		owner?: OwnerFlag;
+	}
+
+	interface OwnerFlag {
+		/** The resource named in the 404 ("conversation", "generation"). */
+		resource: string;
+		/** A method of the service: `(id: string, ctx) => Promise<{ ownerId: string, … } | undefined>`. */
+		load: string;
+		/** The param holding the entity's id; `id` when unset. */
+		param?: string;
 	}
 
 	// eslint-disable-next-line @typescript-eslint/no-unused-vars

@@ -4,18 +4,31 @@
  * node: moderation, quota, the model's stream into the generation log, the assistant message's
  * final state, the usage charged.
  */
+import type { Readable } from "node:stream";
 import type { Context, ServiceSchema } from "moleculer";
 import { callerOf, type ChatmeshMeta } from "../../lib/auth";
 import { decodeCursor, encodeCursor, pageOf } from "../../lib/cursor";
-import { BadRequestError, ContentBlockedError, ERR_MODEL_NOT_FOUND, NotFoundError } from "../../lib/errors";
+import { BadRequestError, ERR_MODEL_NOT_FOUND, NotFoundError } from "../../lib/errors";
 import type { GenerationLog } from "../../lib/generations/log";
 import type { ChatMessage, GenerationMeta } from "../../lib/chat-protocol";
-import { OutputWindow } from "../moderation/output-window";
 import { runtimeOf } from "../../lib/runtime";
 import { CacheCleanerMixin, scopedCacheKey, type CacheCleanerMethods } from "../../mixins/cache-cleaner.mixin";
-import { conversationView, ConversationStore, MessageStore, messageView, type ConversationAttributes, type ConversationView, type MessageView } from "./store";
-import { TurnReader } from "./turn";
-import { checkOutput, offeredTools, POLICY_NOTICE, runTurn, type RunningTurn, type TurnOutcome, type TurnPlan } from "./turn-runner";
+import { ownedEntity, type OwnedEntity } from "../../middlewares/auth.middleware";
+import { generateRules } from "../llm/params";
+import { assertInputAllowed } from "../moderation/client";
+import {
+	conversationView,
+	ConversationStore,
+	MessageStore,
+	messageView,
+	type ConversationAttributes,
+	type ConversationView,
+	type MessageRow,
+	type MessageView
+} from "./store";
+import { complete, type CompleteParams, type CompletionResult } from "./completion";
+import { drainTurns, Turn } from "./turn";
+import { offeredTools, type TurnPlan } from "./turn-steps";
 import { countPromptTokens } from "../../lib/token-count";
 
 export interface SendParams {
@@ -49,8 +62,6 @@ export interface GenerationStatus {
 }
 
 interface ConversationSettings {
-	/** Longest accepted message, in characters. */
-	maxContentChars: number;
 	/** How many earlier messages the model sees. */
 	contextMessages: number;
 	/** How long a cancelled turn waits for the llm node's own "cancelled" end. */
@@ -63,7 +74,7 @@ interface ConversationVars {
 	messages: MessageStore;
 	conversations: ConversationStore;
 	generations: GenerationLog;
-	turns: Map<string, RunningTurn>;
+	turns: Map<string, Turn>;
 	partitionTimer?: NodeJS.Timeout;
 	sweepTimer?: NodeJS.Timeout;
 }
@@ -72,13 +83,17 @@ interface ConversationMethods extends CacheCleanerMethods {
 	firstPage(userId: string): Promise<ConversationView[]>;
 	conversationsAfter(userId: string, limit: number, after?: { at: string; id: string }): Promise<ConversationAttributes[]>;
 	owned(userId: string, id: string): Promise<ConversationAttributes>;
+	ownedConversation(id: string, ctx: Ctx): Promise<OwnedConversation | undefined>;
+	generationMessage(id: string): Promise<OwnedMessage | undefined>;
+	generationMeta(id: string): Promise<GenerationMeta | undefined>;
 	cleanUserCache(userId: string, conversationId?: string): Promise<void>;
-	finishTurn(turn: RunningTurn, outcome: TurnOutcome): Promise<void>;
 	ensurePartitions(): Promise<void>;
 	sweepOrphans(): Promise<void>;
 }
 
 type Ctx<P = Record<string, never>> = Context<P, ChatmeshMeta>;
+type OwnedConversation = ConversationAttributes & OwnedEntity;
+type OwnedMessage = MessageRow & OwnedEntity;
 
 const uuid = { type: "uuid" } as const;
 const pageParams = {
@@ -101,21 +116,11 @@ function snippetOf(content: string, query: string): string {
 	return `${start > 0 ? "…" : ""}${text}${start + 160 < content.length ? "…" : ""}`;
 }
 
-/** A title from the first message: its first words, cut at a word boundary. */
-function titleFrom(content: string): string {
-	const flat = content.replace(/\s+/g, " ").trim();
-	if (flat.length <= 60) return flat;
-	const cut = flat.slice(0, 60);
-	const space = cut.lastIndexOf(" ");
-	return `${(space > 30 ? cut.slice(0, space) : cut).trimEnd()}…`;
-}
-
 const ConversationService: ServiceSchema<ConversationSettings, ConversationMethods & Record<string, never>, ConversationVars> = {
 	name: "conversation",
 	mixins: [CacheCleanerMixin("conversation")],
 
 	settings: {
-		maxContentChars: 32_000,
 		contextMessages: 40,
 		cancelGraceMs: 5000,
 		partitionMonthsAhead: 3
@@ -165,17 +170,18 @@ const ConversationService: ServiceSchema<ConversationSettings, ConversationMetho
 					return scopedCacheKey("conversation.get", c.meta.user?.id ?? "-", c.params.id);
 				}
 			},
+			owner: { resource: "conversation", load: "ownedConversation" },
 			async handler(ctx: Ctx<{ id: string }>): Promise<ConversationView> {
-				return conversationView(await this.owned(callerOf(ctx).id, ctx.params.id));
+				return conversationView(ownedEntity<OwnedConversation>(ctx));
 			}
 		},
 
 		rename: {
 			auth: "required",
 			params: { id: uuid, title: { type: "string", min: 1, max: 200, trim: true } },
+			owner: { resource: "conversation", load: "ownedConversation" },
 			async handler(ctx: Ctx<{ id: string; title: string }>): Promise<ConversationView> {
 				const user = callerOf(ctx);
-				await this.owned(user.id, ctx.params.id);
 				// Silent: a rename is not activity, so the conversation keeps its place in the list.
 				await this.conversations.rename(user.id, ctx.params.id, ctx.params.title);
 				await this.cleanUserCache(user.id, ctx.params.id);
@@ -187,9 +193,9 @@ const ConversationService: ServiceSchema<ConversationSettings, ConversationMetho
 		remove: {
 			auth: "required",
 			params: { id: uuid },
+			owner: { resource: "conversation", load: "ownedConversation" },
 			async handler(ctx: Ctx<{ id: string }>): Promise<void> {
 				const user = callerOf(ctx);
-				await this.owned(user.id, ctx.params.id);
 				await this.conversations.remove(user.id, ctx.params.id);
 				await this.cleanUserCache(user.id, ctx.params.id);
 				ctx.meta.$statusCode = 204;
@@ -200,9 +206,8 @@ const ConversationService: ServiceSchema<ConversationSettings, ConversationMetho
 		messages: {
 			auth: "required",
 			params: { id: uuid, ...pageParams },
+			owner: { resource: "conversation", load: "ownedConversation" },
 			async handler(ctx: Ctx<{ id: string; cursor?: string; limit: number }>): Promise<{ items: MessageView[]; nextCursor: string | null }> {
-				const user = callerOf(ctx);
-				await this.owned(user.id, ctx.params.id);
 				const before = decodeCursor(ctx.params.cursor);
 				const rows = await this.messages.page(ctx.params.id, ctx.params.limit + 1, before);
 				const page = pageOf(rows, ctx.params.limit, m => ({ at: m.created_at, id: m.id }));
@@ -236,6 +241,7 @@ const ConversationService: ServiceSchema<ConversationSettings, ConversationMetho
 			auth: "required",
 			params: {
 				conversationId: { type: "uuid", optional: true },
+				// The longest accepted message, in characters.
 				content: { type: "string", min: 1, max: 32_000 },
 				model: { type: "string", optional: true, min: 1, max: 200 }
 			},
@@ -243,8 +249,6 @@ const ConversationService: ServiceSchema<ConversationSettings, ConversationMetho
 				const user = callerOf(ctx);
 				const content = ctx.params.content;
 				if (!content.trim()) throw new BadRequestError("Message content is empty", { field: "content" });
-				if (content.length > this.settings.maxContentChars)
-					throw new BadRequestError(`Message content is longer than ${this.settings.maxContentChars} characters`, { field: "content" });
 				// Unknown models are refused before anything is stored.
 				if (ctx.params.model) {
 					const models = await ctx.call<Array<{ id: string }>>("llm.models");
@@ -254,14 +258,10 @@ const ConversationService: ServiceSchema<ConversationSettings, ConversationMetho
 				// The owner check and the input policy read nothing of each other: one round trip, not two.
 				// The tools to offer are asked for meanwhile too (offeredTools never rejects).
 				const tools = offeredTools(this.broker);
-				const [existing, verdict] = await Promise.all([
+				const [existing] = await Promise.all([
 					ctx.params.conversationId ? this.owned(user.id, ctx.params.conversationId) : undefined,
-					ctx.call<{ action: "allow" | "flag" | "block"; reasons: string[] }, { text: string; direction: "input" }>("moderation.check", {
-						text: content,
-						direction: "input"
-					})
+					assertInputAllowed(ctx, content)
 				]);
-				if (verdict.action === "block") throw new ContentBlockedError("The message was blocked by the content policy", { reasons: verdict.reasons });
 
 				// The model's context: the conversation so far and the new message. Its worst case is
 				// reserved against the quota before anything is stored, so a refusal stores nothing.
@@ -288,7 +288,11 @@ const ConversationService: ServiceSchema<ConversationSettings, ConversationMetho
 					})
 					.then(turn => turn ?? Promise.reject(new NotFoundError("conversation", String(ctx.params.conversationId))))
 					.catch(async (err: unknown) => {
-						await ctx.call("quota.settle", { reservationId: firstReservation, usage: { promptTokens: 0, completionTokens: 0 } }).catch(() => {});
+						// Policy: the caller gets the storage error; a release that fails too is logged, and the
+						// stale reservation is released later by the quota reset schedule.
+						await ctx
+							.call("quota.settle", { reservationId: firstReservation, usage: { promptTokens: 0, completionTokens: 0 } })
+							.catch((settleErr: unknown) => this.logger.warn("Quota release failed", { reservationId: firstReservation, err: (settleErr as Error).message }));
 						throw err;
 					});
 				const { conversationId, question: userMessage, answer: assistant } = started;
@@ -309,39 +313,32 @@ const ConversationService: ServiceSchema<ConversationSettings, ConversationMetho
 					this.generations.create({ generationId, ownerId: user.id, conversationId, messageId: assistant.id }),
 					this.cleanUserCache(user.id, conversationId)
 				]);
-				const window = new OutputWindow();
-				const running: RunningTurn = {
-					plan,
+				const { config } = runtimeOf(this.broker);
+				const turn = new Turn(plan, {
+					broker: this.broker,
+					logger: this.logger,
+					messages: this.messages,
 					writer,
-					policy: Promise.resolve(),
-					reader: new TurnReader(writer, {
-						onProducer: nodeID => (running.producer = nodeID),
-						onProgress: text => void this.messages.saveProgress(assistant.id, assistant.created_at, text).catch(() => {}),
-						onDelta: delta => {
-							for (const text of window.push(delta)) checkOutput(this.broker, running, text);
-						}
-					}),
-					done: Promise.resolve()
-				};
-				this.turns.set(generationId, running);
+					options: { maxOutputTokens: config.quotaMaxOutputTokens, maxToolSteps: config.maxToolSteps, cancelGraceMs: this.settings.cancelGraceMs },
+					onStored: done => this.cleanUserCache(done.userId, done.conversationId)
+				});
+				this.turns.set(generationId, turn);
 				// The turn outlives this request: it runs to its end with or without a client.
-				running.done = runTurn(
-					this.broker,
-					{ maxOutputTokens: runtimeOf(this.broker).config.quotaMaxOutputTokens, maxToolSteps: runtimeOf(this.broker).config.maxToolSteps },
-					running
-				)
-					.then(async outcome => {
-						// The rest of the output is checked before the answer counts as complete.
-						const rest = window.finish();
-						if (rest) checkOutput(this.broker, running, rest);
-						await running.policy;
-						const stop = running.reader.stopped;
-						const final = stop?.status === "blocked" ? { ...outcome, status: stop.status, error: { code: stop.code, message: stop.message } } : outcome;
-						await this.finishTurn(running, final);
-					})
-					.catch(err => this.logger.error("Chat turn could not be finished", { generationId, err }))
-					.finally(() => this.turns.delete(generationId));
+				void turn.start().finally(() => this.turns.delete(generationId));
 				return { conversationId, messageId: userMessage.id, assistantMessageId: assistant.id, generationId };
+			}
+		},
+
+		/**
+		 * A stateless completion with a turn's checks (./completion.ts): every message judged, the
+		 * quota reserved and settled, the output checked in windows. A stream of NDJSON
+		 * `LlmStreamLine`s when `stream` is set (call it with `callCancellableStream`), else the answer.
+		 */
+		complete: {
+			auth: "required",
+			params: { ...generateRules, generationId: { type: "uuid" }, stream: { type: "boolean", optional: true } },
+			handler(ctx: Ctx<CompleteParams>): Promise<Readable | CompletionResult> {
+				return complete(ctx, runtimeOf(this.broker).config.quotaMaxOutputTokens);
 			}
 		},
 
@@ -349,9 +346,9 @@ const ConversationService: ServiceSchema<ConversationSettings, ConversationMetho
 		generation: {
 			auth: "required",
 			params: { id: uuid },
+			owner: { resource: "generation", load: "generationMessage" },
 			async handler(ctx: Ctx<{ id: string }>): Promise<GenerationStatus> {
-				const row = await this.messages.byGeneration(ctx.params.id);
-				if (!row || row.user_id !== callerOf(ctx).id) throw new NotFoundError("generation", ctx.params.id);
+				const row = ownedEntity<OwnedMessage>(ctx);
 				return {
 					generationId: ctx.params.id,
 					conversationId: row.conversation_id,
@@ -368,7 +365,7 @@ const ConversationService: ServiceSchema<ConversationSettings, ConversationMetho
 			visibility: "public",
 			params: { id: uuid },
 			async handler(ctx: Context<{ id: string }>): Promise<GenerationMeta | null> {
-				return (await this.generations.meta(ctx.params.id)) ?? null;
+				return (await this.generationMeta(ctx.params.id)) ?? null;
 			}
 		},
 
@@ -376,9 +373,9 @@ const ConversationService: ServiceSchema<ConversationSettings, ConversationMetho
 		cancel: {
 			auth: "required",
 			params: { id: uuid },
+			owner: { resource: "generation", load: "generationMeta" },
 			async handler(ctx: Ctx<{ id: string }>): Promise<{ generationId: string; cancelled: boolean }> {
-				const meta = await this.generations.meta(ctx.params.id);
-				if (!meta || meta.ownerId !== callerOf(ctx).id) throw new NotFoundError("generation", ctx.params.id);
+				const meta = ownedEntity<GenerationMeta & OwnedEntity>(ctx);
 				if (meta.state === "finished") return { generationId: ctx.params.id, cancelled: false };
 				await ctx.broadcast("generation.cancel", { generationId: ctx.params.id });
 				return { generationId: ctx.params.id, cancelled: true };
@@ -390,7 +387,7 @@ const ConversationService: ServiceSchema<ConversationSettings, ConversationMetho
 		"generation.cancel": {
 			params: { generationId: "string" },
 			handler(ctx: Context<{ generationId: string }>) {
-				this.turns.get(ctx.params.generationId)?.reader.cancel(this.settings.cancelGraceMs);
+				this.turns.get(ctx.params.generationId)?.cancel();
 			}
 		},
 
@@ -398,9 +395,7 @@ const ConversationService: ServiceSchema<ConversationSettings, ConversationMetho
 		"$node.disconnected": {
 			params: { node: "object" },
 			handler(ctx: Context<{ node: { id: string }; unexpected?: boolean }>) {
-				for (const turn of this.turns.values())
-					if (turn.producer === ctx.params.node.id)
-						turn.reader.stop({ status: "interrupted", code: "INTERRUPTED", message: "The model node stopped mid-answer" });
+				for (const turn of this.turns.values()) turn.nodeLost(ctx.params.node.id);
 			}
 		}
 	},
@@ -411,6 +406,21 @@ const ConversationService: ServiceSchema<ConversationSettings, ConversationMetho
 			const row = await this.conversations.owned(userId, id);
 			if (!row) throw new NotFoundError("conversation", id);
 			return row;
+		},
+
+		/** The `owner` flag's loaders (middlewares/auth.middleware.ts): the entity and its owner, or undefined. */
+		async ownedConversation(id: string, ctx: Ctx): Promise<OwnedConversation | undefined> {
+			const row = await this.conversations.owned(callerOf(ctx).id, id);
+			return row && { ...row, ownerId: row.userId };
+		},
+
+		async generationMessage(id: string): Promise<OwnedMessage | undefined> {
+			const row = await this.messages.byGeneration(id);
+			return row && { ...row, ownerId: row.user_id };
+		},
+
+		generationMeta(id: string): Promise<GenerationMeta | undefined> {
+			return this.generations.meta(id);
 		},
 
 		/** Exact keys only: dropping them costs one delete each, never a scan. */
@@ -432,38 +442,6 @@ const ConversationService: ServiceSchema<ConversationSettings, ConversationMetho
 
 		async conversationsAfter(userId: string, limit: number, after?: { at: string; id: string }): Promise<ConversationAttributes[]> {
 			return this.conversations.list(userId, limit, after);
-		},
-
-		/** The message's final state first, then the terminal event, so a client told "done" finds it stored. */
-		async finishTurn(turn: RunningTurn, outcome: TurnOutcome) {
-			const { plan, writer } = turn;
-			const blocked = outcome.status === "blocked";
-			const row = await this.messages.finish(plan.assistant.id, plan.assistant.created_at, {
-				// Blocked output is not kept for readers: the policy notice stands in its place.
-				content: blocked ? POLICY_NOTICE : outcome.content,
-				status: outcome.status,
-				model: outcome.model,
-				usage: outcome.usage,
-				toolCalls: outcome.toolCalls.length ? outcome.toolCalls : null,
-				toolResults: outcome.toolResults.length ? outcome.toolResults : null,
-				error: outcome.error,
-				// The title too is in place before clients hear "done".
-				conversationTitle: plan.firstTurn && outcome.status === "completed" ? titleFrom(plan.userContent) : null
-			});
-			await this.cleanUserCache(plan.userId, plan.conversationId);
-			if (outcome.status === "completed" || (outcome.status === "cancelled" && !outcome.error))
-				writer.append({ type: "done", messageId: plan.assistant.id, status: outcome.status, usage: outcome.usage, finishReason: outcome.finishReason });
-			else
-				writer.append({
-					type: "error",
-					messageId: plan.assistant.id,
-					status: outcome.status,
-					code: outcome.error?.code ?? "INTERNAL_ERROR",
-					message: outcome.error?.message ?? "",
-					usage: outcome.usage
-				});
-			await writer.flush().catch(err => this.logger.warn("Generation log flush failed", err));
-			if (!row) this.logger.warn("Assistant message was no longer streaming when its turn ended", { generationId: plan.generationId });
 		},
 
 		/**
@@ -511,15 +489,7 @@ const ConversationService: ServiceSchema<ConversationSettings, ConversationMetho
 	async stopped() {
 		clearInterval(this.partitionTimer);
 		clearInterval(this.sweepTimer);
-		// Running turns get the shutdown grace to finish; those still running then end
-		// interrupted, with their text, rather than vanish.
-		const all = Promise.allSettled([...this.turns.values()].map(t => t.done));
-		const grace = runtimeOf(this.broker).config.shutdownGraceMs;
-		let timer: NodeJS.Timeout | undefined;
-		await Promise.race([all, new Promise(r => (timer = setTimeout(r, grace)))]);
-		clearTimeout(timer);
-		for (const turn of this.turns.values()) turn.reader.stop({ status: "interrupted", code: "INTERRUPTED", message: "The server stopped mid-answer" });
-		await all;
+		await drainTurns(this.turns.values(), runtimeOf(this.broker).config.shutdownGraceMs);
 	}
 };
 

@@ -1,133 +1,167 @@
 /**
- * Reading a chat turn's model streams on the node that owns the turn. Each model call of the turn
- * (the first, and one more after each round of tool calls) is one `read()`; every chunk goes to
- * the generation log at once, and the text accumulates across calls. The turn can be stopped from
- * outside: cancelled, blocked by the content policy, or interrupted when its model node dies.
+ * One running chat turn, from the moment its rows are stored to its final write. The Turn owns
+ * the answer's output checks (in windows, as it streams), the stream reader's callbacks, saving
+ * progress, cancel, the loss of the model node producing it, the assistant message's final state
+ * and the terminal event. The conversation service only creates Turns and keeps them by
+ * generation id (./turn-steps.ts runs the model → tools loop, ./turn-reader.ts reads each stream).
  */
-import type { Readable } from "node:stream";
+import type { Logger, ServiceBroker } from "moleculer";
+import { ERR_CONTENT_BLOCKED, ERR_INTERNAL, ERR_INTERRUPTED } from "../../lib/errors";
 import type { GenerationWriter } from "../../lib/generations/log";
-import type { FinalStatus, FinishReason, LlmStreamLine, ToolCall, Usage } from "../../lib/chat-protocol";
-import { readLineBatches } from "../llm/ndjson";
+import { CANCEL_EVENT } from "../llm/client";
+import { OutputChecks } from "../moderation/client";
+import type { MessageStore } from "./store";
+import { TurnReader } from "./turn-reader";
+import { POLICY_NOTICE, runSteps, type TurnOutcome, type TurnPlan, type TurnSettings } from "./turn-steps";
 
-/** How one model call ended. */
-export interface StepOutcome {
-	kind: "end" | "error" | "stopped" | "broken";
-	finishReason?: FinishReason;
-	/** Provider usage, or undefined when the call ended without it. */
-	usage?: Usage;
-	model: string | null;
-	toolCalls: ToolCall[];
-	/** The text this call produced. */
-	text: string;
-	error?: { code: string; message: string };
+export interface TurnOptions extends TurnSettings {
+	/** How long a cancelled turn waits for the llm node's own "cancelled" end. */
+	cancelGraceMs: number;
+	/** How often the text so far is saved on the message row. */
+	progressEveryMs?: number;
 }
 
-export interface TurnHooks {
-	/** Called once the producing llm node is known, so its death can interrupt the turn. */
-	onProducer(nodeID: string): void;
-	/** Periodically, with the text so far (kept on the message row). */
-	onProgress(content: string): void;
-	/** Every text delta, after it was appended (output moderation reads them). */
-	onDelta(delta: string): void;
+export interface TurnDeps {
+	broker: ServiceBroker;
+	logger: Logger;
+	messages: Pick<MessageStore, "saveProgress" | "finish">;
+	writer: GenerationWriter;
+	options: TurnOptions;
+	/** After the final row is written and before the terminal event (the service drops its caches). */
+	onStored?(plan: TurnPlan): Promise<void>;
 }
 
-/** Why a turn was stopped from outside its stream. */
-export interface TurnStop {
-	status: Extract<FinalStatus, "cancelled" | "interrupted" | "blocked">;
-	code: string;
-	message: string;
+/** A title from the first message: its first words, cut at a word boundary. */
+export function titleFrom(content: string): string {
+	const flat = content.replace(/\s+/g, " ").trim();
+	if (flat.length <= 60) return flat;
+	const cut = flat.slice(0, 60);
+	const space = cut.lastIndexOf(" ");
+	return `${(space > 30 ? cut.slice(0, space) : cut).trimEnd()}…`;
 }
 
-export class TurnReader {
-	private content = "";
-	private stopReason?: TurnStop;
-	private stream?: Readable;
-	private lastProgress = Date.now();
+export class Turn {
+	private readonly reader: TurnReader;
+	private readonly output: OutputChecks;
+	private producer?: string;
+	private finished?: Promise<void>;
 
 	constructor(
-		private readonly writer: GenerationWriter,
-		private readonly hooks: TurnHooks,
-		private readonly progressEveryMs = 2000
-	) {}
-
-	get text(): string {
-		return this.content;
+		readonly plan: TurnPlan,
+		private readonly deps: TurnDeps
+	) {
+		const { broker, logger, messages, writer, options } = deps;
+		this.output = new OutputChecks(broker, logger, () => this.block());
+		this.reader = new TurnReader(
+			writer,
+			{
+				onProducer: nodeID => (this.producer = nodeID),
+				onProgress: text =>
+					void messages
+						.saveProgress(plan.assistant.id, plan.assistant.created_at, text)
+						// Policy: progress is a crash's safety net; the final write still stores the whole text.
+						.catch((err: unknown) => logger.warn("Answer progress could not be saved", { generationId: plan.generationId, err: (err as Error).message })),
+				onDelta: delta => this.output.push(delta)
+			},
+			options.progressEveryMs
+		);
 	}
 
-	get stopped(): TurnStop | undefined {
-		return this.stopReason;
+	get generationId(): string {
+		return this.plan.generationId;
 	}
 
-	/** Ends the turn from outside at once (the producer died, the policy blocked, a cancel went unanswered). */
-	stop(reason: TurnStop): void {
-		if (this.stopReason) return;
-		this.stopReason = reason;
-		// Destroying the stream ends read() at once.
-		this.stream?.destroy();
+	/** Resolves when the turn's final state is stored and its terminal event appended; never rejects. */
+	get done(): Promise<void> {
+		this.finished ??= this.run();
+		return this.finished;
 	}
 
-	/**
-	 * A cancel: the llm node got the same broadcast and ends its stream with "cancelled" and the
-	 * usage so far. Should it not answer within the grace, the turn ends cancelled without it.
-	 */
-	cancel(graceMs: number): void {
-		setTimeout(() => this.stop({ status: "cancelled", code: "CANCELLED", message: "Cancelled" }), graceMs).unref();
+	/** Runs the turn to its end, with or without a client watching. */
+	start(): Promise<void> {
+		return this.done;
 	}
 
-	/** Reads one model call's NDJSON stream to its end. Never throws. */
-	async read(stream: Readable): Promise<StepOutcome> {
-		this.stream = stream;
-		let model: string | null = null;
-		let toolCalls: ToolCall[] = [];
-		let text = "";
-		let end: Extract<LlmStreamLine, { type: "end" }> | undefined;
-		let failure: Extract<LlmStreamLine, { type: "error" }> | undefined;
-		let broken: string | undefined;
+	/** A cancel from any node: the llm node ends its stream "cancelled"; past the grace the turn ends without it. */
+	cancel(): void {
+		this.reader.cancel(this.deps.options.cancelGraceMs);
+	}
+
+	/** A node left the cluster: if it was producing this answer, the turn ends interrupted. */
+	nodeLost(nodeID: string): void {
+		if (this.producer === nodeID) this.interrupt("The model node stopped mid-answer");
+	}
+
+	/** Ends the turn at once as interrupted, with the text it has (node loss, shutdown). */
+	interrupt(message: string): void {
+		this.reader.stop({ status: "interrupted", code: ERR_INTERRUPTED, message });
+	}
+
+	private async block(): Promise<void> {
+		this.reader.stop({ status: "blocked", code: ERR_CONTENT_BLOCKED, message: POLICY_NOTICE });
+		// The model may run on another node: stopping the local stream alone would not reach it.
+		await Promise.resolve(this.deps.broker.broadcast(CANCEL_EVENT, { generationId: this.plan.generationId })).catch((err: unknown) =>
+			this.deps.logger.warn("Cancel broadcast after a policy block failed", { generationId: this.plan.generationId, err: (err as Error).message })
+		);
+	}
+
+	private async run(): Promise<void> {
+		const { broker, logger, writer, options } = this.deps;
 		try {
-			if (this.stopReason) stream.destroy();
-			await readLineBatches(stream, lines => {
-				for (const line of lines) {
-					if (this.stopReason) return; // stopped by an earlier line of this batch (the policy blocked it)
-					switch (line.type) {
-						case "start":
-							model = line.model;
-							this.hooks.onProducer(line.nodeID);
-							break;
-						case "delta":
-							text += line.content;
-							this.content += line.content;
-							this.writer.append({ type: "chunk", delta: line.content });
-							this.hooks.onDelta(line.content);
-							break;
-						case "tool_calls":
-							toolCalls = line.toolCalls;
-							break;
-						case "end":
-							end = line;
-							break;
-						case "error":
-							failure = line;
-							break;
-					}
-				}
-				if (Date.now() - this.lastProgress >= this.progressEveryMs) {
-					this.lastProgress = Date.now();
-					this.hooks.onProgress(this.content);
-				}
-			});
+			const outcome = await runSteps(broker, logger, options, this.plan, this.reader, writer);
+			// The rest of the output is checked before the answer counts as complete.
+			await this.output.finish();
+			const stop = this.reader.stopped;
+			await this.finish(stop?.status === "blocked" ? { ...outcome, status: stop.status, error: { code: stop.code, message: stop.message } } : outcome);
 		} catch (err) {
-			broken = (err as Error).message;
+			logger.error("Chat turn could not be finished", { generationId: this.plan.generationId, err });
 		}
-		const base = { model, toolCalls, text };
-		// A cancel answered by the llm node ends normally with "cancelled" and its usage.
-		if (end) return { ...base, kind: "end", finishReason: end.finishReason, usage: end.usage };
-		if (this.stopReason) return { ...base, kind: "stopped", error: { code: this.stopReason.code, message: this.stopReason.message } };
-		if (failure) return { ...base, kind: "error", usage: failure.usage, error: { code: failure.code, message: failure.message } };
-		// The stream ended without its last line: the producer went away mid-answer.
-		return {
-			...base,
-			kind: "broken",
-			error: { code: "INTERRUPTED", message: broken ? `The answer stream broke: ${broken}` : "The answer stream ended early" }
-		};
 	}
+
+	/** The message's final state first, then the terminal event, so a client told "done" finds it stored. */
+	private async finish(outcome: TurnOutcome): Promise<void> {
+		const { plan } = this;
+		const { messages, writer, logger } = this.deps;
+		const blocked = outcome.status === "blocked";
+		const row = await messages.finish(plan.assistant.id, plan.assistant.created_at, {
+			// Blocked output is not kept for readers: the policy notice stands in its place.
+			content: blocked ? POLICY_NOTICE : outcome.content,
+			status: outcome.status,
+			model: outcome.model,
+			usage: outcome.usage,
+			toolCalls: outcome.toolCalls.length ? outcome.toolCalls : null,
+			toolResults: outcome.toolResults.length ? outcome.toolResults : null,
+			error: outcome.error,
+			// The title too is in place before clients hear "done".
+			conversationTitle: plan.firstTurn && outcome.status === "completed" ? titleFrom(plan.userContent) : null
+		});
+		await this.deps.onStored?.(plan);
+		if (outcome.status === "completed" || (outcome.status === "cancelled" && !outcome.error))
+			writer.append({ type: "done", messageId: plan.assistant.id, status: outcome.status, usage: outcome.usage, finishReason: outcome.finishReason });
+		else
+			writer.append({
+				type: "error",
+				messageId: plan.assistant.id,
+				status: outcome.status,
+				code: outcome.error?.code ?? ERR_INTERNAL,
+				message: outcome.error?.message ?? "",
+				usage: outcome.usage
+			});
+		await writer.flush().catch((err: unknown) => logger.warn("Generation log flush failed", err));
+		if (!row) logger.warn("Assistant message was no longer streaming when its turn ended", { generationId: plan.generationId });
+	}
+}
+
+/**
+ * The shutdown drain: running turns get the grace to finish; those still running then end
+ * interrupted, with their text, rather than vanish.
+ */
+export async function drainTurns(turns: Iterable<Turn>, graceMs: number): Promise<void> {
+	const running = [...turns];
+	const all = Promise.allSettled(running.map(t => t.done));
+	let timer: NodeJS.Timeout | undefined;
+	await Promise.race([all, new Promise(r => (timer = setTimeout(r, graceMs)))]);
+	clearTimeout(timer);
+	for (const turn of running) turn.interrupt("The server stopped mid-answer");
+	await all;
 }

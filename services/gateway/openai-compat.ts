@@ -1,19 +1,21 @@
 /**
  * The OpenAI-compatible `/v1` surface, wire-compatible enough that the unmodified official SDK
  * works against chatmesh: `POST /v1/chat/completions` (stream and non-stream) and `GET /v1/models`.
- * Without `conversation_id` a request passes straight through the llm service; with one, it runs as
- * a chat turn of that conversation (stored, resumable) and its answer is streamed in the same format.
+ * This file is transport only: it parses and validates the OpenAI body and writes OpenAI frames.
+ * Without `conversation_id` a request is one `conversation.complete` (which owns the checks);
+ * with one, it runs as a chat turn of that conversation (stored, resumable) and its answer is
+ * streamed in the same format.
  */
-import type { IncomingMessage, ServerResponse } from "node:http";
+import type { ServerResponse } from "node:http";
 import type { Context } from "moleculer";
 import { z } from "zod";
 import type { ChatmeshMeta } from "../../lib/auth";
-import { BadRequestError, ContentBlockedError, httpStatusOf } from "../../lib/errors";
-import { countPromptTokens, countTokens } from "../../lib/token-count";
+import { BadRequestError, ERR_STREAM_INTERRUPTED, ERR_STREAM_UNAVAILABLE, httpStatusOf } from "../../lib/errors";
 import type { GenerationLog } from "../../lib/generations/log";
 import type { ChatMessage, FinishReason, ToolCall, ToolDefinition, Usage } from "../../lib/chat-protocol";
+import type { CompleteParams, CompletionResult } from "../conversation/completion";
 import type { SendResult } from "../conversation/conversation.service";
-import { callLlmStream } from "../llm/client";
+import { callCancellableStream } from "../llm/client";
 import { readLineBatches } from "../llm/ndjson";
 import { TickWriter } from "./tick-writer";
 import type { ModelInfo } from "../llm/llm.service";
@@ -138,42 +140,27 @@ class ChunkWriter {
 
 export interface CompletionDeps {
 	ctx: Context<unknown, ChatmeshMeta>;
-	req: IncomingMessage;
 	res: ServerResponse;
 	body: ChatCompletionRequest;
 	generations: GenerationLog;
 	headers: Record<string, string>;
-	/** The most a model call may write (and what the quota reserves for it). */
-	maxOutputTokens: number;
 }
 
-/** A stateless completion: straight through llm.stream / llm.chat. */
-export async function passthroughCompletion({ ctx, req, res, body, headers, maxOutputTokens }: CompletionDeps): Promise<void> {
-	const maxTokens = Math.min(body.max_completion_tokens ?? body.max_tokens ?? maxOutputTokens, maxOutputTokens);
-	const params = {
+/** A stateless completion: `conversation.complete` judges, charges and checks it; this writes its frames. */
+export async function passthroughCompletion({ ctx, res, body, headers }: CompletionDeps): Promise<void> {
+	const generationId = crypto.randomUUID();
+	const maxTokens = body.max_completion_tokens ?? body.max_tokens ?? undefined;
+	const params: CompleteParams = {
+		generationId,
 		messages: toChatMessages(body),
 		...(body.model ? { model: body.model } : {}),
 		...(body.tools ? { tools: body.tools as ToolDefinition[] } : {}),
 		...(maxTokens ? { maxTokens } : {}),
 		...(typeof body.temperature === "number" ? { temperature: body.temperature } : {})
 	};
-	const generationId = crypto.randomUUID();
 	const id = `chatcmpl-${generationId.replaceAll("-", "")}`;
-	// The same gates as a stored turn: the content policy on the input, the quota before the model.
-	await checkInput(ctx, params.messages);
-	const reservationId = `${generationId}:1`;
-	await ctx.call("quota.reserve", { reservationId, tokens: countPromptTokens(params.messages) + maxTokens });
-	let charged: Usage = { promptTokens: 0, completionTokens: 0 };
-	const settle = () => ctx.broker.call("quota.settle", { reservationId, usage: charged }).catch(() => {});
 	if (!body.stream) {
-		const answer = await ctx
-			.call<{ content: string; toolCalls: ToolCall[] | null; finishReason: FinishReason; usage: Usage; model: string }, typeof params>("llm.chat", params)
-			.catch(async (err: unknown) => {
-				await settle();
-				throw err;
-			});
-		charged = answer.usage;
-		await settle();
+		const answer = await ctx.call<CompletionResult, CompleteParams>("conversation.complete", params);
 		res.writeHead(200, { ...headers, "Content-Type": "application/json; charset=utf-8" });
 		res.end(
 			JSON.stringify({
@@ -195,62 +182,40 @@ export async function passthroughCompletion({ ctx, req, res, body, headers, maxO
 		return;
 	}
 
-	// Destroying a stream produced on another node does not reach it; this helper cancels then.
-	const stream = await callLlmStream(ctx, { ...params, generationId }).catch(async err => {
-		await settle();
-		throw err;
-	});
-	let produced = "";
+	// Destroying a stream produced on another node does not reach it; this helper broadcasts the cancel then.
+	const stream = await callCancellableStream(ctx, "conversation.complete", { ...params, stream: true });
 	const writer = new ChunkWriter(res, id, body.model ?? "");
 	writer.open(headers);
-	// The client left: stop the model too (a stateless request has no one else to answer).
-	const abandon = () => stream.destroy();
-	req.on("close", abandon);
+	// The client left: stop the model too (a stateless request has no one else to answer). The
+	// response's "close" marks the connection's end; the request's fires once its body is read.
+	const abandon = () => {
+		if (!res.writableFinished) stream.destroy();
+	};
+	res.on("close", abandon);
 	try {
 		await readLineBatches(stream, lines => {
 			for (const line of lines) {
 				if (line.type === "start") {
 					writer.setModel(line.model);
 					writer.role();
-				} else if (line.type === "delta") {
-					produced += line.content;
-					writer.delta(line.content);
-				} else if (line.type === "tool_calls") writer.toolCalls(line.toolCalls);
+				} else if (line.type === "delta") writer.delta(line.content);
+				else if (line.type === "tool_calls") writer.toolCalls(line.toolCalls);
 				else if (line.type === "end") {
-					charged = line.usage;
 					writer.finish(finishOf(line.finishReason));
 					if (body.stream_options?.include_usage) writer.usage(line.usage);
-				} else if (line.type === "error") {
-					if (line.usage) charged = line.usage;
-					writer.error(line);
-				}
+				} else if (line.type === "error") writer.error(line);
 			}
 		});
 	} catch (err) {
-		if (!res.writableEnded) writer.error({ code: "STREAM_INTERRUPTED", message: (err as Error).message });
+		if (!res.writableEnded) writer.error({ code: ERR_STREAM_INTERRUPTED, message: (err as Error).message });
 	} finally {
-		req.off("close", abandon);
+		res.off("close", abandon);
 		if (!res.writableEnded) writer.end();
-		// A stream that ended without usage (the client left, the producer died) pays for what it produced.
-		if (charged.promptTokens === 0 && charged.completionTokens === 0 && produced)
-			charged = { promptTokens: countPromptTokens(params.messages), completionTokens: countTokens(produced) };
-		await settle();
 	}
 }
 
-/** The content policy on the last user message, before any model call. */
-async function checkInput(ctx: Context<unknown, ChatmeshMeta>, messages: ChatMessage[]): Promise<void> {
-	const last = [...messages].reverse().find(m => m.role === "user");
-	if (!last?.content) return;
-	const verdict = await ctx.call<{ action: string; reasons: string[] }, { text: string; direction: "input" }>("moderation.check", {
-		text: last.content,
-		direction: "input"
-	});
-	if (verdict.action === "block") throw new ContentBlockedError("The message was blocked by the content policy", { reasons: verdict.reasons });
-}
-
 /** A completion stored into a conversation: its last user message runs as that conversation's turn. */
-export async function conversationCompletion({ ctx, req, res, body, generations, headers }: CompletionDeps): Promise<void> {
+export async function conversationCompletion({ ctx, res, body, generations, headers }: CompletionDeps): Promise<void> {
 	const last = [...body.messages].reverse().find(m => m.role === "user");
 	const content = Array.isArray(last?.content) ? last.content.map(p => p.text).join("") : last?.content;
 	if (!content) throw new BadRequestError("A conversation request needs a user message", { param: "messages" });
@@ -280,12 +245,12 @@ export async function conversationCompletion({ ctx, req, res, body, generations,
 			},
 			() => resolve(),
 			err => {
-				final = { usage: { promptTokens: 0, completionTokens: 0 }, reason: "stop", error: { code: "STREAM_UNAVAILABLE", message: err.message } };
+				final = { usage: { promptTokens: 0, completionTokens: 0 }, reason: "stop", error: { code: ERR_STREAM_UNAVAILABLE, message: err.message } };
 				resolve();
 			}
 		);
 		// A client leaving does not cancel a stored turn: it completes and is kept.
-		req.on("close", () => {
+		res.on("close", () => {
 			unsubscribe();
 			resolve();
 		});

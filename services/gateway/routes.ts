@@ -9,7 +9,6 @@ import type { IncomingRequest } from "moleculer-web";
 import { callerOf, type ChatmeshMeta } from "../../lib/auth";
 import { BadRequestError, ERR_BAD_LAST_EVENT_ID, NotFoundError } from "../../lib/errors";
 import type { GenerationMeta } from "../../lib/chat-protocol";
-import { runtimeOf } from "../../lib/runtime";
 import type { SendResult } from "../conversation/conversation.service";
 import type { ModelInfo } from "../llm/llm.service";
 import { conversationCompletion, modelList, parseCompletionRequest, passthroughCompletion } from "./openai-compat";
@@ -95,12 +94,10 @@ const chatCompletions: AliasHandler = function (req, res, next) {
 			const body = parseCompletionRequest((req as IncomingRequest & { body?: unknown }).body);
 			const deps = {
 				ctx,
-				req,
 				res,
 				body,
 				generations: this.generations,
-				headers: ctx.meta.$responseHeaders ?? {},
-				maxOutputTokens: runtimeOf(this.broker).config.quotaMaxOutputTokens
+				headers: ctx.meta.$responseHeaders ?? {}
 			};
 			await (body.conversation_id ? conversationCompletion(deps) : passthroughCompletion(deps));
 			next?.(RESPONSE_SENT);

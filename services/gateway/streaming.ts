@@ -4,6 +4,7 @@
  * a client that reconnects to any gateway resumes with no gap and no duplicate.
  */
 import type { IncomingMessage, ServerResponse } from "node:http";
+import { ERR_STREAM_UNAVAILABLE } from "../../lib/errors";
 import type { GenerationLog } from "../../lib/generations/log";
 import type { GenerationEvent } from "../../lib/chat-protocol";
 import { TickWriter } from "./tick-writer";
@@ -78,7 +79,7 @@ export function streamGenerationSse(
 				finish();
 			},
 			err => {
-				out.end(`data: ${JSON.stringify({ type: "generation:error", generationId, code: "STREAM_UNAVAILABLE", message: err.message })}\n\n`);
+				out.end(`data: ${JSON.stringify({ type: "generation:error", generationId, code: ERR_STREAM_UNAVAILABLE, message: err.message })}\n\n`);
 				finish();
 			}
 		);

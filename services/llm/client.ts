@@ -19,17 +19,30 @@ export interface LlmCaller {
 	broadcast<TData>(event: string, data: TData): Promise<void> | void;
 }
 
-/** A call that lands on an llm node that dies or stops before its first token goes to another node. */
+/** A call that lands on a node that dies or stops before its first token goes to another node. */
 export const LLM_FAILOVER = { attempts: 3, backoffMs: 250 } as const;
 
 /**
  * Calls `llm.stream` (with no call timeout by default: the llm node bounds the wait for the
  * first token itself) and returns its NDJSON stream; read it with `readLineBatches` from ./ndjson.
- * The call resolves at the first token, so a call refused because its node was lost has produced
+ */
+export function callLlmStream(caller: LlmCaller, params: StreamParams, opts: CallingOptions = {}): Promise<Readable> {
+	return callCancellableStream(caller, "llm.stream", params, opts);
+}
+
+/**
+ * Calls any action that answers with the stream of a generation named by `params.generationId`
+ * (`llm.stream`, `conversation.complete`); destroying the stream before its end broadcasts the cancel.
+ * Both resolve at the first token, so a call refused because its node was lost has produced
  * nothing and is made again on a live node.
  */
-export async function callLlmStream(caller: LlmCaller, params: StreamParams, opts: CallingOptions = {}): Promise<Readable> {
-	const stream = await withNodeFailover(() => caller.call<Readable, StreamParams>("llm.stream", params, { timeout: 0, ...opts }), LLM_FAILOVER);
+export async function callCancellableStream<P extends { generationId: string }>(
+	caller: LlmCaller,
+	action: string,
+	params: P,
+	opts: CallingOptions = {}
+): Promise<Readable> {
+	const stream = await withNodeFailover(() => caller.call<Readable, P>(action, params, { timeout: 0, ...opts }), LLM_FAILOVER);
 	stream.once("close", () => {
 		if (stream.readableEnded) return;
 		Promise.resolve(caller.broadcast<CancelParams>(CANCEL_EVENT, { generationId: params.generationId })).catch(() => {

@@ -85,7 +85,7 @@ const toolDefinitionRule = {
 	}
 } as const;
 
-const generateRules = {
+export const generateRules = {
 	messages: messagesRule,
 	model: { type: "string", optional: true, min: 1, max: 256 },
 	tools: { type: "array", optional: true, max: 128, items: toolDefinitionRule },

@@ -1,7 +1,7 @@
 import type { Socket } from "socket.io-client";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { startSimulator, type SimulatorHandle } from "../../simulator/simulator";
-import { collectGeneration, openSocket, sleep } from "../helpers/chat";
+import { collectGeneration, openSocket, readSse, sleep } from "../helpers/chat";
 import { apiClient, signUp, type ApiClient, type Session } from "../helpers/http";
 import { clusterEnv, createTestDatabase, uniqueNamespace, type TestDatabase, queryDb } from "../helpers/infra";
 import { spawnNode, waitUntil, type NodeProcess } from "../helpers/processes";
@@ -61,12 +61,13 @@ async function stored(generationId: string) {
 }
 
 async function finalOf(generationId: string, timeoutMs = 20_000) {
-	let row: Awaited<ReturnType<typeof stored>>;
+	let row: Awaited<ReturnType<typeof stored>> | undefined;
 	await waitUntil(async () => {
 		row = await stored(generationId);
 		return row !== undefined && row.status !== "streaming";
 	}, timeoutMs);
-	return row!;
+	if (!row) throw new Error(`generation ${generationId} has no message`);
+	return row;
 }
 
 describe("chat across nodes", () => {
@@ -128,6 +129,31 @@ describe("chat across nodes", () => {
 			.at(-1);
 		expect(upstream?.aborted).toBe(true);
 		expect(upstream?.completionTokens).toBeLessThan(300);
+	}, 30_000);
+
+	it("a /v1 stream whose client leaves aborts the model on the llm node, and the quota keeps nothing reserved", async () => {
+		sim.configure({ outputTokens: 300, tokenIntervalMs: 20 });
+		const user = await signUp(gw1.api, "v1leave");
+		const abort = new AbortController();
+		const res = await fetch(`${gw1.url}/v1/chat/completions`, {
+			method: "POST",
+			headers: { authorization: `Bearer ${user.accessToken}`, "content-type": "application/json" },
+			body: JSON.stringify({ model: "sim-small", stream: true, messages: [{ role: "user", content: "a long stateless answer" }] }),
+			signal: abort.signal
+		});
+		expect(await readSse(res, { maxFrames: 5, abort })).toHaveLength(5);
+		await waitUntil(
+			async () =>
+				sim
+					.requests()
+					.filter(r => r.path === "/v1/chat/completions")
+					.at(-1)?.aborted === true,
+			10_000
+		);
+		await waitUntil(async () => (await gw2.api.get<{ tokensReserved: number }>("/api/usage", { token: user.accessToken })).body.tokensReserved === 0, 10_000);
+		const usage = await gw2.api.get<{ tokensUsed: number }>("/api/usage", { token: user.accessToken });
+		expect(usage.body.tokensUsed).toBeGreaterThan(0);
+		expect(usage.body.tokensUsed).toBeLessThan(300);
 	}, 30_000);
 
 	it("the llm process killed mid-stream: the client gets generation:error, the message ends interrupted, the user's message stays", async () => {
