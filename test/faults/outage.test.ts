@@ -108,100 +108,97 @@ afterAll(() => {
 	for (const s of sockets) s.disconnect();
 });
 
-describe("a database that goes away", () => {
-	let db: TestDatabase;
-	let door: Awaited<ReturnType<typeof startDatabaseDoor>>;
-	let node: ChatmeshNode & { baseUrl: string };
-	let api: ApiClient;
-	let user: Session;
+interface Subject {
+	db: TestDatabase;
+	node: ChatmeshNode & { baseUrl: string };
+	api: ApiClient;
+	user: Session;
+}
 
+/** Hooks that start a node on a database of its own (plus `envFor`'s environment) with one signed-up user. */
+function nodeUnderTest(label: string, envFor: (db: TestDatabase) => Promise<Record<string, string>>, cleanup?: () => Promise<void>): Subject {
+	const subject = {} as Subject;
 	beforeAll(async () => {
-		db = await createTestDatabase("outage_db");
-		door = await startDatabaseDoor();
-		const url = new URL(db.url);
-		url.port = String(door.port);
-		node = await startTestNode({ NAMESPACE: uniqueNamespace("outage-db"), DATABASE_URL: url.toString() });
-		api = apiClient(node.baseUrl);
-		user = await signUp(api, "outage-db");
+		subject.db = await createTestDatabase(`outage_${label}`);
+		subject.node = await startTestNode({ NAMESPACE: uniqueNamespace(`outage-${label}`), ...(await envFor(subject.db)) });
+		subject.api = apiClient(subject.node.baseUrl);
+		subject.user = await signUp(subject.api, `outage-${label}`);
 	}, 60_000);
 	afterAll(async () => {
-		await node?.stop();
-		await door?.close();
-		await db?.drop();
+		await subject.node?.stop();
+		await cleanup?.();
+		await subject.db?.drop();
 	});
+	return subject;
+}
+
+describe("a database that goes away", () => {
+	let door: Awaited<ReturnType<typeof startDatabaseDoor>>;
+	const t = nodeUnderTest(
+		"db",
+		async db => {
+			door = await startDatabaseDoor();
+			const url = new URL(db.url);
+			url.port = String(door.port);
+			return { DATABASE_URL: url.toString() };
+		},
+		() => door?.close()
+	);
 
 	it("answers 503 SERVICE_UNAVAILABLE with Retry-After, over HTTP and socket.io", async () => {
-		const socket = await openSocket(node.baseUrl, user.accessToken);
-		expect((await api.post("/api/conversations", { token: user.accessToken, body: {} })).status).toBe(201);
+		const socket = await openSocket(t.node.baseUrl, t.user.accessToken);
+		expect((await t.api.post("/api/conversations", { token: t.user.accessToken, body: {} })).status).toBe(201);
 		await door.close();
 
-		expectUnavailable(await api.post("/api/conversations", { token: user.accessToken, body: { title: "lost" } }));
-		expectUnavailable(await api.post("/api/auth/login", { body: { email: user.email, password: user.password } }));
+		expectUnavailable(await t.api.post("/api/conversations", { token: t.user.accessToken, body: { title: "lost" } }));
+		expectUnavailable(await t.api.post("/api/auth/login", { body: { email: t.user.email, password: t.user.password } }));
 		const ack = await socket.timeout(10_000).emitWithAck("chat:send", { content: "anyone there?" });
 		expect(ack).toMatchObject({ error: { code: "SERVICE_UNAVAILABLE" } });
 		// /ready says so too, while /health (liveness) does not.
-		expect((await fetch(`${node.baseUrl}/ready`)).status).toBe(503);
-		expect((await fetch(`${node.baseUrl}/health`)).status).toBe(200);
+		expect((await fetch(`${t.node.baseUrl}/ready`)).status).toBe(503);
+		expect((await fetch(`${t.node.baseUrl}/health`)).status).toBe(200);
 	});
 });
 
 describe("a Redis that goes away", () => {
-	let db: TestDatabase;
 	let redis: Awaited<ReturnType<typeof startPrivateRedis>>;
-	let node: ChatmeshNode & { baseUrl: string };
-	let api: ApiClient;
-	let user: Session;
-
-	beforeAll(async () => {
-		db = await createTestDatabase("outage_redis");
-		redis = await startPrivateRedis();
-		node = await startTestNode({ NAMESPACE: uniqueNamespace("outage-redis"), DATABASE_URL: db.url, REDIS_URL: redis.url });
-		api = apiClient(node.baseUrl);
-		user = await signUp(api, "outage-redis");
-	}, 60_000);
-	afterAll(async () => {
-		await node?.stop();
-		await redis?.kill();
-		await db?.drop();
-	});
+	const t = nodeUnderTest(
+		"redis",
+		async db => {
+			redis = await startPrivateRedis();
+			return { DATABASE_URL: db.url, REDIS_URL: redis.url };
+		},
+		() => redis?.kill()
+	);
 
 	it("answers a chat turn, which needs the replay log, with 503 SERVICE_UNAVAILABLE over HTTP and socket.io", async () => {
-		const socket = await openSocket(node.baseUrl, user.accessToken);
-		const conv = await api.post<{ id: string }>("/api/conversations", { token: user.accessToken, body: {} });
+		const socket = await openSocket(t.node.baseUrl, t.user.accessToken);
+		const conv = await t.api.post<{ id: string }>("/api/conversations", { token: t.user.accessToken, body: {} });
 		await redis.kill();
 
-		expectUnavailable(await api.post(`/api/conversations/${conv.body.id}/messages`, { token: user.accessToken, body: { content: "hello" } }));
+		expectUnavailable(await t.api.post(`/api/conversations/${conv.body.id}/messages`, { token: t.user.accessToken, body: { content: "hello" } }));
 		const ack = await socket.timeout(10_000).emitWithAck("chat:send", { conversationId: conv.body.id, content: "hello" });
 		expect(ack).toMatchObject({ error: { code: "SERVICE_UNAVAILABLE" } });
 		// Reads that need only the database still work: the rate limits fall back to memory.
-		expect((await api.get(`/api/conversations/${conv.body.id}`, { token: user.accessToken })).status).toBe(200);
+		expect((await t.api.get(`/api/conversations/${conv.body.id}`, { token: t.user.accessToken })).status).toBe(200);
 	});
 });
 
 describe("a service no node serves, or one that does not answer", () => {
 	const namespace = uniqueNamespace("outage-nats");
-	let db: TestDatabase;
-	let node: ChatmeshNode & { baseUrl: string };
-	let stub: ServiceBroker;
-	let api: ApiClient;
-	let user: Session;
-
-	beforeAll(async () => {
-		db = await createTestDatabase("outage_nats");
-		node = await startTestNode({ ...clusterEnv(namespace, db.url), SERVICES: "gateway,user", REQUEST_TIMEOUT_MS: "1000", SHUTDOWN_GRACE_MS: "1000" });
-		api = apiClient(node.baseUrl);
-		user = await signUp(api, "outage-nats");
-	}, 60_000);
-	afterAll(async () => {
-		await stub?.stop();
-		await node?.stop();
-		await db?.drop();
-	});
+	let stub: ServiceBroker | undefined;
+	const t = nodeUnderTest(
+		"nats",
+		async db => ({ ...clusterEnv(namespace, db.url), SERVICES: "gateway,user", REQUEST_TIMEOUT_MS: "1000", SHUTDOWN_GRACE_MS: "1000" }),
+		async () => {
+			await stub?.stop();
+		}
+	);
 
 	it("answers 503 when no node serves the action", async () => {
-		const socket = await openSocket(node.baseUrl, user.accessToken);
-		expectUnavailable(await api.get("/api/conversations", { token: user.accessToken }));
-		expectUnavailable(await api.post(`/api/conversations/${crypto.randomUUID()}/messages`, { token: user.accessToken, body: { content: "hello" } }));
+		const socket = await openSocket(t.node.baseUrl, t.user.accessToken);
+		expectUnavailable(await t.api.get("/api/conversations", { token: t.user.accessToken }));
+		expectUnavailable(await t.api.post(`/api/conversations/${crypto.randomUUID()}/messages`, { token: t.user.accessToken, body: { content: "hello" } }));
 		const ack = await socket.timeout(10_000).emitWithAck("chat:send", { content: "hello" });
 		expect(ack).toMatchObject({ error: { code: "SERVICE_UNAVAILABLE" } });
 	});
@@ -219,7 +216,7 @@ describe("a service no node serves, or one that does not answer", () => {
 		// A conversation node that takes every list call and never answers.
 		stub.createService({ name: "conversation", actions: { list: () => new Promise(() => {}) } });
 		await stub.start();
-		await node.broker.waitForServices("conversation", 10_000);
-		expectUnavailable(await api.get("/api/conversations", { token: user.accessToken }));
+		await t.node.broker.waitForServices("conversation", 10_000);
+		expectUnavailable(await t.api.get("/api/conversations", { token: t.user.accessToken }));
 	});
 });
