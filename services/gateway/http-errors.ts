@@ -9,7 +9,6 @@ import {
 	ERR_INTERNAL,
 	ERR_INVALID_JSON,
 	ERR_PAYLOAD_TOO_LARGE,
-	ERR_UNAVAILABLE,
 	ERR_UNSUPPORTED_MEDIA_TYPE,
 	httpStatusOf,
 	OUTAGE_RETRY_AFTER_S,
@@ -82,9 +81,9 @@ function isKnownServerError(e: ErrorLike): boolean {
 	return typeof e.type === "string" && httpStatusOf({ type: e.type }) !== 500;
 }
 
-/** Seconds to wait before retrying, for answers that say so (`Retry-After`). */
+/** Seconds to wait before retrying a 503 (an outage, a full queue, an open breaker): its `Retry-After`. */
 export function retryAfterOf(body: PublicError): number | undefined {
-	if (body.type !== ERR_UNAVAILABLE) return undefined;
+	if (body.code !== 503) return undefined;
 	const retryAfter = (body.data as { retryAfter?: unknown } | undefined)?.retryAfter;
 	return typeof retryAfter === "number" ? retryAfter : OUTAGE_RETRY_AFTER_S;
 }

@@ -6,7 +6,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { ChatmeshNode } from "../../node";
 import { startSimulator, type SimulatorHandle } from "../../simulator/simulator";
 import { apiClient, signUp, type ApiClient, type Session } from "../helpers/http";
-import { createTestDatabase, queryDb, TEST_REDIS_URL, uniqueNamespace, type TestDatabase } from "../helpers/infra";
+import { clusterEnv, createTestDatabase, queryDb, uniqueNamespace, type TestDatabase } from "../helpers/infra";
 import { simulatorProviders, startTestNode } from "../helpers/nodes";
 
 // A seeded corpus of malformed input over every HTTP route of the gateway's alias table and every
@@ -18,6 +18,7 @@ const CONCURRENCY = 6;
 let sim: SimulatorHandle;
 let db: TestDatabase;
 let node: ChatmeshNode & { baseUrl: string };
+let services: ChatmeshNode | undefined;
 let api: ApiClient;
 let admin: Session;
 let victim: Session;
@@ -304,16 +305,18 @@ beforeAll(async () => {
 	sim = await startSimulator({ outputTokens: 3 });
 	db = await createTestDatabase("fuzz");
 	const generous = { points: 100_000, durationS: 60 };
-	node = await startTestNode({
-		DATABASE_URL: db.url,
-		REDIS_URL: TEST_REDIS_URL,
-		NAMESPACE: uniqueNamespace("fuzz"),
+	// Two nodes on NATS: every action call the gateway makes crosses the transporter's serializer.
+	const env = {
+		...clusterEnv(uniqueNamespace("fuzz"), db.url),
 		LLM_PROVIDERS: simulatorProviders(sim, ["sim-small"]),
 		RATE_LIMITS: JSON.stringify({
 			perUser: { chat: generous, auth: generous, default: generous },
 			perIp: { chat: generous, auth: generous, default: generous }
 		})
-	});
+	};
+	services = await startTestNode({ ...env, SERVICES: "user,conversation,llm,quota,moderation,tool", NODE_ID: "fuzz-services" });
+	node = await startTestNode({ ...env, SERVICES: "gateway", NODE_ID: "fuzz-gateway" });
+	await node.broker.waitForServices(["user", "conversation", "llm", "quota", "moderation", "tool"], 20_000);
 	api = apiClient(node.baseUrl);
 	const user = await signUp(api, "fuzz-admin");
 	victim = await signUp(api, "fuzz-victim");
@@ -329,6 +332,7 @@ beforeAll(async () => {
 afterAll(async () => {
 	for (const s of sockets) s.disconnect();
 	await node?.stop();
+	await services?.stop();
 	await sim?.close();
 	await db?.drop();
 });
