@@ -49,16 +49,20 @@ function toAck(err: unknown): SocketErrorAck {
 	return type === ERR_INTERNAL ? { error: { code: type, message } } : { error: { code: type, message, data } };
 }
 
-/** Every event's payload passes the HTTP body checks first; a refusal is the event's ack (no ack: dropped). */
+/**
+ * Every event first passes the HTTP body checks; a refusal is the event's ack (no ack: dropped).
+ * The handlers take (payload, ack), so the packet is made exactly that: a missing payload becomes
+ * undefined and extra arguments are dropped (one of them would otherwise be taken for the ack).
+ */
 function checkPayload(packet: unknown[], next: (err?: Error) => void): void {
-	// An event sent with an ack and no payload: the handlers take (payload, ack), so make room.
-	if (packet.length === 2 && typeof packet[1] === "function") packet.splice(1, 0, undefined);
-	const args = packet.slice(1);
+	const last = packet.at(-1);
+	const ack = packet.length > 1 && typeof last === "function" ? (last as Ack) : undefined;
+	const payload = typeof packet[1] === "function" ? undefined : packet[1];
+	packet.splice(1, packet.length - 1, payload, ...(ack ? [ack] : []));
 	try {
-		for (const arg of args) if (typeof arg !== "function") assertCleanInput(arg, "payload");
+		assertCleanInput(payload, "payload");
 	} catch (err) {
-		const ack = args.at(-1);
-		if (typeof ack === "function") ack(toAck(err));
+		ack?.(toAck(err));
 		return;
 	}
 	next();

@@ -290,6 +290,8 @@ function socketCorpus(): Array<{ event: string; args: unknown[] }> {
 	for (const [event, fields] of Object.entries(EVENT_FIELDS)) {
 		for (const payload of [undefined, null, 1, "text", [], [{}], true, nested(1500), nested(65), nested(63), {}]) cases.push({ event, args: [payload] });
 		cases.push({ event, args: [{}, "second", { third: "\0" }] });
+		cases.push({ event, args: [{ [fields[0]]: "x" }, "second"] });
+		cases.push({ event, args: [{ [fields[0]]: "x" }, 42, { third: true }] });
 		cases.push({ event, args: [] });
 		for (let i = 0; i < 40; i++) {
 			const payload: Record<string, unknown> = {};
