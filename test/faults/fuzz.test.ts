@@ -226,7 +226,7 @@ function httpCorpus(): HttpCase[] {
 	return cases;
 }
 
-async function send(c: HttpCase): Promise<{ status: number; body: unknown; text: string }> {
+async function send(c: HttpCase): Promise<{ status: number; body: unknown; text: string; headers: Headers }> {
 	const method = c.headers["access-control-request-method"] ? "OPTIONS" : c.method;
 	const res = await fetch(`${node.baseUrl}${c.path}`, { method, headers: c.headers, body: method === "GET" || method === "OPTIONS" ? undefined : c.body });
 	const text = await res.text();
@@ -236,7 +236,7 @@ async function send(c: HttpCase): Promise<{ status: number; body: unknown; text:
 	} catch {
 		body = undefined;
 	}
-	return { status: res.status, body, text };
+	return { status: res.status, body, text, headers: res.headers };
 }
 
 /** Runs `work` over `items` with a fixed number in flight. */
@@ -288,7 +288,8 @@ const EVENT_FIELDS: Record<string, string[]> = {
 function socketCorpus(): Array<{ event: string; args: unknown[] }> {
 	const cases: Array<{ event: string; args: unknown[] }> = [];
 	for (const [event, fields] of Object.entries(EVENT_FIELDS)) {
-		for (const payload of [undefined, null, 1, "text", [], [{}], true, nested(1500), nested(65), nested(63), {}]) cases.push({ event, args: [payload] });
+		for (const payload of [undefined, null, 1, "text", [], [{}], true, nested(1500), nested(65), nested(63), {}, Buffer.from("binary")])
+			cases.push({ event, args: [payload] });
 		cases.push({ event, args: [{}, "second", { third: "\0" }] });
 		cases.push({ event, args: [{ [fields[0]]: "x" }, "second"] });
 		cases.push({ event, args: [{ [fields[0]]: "x" }, 42, { third: true }] });
@@ -359,6 +360,8 @@ describe("fuzzing the edge", () => {
 			});
 		expect(badShapes).toEqual([]);
 		// Every JSON answer says it is JSON and only JSON.
+		const sniffable = results.filter(r => r.headers.get("content-type")?.includes("json") && r.headers.get("x-content-type-options") !== "nosniff");
+		expect(sniffable.map(r => `${r.c.method} ${r.c.path.slice(0, 120)} → ${r.status}`)).toEqual([]);
 		expect(results.length).toBeGreaterThan(1000);
 	}, 120_000);
 
