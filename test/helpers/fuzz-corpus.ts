@@ -176,6 +176,16 @@ const ENCODINGS: Array<{ headers: Record<string, string>; body: string | Buffer 
 	{ headers: { "content-type": "application/x-www-form-urlencoded" }, body: "title=x&content=%00" }
 ];
 
+const HEADER_VARIANTS: Array<Record<string, string>> = [
+	{ "last-event-id": "-1" },
+	{ "last-event-id": "1e400" },
+	{ "last-event-id": "abc" },
+	{ "last-event-id": "9".repeat(40) },
+	{ accept: "text/event-stream" },
+	{ "x-request-id": "r".repeat(4000) },
+	{ "x-forwarded-for": "not-an-address, ::ffff:999.1.1.1" }
+];
+
 /** Every alias with every kind of malformed request; `idFor` names a real resource for a `:id` path. */
 export function httpCorpus(aliases: Alias[], token: string, idFor: (path: string) => string): HttpCase[] {
 	const cases: HttpCase[] = [];
@@ -194,6 +204,7 @@ export function httpCorpus(aliases: Alias[], token: string, idFor: (path: string
 		add(base, { authorization: "Bearer a b" });
 		add(base, { authorization: `Bearer ${"x".repeat(5000)}` });
 		add(base, {});
+		for (const headers of HEADER_VARIANTS) add(base, { ...json, ...headers }, JSON.stringify(randomObject()));
 		add(base, { ...json, origin: "https://elsewhere.example", "access-control-request-method": method });
 	}
 	return cases;
