@@ -86,6 +86,8 @@ export interface ChatmeshConfig {
 	/** OpenAI-compatible base URL whose /moderations the moderation service consults; unset means no provider check. */
 	moderationProviderUrl?: string;
 	moderationProviderApiKey?: string;
+	/** Origins allowed to call the API from a browser on another origin (`*`: any); empty: same-origin only. */
+	corsOrigins: string[];
 }
 
 const rateRuleSchema = z.object({ points: z.number().int().min(1), durationS: z.number().int().min(1) }).strict();
@@ -263,6 +265,25 @@ function parseDenyList(env: Env): string[] {
 	return [...new Set(terms)];
 }
 
+/** CORS_ORIGINS: `*`, or a comma-separated list of origins such as https://chat.example.com. */
+function parseCorsOrigins(env: Env): string[] {
+	const raw = read(env, "CORS_ORIGINS");
+	if (raw === undefined) return [];
+	if (raw === "*") return ["*"];
+	const origins = raw.split(",").map(s => s.trim());
+	const isOrigin = (value: string) => {
+		try {
+			const url = new URL(value);
+			return (url.protocol === "http:" || url.protocol === "https:") && url.origin === value;
+		} catch {
+			return false;
+		}
+	};
+	if (origins.some(o => !isOrigin(o)))
+		throw new ConfigError("CORS_ORIGINS", '"*" or a comma-separated list of origins such as https://chat.example.com (scheme, host and port only)');
+	return [...new Set(origins)];
+}
+
 /** Reads and validates the environment. Throws ConfigError for the first bad value. */
 export function loadConfig(env: Env = process.env): ChatmeshConfig {
 	const nodeEnv = parseWith(env, "NODE_ENV", z.enum(["development", "production", "test"]), "one of development, production, test") ?? "development";
@@ -325,7 +346,8 @@ export function loadConfig(env: Env = process.env): ChatmeshConfig {
 			urlWithProtocols(["http:", "https:"]),
 			"an http(s) OpenAI-compatible base URL such as https://api.openai.com/v1"
 		),
-		moderationProviderApiKey: parseWith(env, "MODERATION_PROVIDER_API_KEY", z.string().regex(/^\S+$/), "an API key without spaces")
+		moderationProviderApiKey: parseWith(env, "MODERATION_PROVIDER_API_KEY", z.string().regex(/^\S+$/), "an API key without spaces"),
+		corsOrigins: parseCorsOrigins(env)
 	};
 	if (config.moderationProviderApiKey !== undefined && config.moderationProviderUrl === undefined)
 		throw new ConfigError("MODERATION_PROVIDER_API_KEY", "unset unless MODERATION_PROVIDER_URL is set");

@@ -39,6 +39,9 @@ export const ERR_CANCELLED = "CANCELLED";
 export const ERR_INTERRUPTED = "INTERRUPTED";
 export const ERR_STREAM_INTERRUPTED = "STREAM_INTERRUPTED";
 export const ERR_STREAM_UNAVAILABLE = "STREAM_UNAVAILABLE";
+export const ERR_NESTING_TOO_DEEP = "NESTING_TOO_DEEP";
+export const ERR_INVALID_CURSOR = "INVALID_CURSOR";
+export const ERR_UNSUPPORTED_MEDIA_TYPE = "UNSUPPORTED_MEDIA_TYPE";
 
 /** Each known type's HTTP status. Moleculer's and moleculer-web's own types are included. */
 const HTTP_STATUS_BY_TYPE: Readonly<Record<string, number>> = {
@@ -71,9 +74,11 @@ const HTTP_STATUS_BY_TYPE: Readonly<Record<string, number>> = {
 	[ERR_INTERRUPTED]: 502,
 	[ERR_STREAM_INTERRUPTED]: 502,
 	[ERR_STREAM_UNAVAILABLE]: 503,
+	[ERR_NESTING_TOO_DEEP]: 400,
+	[ERR_INVALID_CURSOR]: 400,
 	// moleculer-web
 	NO_TOKEN: 401,
-	UNSUPPORTED_MEDIA_TYPE: 415,
+	[ERR_UNSUPPORTED_MEDIA_TYPE]: 415,
 	SERVICE_NOT_FOUND: 404,
 	ENTITY_TOO_LARGE: 413,
 	// moleculer core
@@ -220,4 +225,45 @@ export function httpStatusOf(err: unknown): number {
 	if (typeof type === "string" && HTTP_STATUS_BY_TYPE[type] !== undefined) return HTTP_STATUS_BY_TYPE[type];
 	if (typeof code === "number" && code >= 400 && code <= 599) return code;
 	return 500;
+}
+
+/** Seconds a client is told to wait (`Retry-After`) when a dependency is down. */
+export const OUTAGE_RETRY_AFTER_S = 5;
+
+// Moleculer's and moleculer-web's ways of saying the callee is unreachable or did not answer in time.
+const OUTAGE_TYPES = new Set(["SERVICE_NOT_AVAILABLE", "SERVICE_NOT_FOUND", "REQUEST_TIMEOUT"]);
+const OUTAGE_NAMES = new Set([
+	"ServiceNotAvailableError",
+	"ServiceNotFoundError",
+	"ServiceUnavailableError",
+	"RequestTimeoutError",
+	"MaxRetriesPerRequestError"
+]);
+// Socket errors, PostgreSQL's shutdown/connection/too-many-connections SQLSTATEs.
+const OUTAGE_CODES = new Set(["ECONNREFUSED", "ECONNRESET", "EPIPE", "ETIMEDOUT", "EHOSTUNREACH", "ENOTFOUND", "57P01", "57P02", "57P03", "53300"]);
+// What pg and ioredis say once their connection is gone; these survive a hop over NATS, where only
+// name, message, code and type do.
+const OUTAGE_MESSAGES =
+	/Connection terminated|Connection is closed|Client has encountered a connection error|Stream isn't writeable|Reached the max retries per request|connect ECONNREFUSED|read ECONNRESET|timeout exceeded when trying to connect/i;
+
+/**
+ * Whether an error says that a dependency (database, Redis, another node) is down rather than
+ * that the request is wrong: such errors answer 503 with `Retry-After` instead of a 500.
+ */
+export function isDependencyOutage(err: unknown, depth = 0): boolean {
+	if (!err || typeof err !== "object" || depth > 3) return false;
+	const { name, type, code, message, parent, original, cause } = err as Record<string, unknown>;
+	if (typeof type === "string" && OUTAGE_TYPES.has(type)) return true;
+	// An error that already says what it is (an upstream model failure, a bad request) keeps its type.
+	if (typeof type === "string" && HTTP_STATUS_BY_TYPE[type] !== undefined) return false;
+	if (typeof name === "string" && OUTAGE_NAMES.has(name)) return true;
+	if (typeof code === "string" && (OUTAGE_CODES.has(code) || code.startsWith("08"))) return true;
+	if (typeof message === "string" && OUTAGE_MESSAGES.test(message)) return true;
+	return [parent, original, cause].some(inner => inner !== err && isDependencyOutage(inner, depth + 1));
+}
+
+/** The error a client sees for a dependency outage: 503 SERVICE_UNAVAILABLE; other errors unchanged. */
+export function withOutageMapped(err: unknown): unknown {
+	if (err instanceof UnavailableError || !isDependencyOutage(err)) return err;
+	return new UnavailableError("A service chatmesh depends on is unavailable; retry shortly", { retryAfter: OUTAGE_RETRY_AFTER_S });
 }

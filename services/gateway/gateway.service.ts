@@ -14,7 +14,8 @@ import { ERR_INVALID_CREDENTIALS, ERR_INVALID_TOKEN, ERR_TOKEN_EXPIRED, Unauthor
 import { redisOptions } from "../../lib/redis";
 import { NODE_STOPPING_EVENT, runtimeOf } from "../../lib/runtime";
 import type { ResolvedCredential } from "../user/user.service";
-import { toPublicError } from "./http-errors";
+import { edgeMiddleware } from "./edge";
+import { retryAfterOf, toPublicError } from "./http-errors";
 import { openAiError } from "./openai-compat";
 import { DEFAULT_RATE_LIMITS, RateLimiter, type RateLimitSettings, type RouteClass } from "./rate-limit";
 import { checkReadiness, type Readiness } from "./readiness";
@@ -148,7 +149,10 @@ const GatewayService: ServiceSchema<ApiSettingsSchema, GatewayMethods & Record<s
 				return;
 			}
 			for (const [key, value] of Object.entries(ctx?.meta.$responseHeaders ?? {})) res.setHeader(key, value);
+			const retryAfter = retryAfterOf(body);
+			if (retryAfter !== undefined) res.setHeader("Retry-After", String(retryAfter));
 			res.setHeader("Content-Type", "application/json; charset=utf-8");
+			res.setHeader("X-Content-Type-Options", "nosniff");
 			res.writeHead(body.code);
 			res.end(JSON.stringify(format === "openai" ? openAiError(body.code, body) : body));
 		},
@@ -163,7 +167,15 @@ const GatewayService: ServiceSchema<ApiSettingsSchema, GatewayMethods & Record<s
 	/** moleculer-web builds its routes in its own created(), so they are set from config here. */
 	merged(schema) {
 		const { config } = runtimeOf(this.broker);
-		schema.settings = { ...schema.settings, port: config.port, ip: config.host, routes: apiRoutes(config.bodyLimitBytes), assets: webAppAssets };
+		schema.settings = {
+			...schema.settings,
+			port: config.port,
+			ip: config.host,
+			routes: apiRoutes(config.bodyLimitBytes),
+			assets: webAppAssets,
+			// Every route: security headers, CORS, and the input checks on body and query.
+			use: [edgeMiddleware(config.corsOrigins)]
+		};
 	},
 
 	created() {

@@ -4,7 +4,16 @@
  * message and data; anything else becomes a generic 500 carrying only the request id, so no stack
  * trace, SQL or internal message ever reaches a client.
  */
-import { ERR_INTERNAL, ERR_INVALID_JSON, ERR_PAYLOAD_TOO_LARGE, ERR_BAD_REQUEST, httpStatusOf } from "../../lib/errors";
+import {
+	ERR_BAD_REQUEST,
+	ERR_INTERNAL,
+	ERR_INVALID_JSON,
+	ERR_PAYLOAD_TOO_LARGE,
+	ERR_UNSUPPORTED_MEDIA_TYPE,
+	httpStatusOf,
+	OUTAGE_RETRY_AFTER_S,
+	withOutageMapped
+} from "../../lib/errors";
 
 export interface PublicError {
 	name: string;
@@ -27,13 +36,16 @@ interface ErrorLike {
 const BODY_PARSER_ERRORS: Readonly<Record<string, { type: string; message: string }>> = {
 	"entity.parse.failed": { type: ERR_INVALID_JSON, message: "Request body is not valid JSON" },
 	"entity.too.large": { type: ERR_PAYLOAD_TOO_LARGE, message: "Request body is too large" },
-	"encoding.unsupported": { type: ERR_BAD_REQUEST, message: "Unsupported content encoding" },
-	"charset.unsupported": { type: ERR_BAD_REQUEST, message: "Unsupported charset" },
+	// Request bodies are never compressed (see README): any Content-Encoding but identity is refused.
+	"encoding.unsupported": { type: ERR_UNSUPPORTED_MEDIA_TYPE, message: "Unsupported Content-Encoding: send the body uncompressed" },
+	"charset.unsupported": { type: ERR_UNSUPPORTED_MEDIA_TYPE, message: "Unsupported charset" },
 	"request.aborted": { type: ERR_BAD_REQUEST, message: "Request aborted" },
 	"request.size.invalid": { type: ERR_BAD_REQUEST, message: "Request size did not match Content-Length" }
 };
 
-export function toPublicError(err: unknown, requestId: string | undefined): PublicError {
+export function toPublicError(original: unknown, requestId: string | undefined): PublicError {
+	// A dependency that is down is a 503 to retry, whichever node or store reported it.
+	const err = withOutageMapped(original);
 	const e = (err ?? {}) as ErrorLike;
 	const parserError = typeof e.type === "string" ? BODY_PARSER_ERRORS[e.type] : undefined;
 	if (parserError) {
@@ -67,4 +79,11 @@ export function toPublicError(err: unknown, requestId: string | undefined): Publ
 /** A 5xx whose type we defined or Moleculer's own availability errors: safe to pass on. */
 function isKnownServerError(e: ErrorLike): boolean {
 	return typeof e.type === "string" && httpStatusOf({ type: e.type }) !== 500;
+}
+
+/** Seconds to wait before retrying a 503 (an outage, a full queue, an open breaker): its `Retry-After`. */
+export function retryAfterOf(body: PublicError): number | undefined {
+	if (body.code !== 503) return undefined;
+	const retryAfter = (body.data as { retryAfter?: unknown } | undefined)?.retryAfter;
+	return typeof retryAfter === "number" ? retryAfter : OUTAGE_RETRY_AFTER_S;
 }

@@ -13,10 +13,12 @@ import type { SendResult } from "../conversation/conversation.service";
 import type { ModelInfo } from "../llm/llm.service";
 import { conversationCompletion, modelList, parseCompletionRequest, passthroughCompletion } from "./openai-compat";
 import { RateLimiter, type RouteClass } from "./rate-limit";
+import { noStore } from "./edge";
 import { parseAfter, streamGenerationSse } from "./streaming";
 import type { ChatmeshRoute, GatewayThis } from "./types";
 
-const jsonBody = (limitBytes: number) => ({ json: { limit: limitBytes, strict: true }, urlencoded: false });
+// inflate: false refuses compressed bodies with 415 instead of decompressing them (see README).
+const jsonBody = (limitBytes: number) => ({ json: { limit: limitBytes, strict: true, inflate: false }, urlencoded: false });
 
 /** The REST routes; body limits are filled in from config when the service is created. */
 export function apiRoutes(bodyLimitBytes: number): ChatmeshRoute[] {
@@ -33,6 +35,7 @@ export function apiRoutes(bodyLimitBytes: number): ChatmeshRoute[] {
 			rateClass: "auth",
 			mappingPolicy: "restrict",
 			bodyParsers: jsonBody(bodyLimitBytes),
+			use: [noStore],
 			aliases: {
 				"POST register": "user.register",
 				"POST login": "user.login",

@@ -9,8 +9,10 @@ import type { Server as HttpServer } from "node:http";
 import type { ServiceBroker } from "moleculer";
 import { Server, type Socket } from "socket.io";
 import type { AuthUser } from "../../lib/auth";
-import { ERR_TOKEN_EXPIRED, ERR_UNAUTHORIZED, UnauthorizedError } from "../../lib/errors";
+import { ERR_INTERNAL, ERR_TOKEN_EXPIRED, ERR_UNAUTHORIZED, UnauthorizedError } from "../../lib/errors";
+import { assertCleanInput } from "../../lib/input";
 import type { ResolvedCredential } from "../user/user.service";
+import { toPublicError } from "./http-errors";
 import { RateLimiter, type RouteClass } from "./rate-limit";
 
 export interface SocketData {
@@ -41,12 +43,29 @@ export interface SocketServerOptions {
 	handlers: Record<string, { rateClass: RouteClass; handle: SocketHandler }>;
 }
 
+/** The HTTP error mapping, as an ack: the same types (503 for an outage, INTERNAL_ERROR for the unknown). */
 function toAck(err: unknown): SocketErrorAck {
-	const e = err as { type?: string; message?: string; data?: unknown; code?: number };
-	const known = typeof e.type === "string" && typeof e.code === "number" && e.code < 500;
-	return known
-		? { error: { code: e.type as string, message: e.message ?? "", data: e.data } }
-		: { error: { code: "INTERNAL_ERROR", message: "Internal server error" } };
+	const { type, message, data } = toPublicError(err, undefined);
+	return type === ERR_INTERNAL ? { error: { code: type, message } } : { error: { code: type, message, data } };
+}
+
+/**
+ * Every event first passes the HTTP body checks; a refusal is the event's ack (no ack: dropped).
+ * The handlers take (payload, ack), so the packet is made exactly that: a missing payload becomes
+ * undefined and extra arguments are dropped (one of them would otherwise be taken for the ack).
+ */
+function checkPayload(packet: unknown[], next: (err?: Error) => void): void {
+	const last = packet.at(-1);
+	const ack = packet.length > 1 && typeof last === "function" ? (last as Ack) : undefined;
+	const payload = typeof packet[1] === "function" ? undefined : packet[1];
+	packet.splice(1, packet.length - 1, payload, ...(ack ? [ack] : []));
+	try {
+		assertCleanInput(payload, "payload");
+	} catch (err) {
+		ack?.(toAck(err));
+		return;
+	}
+	next();
 }
 
 async function resolve(broker: ServiceBroker, token: unknown): Promise<ResolvedCredential> {
@@ -93,6 +112,7 @@ export function createSocketServer(opts: SocketServerOptions): Server {
 		const socket = raw as unknown as ChatSocket;
 		armExpiry(socket);
 		socket.on("disconnect", () => clearTimeout(socket.data.expiryTimer));
+		socket.use(checkPayload);
 
 		// A fresh access token keeps the connection open past the old token's expiry.
 		socket.on("auth:refresh", async (payload: unknown, ack?: Ack) => {

@@ -26,8 +26,21 @@ interface ResourceCase {
 
 async function conversationOf(owner: Session): Promise<string> {
 	const res = await api.post<{ id: string }>("/api/conversations", { token: owner.accessToken, body: { title: "mine" } });
-	await api.post(`/api/conversations/${res.body.id}/messages`, { token: owner.accessToken, body: { content: "private words" } });
+	const sent = await api.post<{ generationId: string }>(`/api/conversations/${res.body.id}/messages`, {
+		token: owner.accessToken,
+		body: { content: "private words" }
+	});
+	// Finished, so the owner's snapshot no longer moves by itself.
+	await finished(owner, sent.body.generationId);
 	return res.body.id;
+}
+
+async function finished(owner: Session, generationId: string): Promise<void> {
+	for (let i = 0; i < 100; i++) {
+		const status = await api.get<{ status: string }>(`/api/generations/${generationId}`, { token: owner.accessToken });
+		if (status.body.status !== "streaming") return;
+		await new Promise(r => setTimeout(r, 50));
+	}
 }
 
 async function conversationState(owner: Session, id: string) {
@@ -43,11 +56,7 @@ async function generationOf(owner: Session): Promise<string> {
 		token: owner.accessToken,
 		body: { content: "private question" }
 	});
-	for (let i = 0; i < 100; i++) {
-		const status = await api.get<{ status: string }>(`/api/generations/${sent.body.generationId}`, { token: owner.accessToken });
-		if (status.body.status !== "streaming") break;
-		await new Promise(r => setTimeout(r, 50));
-	}
+	await finished(owner, sent.body.generationId);
 	return sent.body.generationId;
 }
 

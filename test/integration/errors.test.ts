@@ -6,13 +6,18 @@ import {
 	ChatmeshClientError,
 	ERR_NOT_FOUND,
 	ERR_QUOTA_EXCEEDED,
+	ERR_UNAVAILABLE,
+	ERR_UPSTREAM_ERROR,
 	ERR_UPSTREAM_TIMEOUT,
 	httpStatusOf,
+	isDependencyOutage,
 	NotFoundError,
+	OUTAGE_RETRY_AFTER_S,
 	QuotaExceededError,
 	UpstreamError
 } from "../../lib/errors";
 import { brokerOptions } from "../../moleculer.config";
+import { toPublicError } from "../../services/gateway/http-errors";
 import { TEST_NATS_URL, uniqueNamespace } from "../helpers/infra";
 
 // Two brokers on the real NATS: errors thrown on one node must arrive on the other in their
@@ -43,6 +48,17 @@ const Thrower: ServiceSchema = {
 		},
 		plain: () => {
 			throw new Error("secret internals");
+		},
+		databaseDown: () => {
+			// What pg throws when the database refuses the connection.
+			throw Object.assign(new Error("connect ECONNREFUSED 127.0.0.1:5433"), { code: "ECONNREFUSED", errno: -111, syscall: "connect" });
+		},
+		connectionLost: () => {
+			// What pg throws when the server goes away mid-query.
+			throw new Error("Connection terminated unexpectedly");
+		},
+		upstreamRefused: () => {
+			throw new UpstreamError("connect ECONNREFUSED 10.0.0.9:8000");
 		}
 	}
 };
@@ -99,5 +115,35 @@ describe("httpStatusOf", () => {
 		expect(httpStatusOf({ code: 418 })).toBe(418);
 		expect(httpStatusOf({ code: 200 })).toBe(500);
 		expect(httpStatusOf(undefined)).toBe(500);
+	});
+});
+
+describe("dependency outages", () => {
+	const unavailable = { code: 503, type: ERR_UNAVAILABLE, data: { retryAfter: OUTAGE_RETRY_AFTER_S } };
+
+	it("answers 503 SERVICE_UNAVAILABLE for a database that refuses or drops connections on another node", async () => {
+		for (const action of ["thrower.databaseDown", "thrower.connectionLost"]) {
+			const err = await caller.call(action).catch((e: unknown) => e);
+			expect(isDependencyOutage(err)).toBe(true);
+			expect(toPublicError(err, "req-1")).toMatchObject(unavailable);
+		}
+	});
+
+	it("keeps a typed error's own status, whatever its message says", async () => {
+		const err = await caller.call("thrower.upstreamRefused").catch((e: unknown) => e);
+		expect(toPublicError(err, "req-1")).toMatchObject({ code: 502, type: ERR_UPSTREAM_ERROR });
+	});
+
+	it("answers 503 for Moleculer's timeouts and unreachable services, and 500 for anything else", () => {
+		const { RequestTimeoutError, ServiceNotAvailableError, ServiceNotFoundError } = Errors;
+		for (const err of [
+			new RequestTimeoutError({ action: "conversation.list", nodeID: "n-1" }),
+			new ServiceNotAvailableError({ action: "conversation.list", nodeID: "n-1" }),
+			new ServiceNotFoundError({ action: "conversation.list" }),
+			Object.assign(new Error("Stream isn't writeable and enableOfflineQueue options is false"), { name: "Error" }),
+			Object.assign(new Error("Reached the max retries per request limit (which is 1)."), { name: "MaxRetriesPerRequestError" })
+		])
+			expect(toPublicError(err, "req-1")).toMatchObject(unavailable);
+		expect(toPublicError(new Error("secret internals"), "req-1")).toMatchObject({ code: 500, type: "INTERNAL_ERROR" });
 	});
 });

@@ -82,7 +82,10 @@ describe("loadConfig", () => {
 		["MODEL_TIERS", '{"cheap":"a","medium":"b","strong":"c","extra":"d"}'],
 		["LLM_FIRST_TOKEN_TIMEOUT_MS", "0"],
 		["LLM_FIRST_TOKEN_TIMEOUT_MS", "soon"],
-		["LLM_IDLE_TIMEOUT_MS", "700000"]
+		["LLM_IDLE_TIMEOUT_MS", "700000"],
+		["CORS_ORIGINS", "chat.example.com"],
+		["CORS_ORIGINS", "https://chat.example.com/app"],
+		["CORS_ORIGINS", "https://a.example,*"]
 	])("rejects %s=%s with one line naming the variable", (variable, value) => {
 		const env: Record<string, string> = { [variable]: value };
 		if (variable === "SERVICES") Object.assign(env, { TRANSPORTER: "nats://127.0.0.1:4222", DATABASE_URL: "postgres://db/x" });
@@ -90,6 +93,12 @@ describe("loadConfig", () => {
 		expect(err.variable).toBe(variable);
 		expect(err.message.startsWith(`${variable} must be `)).toBe(true);
 		expect(err.message).not.toContain("\n");
+	});
+
+	it("reads CORS_ORIGINS: same-origin only by default, a list of origins, or any", () => {
+		expect(loadConfig({}).corsOrigins).toEqual([]);
+		expect(loadConfig({ CORS_ORIGINS: "https://a.example, http://localhost:5173" }).corsOrigins).toEqual(["https://a.example", "http://localhost:5173"]);
+		expect(loadConfig({ CORS_ORIGINS: "*" }).corsOrigins).toEqual(["*"]);
 	});
 
 	it("reads the model tiers and the stream timeouts, with their defaults", () => {
