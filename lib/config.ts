@@ -81,6 +81,8 @@ export interface ChatmeshConfig {
 	requestTimeoutMs: number;
 	heartbeatIntervalS: number;
 	heartbeatTimeoutS: number;
+	/** How long a conversation node's claim on its running answers holds without renewal (TURN_LEASE_TTL_MS). */
+	turnLeaseTtlMs: number;
 	/** Words and phrases the moderation service blocks, lower-cased (MODERATION_DENY_LIST); empty by default. */
 	moderationDenyList: string[];
 	/** OpenAI-compatible base URL whose /moderations the moderation service consults; unset means no provider check. */
@@ -339,6 +341,7 @@ export function loadConfig(env: Env = process.env): ChatmeshConfig {
 		requestTimeoutMs: parseWith(env, "REQUEST_TIMEOUT_MS", integer(100, 600_000), "a whole number of milliseconds (100-600000)") ?? 30_000,
 		heartbeatIntervalS: parseWith(env, "HEARTBEAT_INTERVAL_S", integer(1, 60), "a whole number of seconds (1-60)") ?? 2,
 		heartbeatTimeoutS: parseWith(env, "HEARTBEAT_TIMEOUT_S", integer(2, 300), "a whole number of seconds (2-300)") ?? 6,
+		turnLeaseTtlMs: parseWith(env, "TURN_LEASE_TTL_MS", integer(1000, 600_000), "a whole number of milliseconds (1000-600000)") ?? 10_000,
 		moderationDenyList: parseDenyList(env),
 		moderationProviderUrl: parseWith(
 			env,

@@ -15,11 +15,13 @@ import type { Context, ServiceBroker } from "moleculer";
 import type { ChatmeshMeta } from "../../lib/auth";
 import type { ChatMessage, FinishReason, LlmStreamLine, ToolCall, Usage } from "../../lib/chat-protocol";
 import { ContentBlockedError, ERR_CONTENT_BLOCKED, ERR_STREAM_INTERRUPTED } from "../../lib/errors";
+import { persistOrGiveUp } from "../../lib/persist";
 import { countPromptTokens, countTokens } from "../../lib/token-count";
 import { callLlmStream } from "../llm/client";
 import { LineStream, readLineBatches } from "../llm/ndjson";
 import type { ChatParams, ChatResult, StreamParams } from "../llm/params";
 import { assertInputAllowed, OutputChecks } from "../moderation/client";
+import { SETTLE_RETRY_MS, STREAM_MARGIN_MS } from "./turn-steps";
 
 export interface CompleteParams extends Omit<StreamParams, "maxTokens"> {
 	stream?: boolean;
@@ -53,7 +55,15 @@ export async function assertMessagesAllowed(ctx: Context<unknown, ChatmeshMeta>,
 }
 
 /** Runs one stateless completion; a stream when `stream` is set, else the whole answer. */
-export async function complete(ctx: Context<CompleteParams, ChatmeshMeta>, maxOutputTokens: number): Promise<Readable | CompletionResult> {
+/** The bounds of a completion: the configured output cap and the llm node's own timeouts. */
+export interface CompletionLimits {
+	maxOutputTokens: number;
+	firstTokenTimeoutMs: number;
+	idleTimeoutMs: number;
+}
+
+export async function complete(ctx: Context<CompleteParams, ChatmeshMeta>, limits: CompletionLimits): Promise<Readable | CompletionResult> {
+	const { maxOutputTokens } = limits;
 	const { stream, maxTokens: asked, ...rest } = ctx.params;
 	const maxTokens = Math.min(asked ?? maxOutputTokens, maxOutputTokens);
 	const params: StreamParams = { ...rest, maxTokens };
@@ -62,21 +72,28 @@ export async function complete(ctx: Context<CompleteParams, ChatmeshMeta>, maxOu
 	await ctx.call("quota.reserve", { reservationId, tokens: countPromptTokens(params.messages) + maxTokens });
 	const settle = settler(ctx, reservationId);
 	if (!stream) return completeWhole(ctx, params, settle);
-	const upstream = await callLlmStream(ctx, params).catch(async (err: unknown) => {
+	const upstream = await callLlmStream(ctx, params, { timeout: limits.firstTokenTimeoutMs + STREAM_MARGIN_MS }).catch(async (err: unknown) => {
 		await settle(NO_USAGE);
 		throw err;
 	});
-	return pipeChecked(ctx.broker, params, upstream, settle);
+	return pipeChecked(ctx.broker, params, upstream, settle, limits.idleTimeoutMs + STREAM_MARGIN_MS);
 }
 
-/** Settles a reservation once; a failure is logged (the reset schedule releases the stale reservation). */
+/**
+ * Settles a reservation once. Policy: tried again while the quota's store or link is away; past
+ * that, logged, and the stale reservation is released by the quota's schedule.
+ */
 function settler(ctx: Context<unknown, ChatmeshMeta>, reservationId: string): (usage: Usage) => Promise<void> {
 	// The stream outlives the action's context, so the settle is a call of its own, not a child of ctx.
 	const opts = { meta: { user: ctx.meta.user } };
+	const { broker } = ctx;
 	return async usage => {
-		await ctx.broker
-			.call("quota.settle", { reservationId, usage }, opts)
-			.catch((err: unknown) => ctx.broker.logger.warn("Quota settle failed", { reservationId, err: (err as Error).message }));
+		await persistOrGiveUp(() => broker.call("quota.settle", { reservationId, usage }, opts), {
+			maxRetryTimeMs: SETTLE_RETRY_MS,
+			logger: broker.logger,
+			what: "Quota settle",
+			details: { reservationId }
+		});
 	};
 }
 
@@ -99,7 +116,7 @@ async function completeWhole(ctx: Context<unknown, ChatmeshMeta>, params: Stream
 }
 
 /** Forwards the model's lines, checking the output as it goes; settles the quota at the end. */
-function pipeChecked(broker: ServiceBroker, params: StreamParams, upstream: Readable, settle: (usage: Usage) => Promise<void>): Readable {
+function pipeChecked(broker: ServiceBroker, params: StreamParams, upstream: Readable, settle: (usage: Usage) => Promise<void>, idleMs: number): Readable {
 	let charged: Usage | undefined;
 	let produced = "";
 	let blocked = false;
@@ -120,13 +137,17 @@ function pipeChecked(broker: ServiceBroker, params: StreamParams, upstream: Read
 		if (line.type !== "end" && line.type !== "error") out.send(line);
 	};
 	let last: LlmStreamLine | undefined;
-	void readLineBatches(upstream, lines => {
-		for (const line of lines) {
-			if (blocked) return;
-			if (line.type === "end" || line.type === "error") last = line;
-			forward(line);
-		}
-	})
+	void readLineBatches(
+		upstream,
+		lines => {
+			for (const line of lines) {
+				if (blocked) return;
+				if (line.type === "end" || line.type === "error") last = line;
+				forward(line);
+			}
+		},
+		{ idleMs }
+	)
 		.catch((err: unknown) => {
 			if (!blocked && !out.destroyed) last ??= { type: "error", code: ERR_STREAM_INTERRUPTED, message: (err as Error).message };
 		})

@@ -8,7 +8,7 @@ import type { Readable } from "node:stream";
 import type { Context, ServiceSchema } from "moleculer";
 import { callerOf, type ChatmeshMeta } from "../../lib/auth";
 import { decodeCursor, encodeCursor, pageOf } from "../../lib/cursor";
-import { BadRequestError, ERR_MODEL_NOT_FOUND, NotFoundError } from "../../lib/errors";
+import { BadRequestError, ERR_MODEL_NOT_FOUND, ERR_UNAVAILABLE, NotFoundError, OUTAGE_RETRY_AFTER_S, UnavailableError } from "../../lib/errors";
 import type { GenerationLog } from "../../lib/generations/log";
 import type { ChatMessage, GenerationMeta } from "../../lib/chat-protocol";
 import { runtimeOf } from "../../lib/runtime";
@@ -27,6 +27,8 @@ import {
 	type MessageView
 } from "./store";
 import { complete, type CompleteParams, type CompletionResult } from "./completion";
+import { TurnLeases } from "./leases";
+import { OrphanSweeper } from "./orphans";
 import { drainTurns, Turn } from "./turn";
 import { offeredTools, type TurnPlan } from "./turn-steps";
 import { countPromptTokens } from "../../lib/token-count";
@@ -75,6 +77,8 @@ interface ConversationVars {
 	conversations: ConversationStore;
 	generations: GenerationLog;
 	turns: Map<string, Turn>;
+	leases: TurnLeases;
+	orphans: OrphanSweeper;
 	partitionTimer?: NodeJS.Timeout;
 	sweepTimer?: NodeJS.Timeout;
 }
@@ -89,6 +93,7 @@ interface ConversationMethods extends CacheCleanerMethods {
 	cleanUserCache(userId: string, conversationId?: string): Promise<void>;
 	ensurePartitions(): Promise<void>;
 	sweepOrphans(): Promise<void>;
+	abandonTurn(assistant: MessageRow, reservationId: string): Promise<void>;
 }
 
 type Ctx<P = Record<string, never>> = Context<P, ChatmeshMeta>;
@@ -100,6 +105,9 @@ const pageParams = {
 	limit: { type: "number", integer: true, min: 1, max: 100, default: 20, convert: true },
 	cursor: { type: "string", optional: true, max: 200 }
 } as const;
+
+/** Leases run out this long ago are deleted (their answers were swept long before). */
+const LEASE_RETENTION_MS = 3600_000;
 
 /** How many conversations the cached first page holds. */
 const FIRST_PAGE_SIZE = 100;
@@ -284,7 +292,8 @@ const ConversationService: ServiceSchema<ConversationSettings, ConversationMetho
 						content,
 						model: ctx.params.model ?? null,
 						generationId,
-						metadata: { ownerNode: this.broker.nodeID }
+						// The lease this turn runs under (leases.ts): whoever holds it finishes the answer.
+						metadata: { ownerNode: this.broker.nodeID, ownerInstance: this.leases.instanceId }
 					})
 					.then(turn => turn ?? Promise.reject(new NotFoundError("conversation", String(ctx.params.conversationId))))
 					.catch(async (err: unknown) => {
@@ -310,7 +319,13 @@ const ConversationService: ServiceSchema<ConversationSettings, ConversationMetho
 					tools
 				};
 				const [writer] = await Promise.all([
-					this.generations.create({ generationId, ownerId: user.id, conversationId, messageId: assistant.id }),
+					this.generations.create({ generationId, ownerId: user.id, conversationId, messageId: assistant.id }).catch(async (err: unknown) => {
+						// Policy: an answer without its log could reach no one, so it ends failed at once, its
+						// hold is released, and the caller is told to retry (503).
+						this.logger.warn("An answer's log could not be created; the turn is refused", { generationId, err: (err as Error).message });
+						await this.abandonTurn(assistant, firstReservation);
+						throw new UnavailableError("The answer could not be started; retry shortly", { retryAfter: OUTAGE_RETRY_AFTER_S });
+					}),
 					this.cleanUserCache(user.id, conversationId)
 				]);
 				const { config } = runtimeOf(this.broker);
@@ -319,7 +334,13 @@ const ConversationService: ServiceSchema<ConversationSettings, ConversationMetho
 					logger: this.logger,
 					messages: this.messages,
 					writer,
-					options: { maxOutputTokens: config.quotaMaxOutputTokens, maxToolSteps: config.maxToolSteps, cancelGraceMs: this.settings.cancelGraceMs },
+					options: {
+						maxOutputTokens: config.quotaMaxOutputTokens,
+						maxToolSteps: config.maxToolSteps,
+						cancelGraceMs: this.settings.cancelGraceMs,
+						firstTokenTimeoutMs: config.llmFirstTokenTimeoutMs,
+						idleTimeoutMs: config.llmIdleTimeoutMs
+					},
 					onStored: done => this.cleanUserCache(done.userId, done.conversationId)
 				});
 				this.turns.set(generationId, turn);
@@ -338,7 +359,12 @@ const ConversationService: ServiceSchema<ConversationSettings, ConversationMetho
 			auth: "required",
 			params: { ...generateRules, generationId: { type: "uuid" }, stream: { type: "boolean", optional: true } },
 			handler(ctx: Ctx<CompleteParams>): Promise<Readable | CompletionResult> {
-				return complete(ctx, runtimeOf(this.broker).config.quotaMaxOutputTokens);
+				const { config } = runtimeOf(this.broker);
+				return complete(ctx, {
+					maxOutputTokens: config.quotaMaxOutputTokens,
+					firstTokenTimeoutMs: config.llmFirstTokenTimeoutMs,
+					idleTimeoutMs: config.llmIdleTimeoutMs
+				});
 			}
 		},
 
@@ -427,16 +453,21 @@ const ConversationService: ServiceSchema<ConversationSettings, ConversationMetho
 		async cleanUserCache(userId: string, conversationId?: string) {
 			const keys = [firstPageKey(userId)];
 			if (conversationId) keys.push(scopedCacheKey("conversation.get", userId, conversationId));
-			await this.cleanCache(keys);
+			// Policy: the cache is an optimisation; entries that cannot be dropped (the cache store is
+			// away) expire by their TTL, and the write that made them stale still succeeds.
+			await this.cleanCache(keys).catch((err: unknown) =>
+				this.logger.warn("Cache entries could not be dropped; they expire by themselves", { keys, err: (err as Error).message })
+			);
 		},
 
 		/** The user's most recently active conversations (one more than a page, to tell if there are more). */
 		async firstPage(userId: string): Promise<ConversationView[]> {
 			const key = firstPageKey(userId);
-			const cached = (await this.broker.cacher?.get(key)) as ConversationView[] | null | undefined;
+			// Policy: with the cache store away the page is read from the database.
+			const cached = (await this.broker.cacher?.get(key)?.catch(() => undefined)) as ConversationView[] | null | undefined;
 			if (cached) return cached;
 			const page = (await this.conversationsAfter(userId, FIRST_PAGE_SIZE + 1)).map(conversationView);
-			await this.broker.cacher?.set(key, page, 60);
+			await this.broker.cacher?.set(key, page, 60)?.catch((err: unknown) => this.logger.debug("First page not cached", { err: (err as Error).message }));
 			return page;
 		},
 
@@ -444,18 +475,26 @@ const ConversationService: ServiceSchema<ConversationSettings, ConversationMetho
 			return this.conversations.list(userId, limit, after);
 		},
 
-		/**
-		 * Answers left streaming by a conversation node that is gone (killed before it could end
-		 * them) end interrupted with the text they had, so no message stays "streaming" forever.
-		 */
+		/** Answers whose node stopped (its lease ran out) end interrupted, with their text, on whichever node sees them first. */
 		async sweepOrphans() {
 			try {
-				const alive = (nodeID: string) => nodeID === this.broker.nodeID || this.broker.registry.nodes.get(nodeID)?.available === true;
-				const ended = await this.messages.interruptStale(new Date(Date.now() - 2 * 60_000), nodeID => alive(nodeID));
-				if (ended.length) this.logger.warn(`Ended ${ended.length} answer(s) left streaming by a stopped node as interrupted`);
+				const finished = await this.orphans.sweep();
+				if (finished > 0) this.logger.warn(`Finished ${finished} answer(s) whose node stopped, as interrupted`);
+				await this.leases.pruneExpired(LEASE_RETENTION_MS);
 			} catch (err) {
-				this.logger.warn("Orphaned answer sweep failed", err);
+				this.logger.warn("Orphaned answer sweep failed", { err: (err as Error).message });
 			}
+		},
+
+		/** A turn that cannot start after its rows were stored: the answer ends failed and its hold is released. */
+		async abandonTurn(assistant: MessageRow, reservationId: string) {
+			const failed = { code: ERR_UNAVAILABLE, message: "The answer could not be started" };
+			await this.messages
+				.finish(assistant.id, assistant.created_at, { content: "", status: "failed", model: null, usage: null, error: failed })
+				.catch((err: unknown) => this.logger.warn("An abandoned answer could not be ended; the orphan sweep ends it", { err: (err as Error).message }));
+			await this.broker
+				.call("quota.settle", { reservationId, usage: { promptTokens: 0, completionTokens: 0 } })
+				.catch((err: unknown) => this.logger.warn("Quota release failed", { reservationId, err: (err as Error).message }));
 		},
 
 		async ensurePartitions() {
@@ -475,6 +514,28 @@ const ConversationService: ServiceSchema<ConversationSettings, ConversationMetho
 		this.conversations = new ConversationStore(runtime.database);
 		this.generations = runtime.generations;
 		this.turns = new Map();
+		const { config } = runtime;
+		this.leases = new TurnLeases(
+			runtime.database,
+			this.broker.instanceID,
+			this.broker.nodeID,
+			{ ttlMs: config.turnLeaseTtlMs, renewMs: Math.floor(config.turnLeaseTtlMs / 3) },
+			this.logger
+		);
+		this.orphans = new OrphanSweeper(
+			{
+				messages: this.messages,
+				generations: this.generations,
+				settle: (reservationId, completionTokens) =>
+					this.broker.call<{ charged: number }, { reservationId: string; usage: { promptTokens: number; completionTokens: number } }>("quota.settle", {
+						reservationId,
+						usage: { promptTokens: 0, completionTokens }
+					}),
+				logger: this.logger
+			},
+			// A turn's model calls: the first and one after each tool round.
+			{ maxSteps: config.maxToolSteps + 1, graceMs: config.turnLeaseTtlMs, batch: 50 }
+		);
 	},
 
 	async started() {
@@ -482,7 +543,8 @@ const ConversationService: ServiceSchema<ConversationSettings, ConversationMetho
 		// Idempotent and locked in the database, so every node may run it.
 		this.partitionTimer = setInterval(() => void this.ensurePartitions(), 24 * 3600 * 1000);
 		this.partitionTimer.unref();
-		this.sweepTimer = setInterval(() => void this.sweepOrphans(), 60_000);
+		await this.leases.start();
+		this.sweepTimer = setInterval(() => void this.sweepOrphans(), Math.floor(runtimeOf(this.broker).config.turnLeaseTtlMs / 3));
 		this.sweepTimer.unref();
 	},
 
@@ -490,6 +552,8 @@ const ConversationService: ServiceSchema<ConversationSettings, ConversationMetho
 		clearInterval(this.partitionTimer);
 		clearInterval(this.sweepTimer);
 		await drainTurns(this.turns.values(), runtimeOf(this.broker).config.shutdownGraceMs);
+		// Every answer of this node has ended: nothing is left for a sweep to finish.
+		await this.leases.stop();
 	}
 };
 

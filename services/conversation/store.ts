@@ -289,22 +289,19 @@ export class MessageStore {
 		return row;
 	}
 
-	/** Messages left streaming by a node that is gone: they end interrupted. */
-	async interruptStale(olderThan: Date, ownerNodeAlive: (nodeID: string) => boolean): Promise<MessageRow[]> {
-		const rows = await this.db.query<MessageRow>(`SELECT ${MESSAGE_COLUMNS} FROM messages WHERE status = 'streaming' AND updated_at < $1`, [olderThan]);
-		const stale = rows.filter(r => !ownerNodeAlive(String(r.metadata.ownerNode ?? "")));
-		const ended: MessageRow[] = [];
-		for (const r of stale) {
-			const row = await this.finish(r.id, r.created_at, {
-				content: r.content,
-				status: "interrupted",
-				model: r.model,
-				usage: null,
-				error: { code: "INTERRUPTED", message: "The node producing this answer stopped" }
-			});
-			if (row) ended.push(row);
-		}
-		return ended;
+	/**
+	 * Answers still `streaming` whose owner's lease (turn_leases, see leases.ts) has run out or
+	 * never existed, oldest first; younger than `graceMs` they are left alone.
+	 */
+	async orphaned(graceMs: number, limit: number): Promise<MessageRow[]> {
+		return this.db.query<MessageRow>({
+			name: "turn.orphaned",
+			text: `SELECT ${MESSAGE_COLUMNS} FROM messages m
+			 WHERE m.status = 'streaming' AND m.role = 'assistant' AND m.created_at < now() - $1 * interval '1 millisecond'
+			   AND NOT EXISTS (SELECT 1 FROM turn_leases l WHERE l.instance_id = m.metadata->>'ownerInstance' AND l.lease_until > now())
+			 ORDER BY m.created_at LIMIT $2`,
+			values: [graceMs, limit]
+		});
 	}
 
 	async ensurePartitions(monthsAhead: number): Promise<number> {

@@ -48,7 +48,9 @@ export class TurnReader {
 	constructor(
 		private readonly writer: GenerationWriter,
 		private readonly hooks: TurnHooks,
-		private readonly progressEveryMs = 2000
+		private readonly progressEveryMs = 2000,
+		/** Longest silence of a model stream before it counts as lost (its link or node died without closing it). */
+		private readonly idleMs?: number
 	) {}
 
 	get text(): string {
@@ -86,36 +88,40 @@ export class TurnReader {
 		let broken: string | undefined;
 		try {
 			if (this.stopReason) stream.destroy();
-			await readLineBatches(stream, lines => {
-				for (const line of lines) {
-					if (this.stopReason) return; // stopped by an earlier line of this batch (the policy blocked it)
-					switch (line.type) {
-						case "start":
-							model = line.model;
-							this.hooks.onProducer(line.nodeID);
-							break;
-						case "delta":
-							text += line.content;
-							this.content += line.content;
-							this.writer.append({ type: "chunk", delta: line.content });
-							this.hooks.onDelta(line.content);
-							break;
-						case "tool_calls":
-							toolCalls = line.toolCalls;
-							break;
-						case "end":
-							end = line;
-							break;
-						case "error":
-							failure = line;
-							break;
+			await readLineBatches(
+				stream,
+				lines => {
+					for (const line of lines) {
+						if (this.stopReason) return; // stopped by an earlier line of this batch (the policy blocked it)
+						switch (line.type) {
+							case "start":
+								model = line.model;
+								this.hooks.onProducer(line.nodeID);
+								break;
+							case "delta":
+								text += line.content;
+								this.content += line.content;
+								this.writer.append({ type: "chunk", delta: line.content });
+								this.hooks.onDelta(line.content);
+								break;
+							case "tool_calls":
+								toolCalls = line.toolCalls;
+								break;
+							case "end":
+								end = line;
+								break;
+							case "error":
+								failure = line;
+								break;
+						}
 					}
-				}
-				if (Date.now() - this.lastProgress >= this.progressEveryMs) {
-					this.lastProgress = Date.now();
-					this.hooks.onProgress(this.content);
-				}
-			});
+					if (Date.now() - this.lastProgress >= this.progressEveryMs) {
+						this.lastProgress = Date.now();
+						this.hooks.onProgress(this.content);
+					}
+				},
+				{ idleMs: this.idleMs }
+			);
 		} catch (err) {
 			broken = (err as Error).message;
 		}

@@ -8,6 +8,7 @@ import { ERR_INTERNAL } from "../../lib/errors";
 import type { GenerationWriter } from "../../lib/generations/log";
 import type { ChatMessage, FinalStatus, FinishReason, ToolCall, ToolDefinition, Usage } from "../../lib/chat-protocol";
 import { countPromptTokens, countTokens } from "../../lib/token-count";
+import { persistOrGiveUp } from "../../lib/persist";
 import { callLlmStream } from "../llm/client";
 import type { MessageRow } from "./store";
 import { checkFailOpen } from "../moderation/client";
@@ -51,7 +52,19 @@ export interface TurnOutcome {
 export interface TurnSettings {
 	maxOutputTokens: number;
 	maxToolSteps: number;
+	/** The llm node's own bound on the first token (LLM_FIRST_TOKEN_TIMEOUT_MS): the model call waits that, plus a margin. */
+	firstTokenTimeoutMs: number;
 }
+
+/**
+ * How much longer than the llm node's own bounds the turn waits for it: the llm node answers its
+ * timeouts itself (a clear error line), and the turn's bounds only catch a node or link that died
+ * without a word.
+ */
+export const STREAM_MARGIN_MS = 5000;
+
+/** How long a settle is tried again before the reservation is left to the quota's stale release. */
+export const SETTLE_RETRY_MS = 60_000;
 
 export const POLICY_NOTICE = "This answer was stopped by the content policy.";
 
@@ -121,7 +134,7 @@ export async function runSteps(
 			const stream = await callLlmStream(
 				broker,
 				{ generationId: plan.generationId, messages, ...(model ? { model } : {}), ...(offer ? { tools: offer } : {}), maxTokens: settings.maxOutputTokens },
-				asUser(plan)
+				{ ...asUser(plan), timeout: settings.firstTokenTimeoutMs + STREAM_MARGIN_MS }
 			);
 			step_ = await reader.read(stream);
 			// No usage line (the producer died): count what reached us.
@@ -138,9 +151,14 @@ export async function runSteps(
 			};
 			charged = { promptTokens: 0, completionTokens: 0 };
 		}
-		await broker
-			.call("quota.settle", { reservationId, usage: charged }, asUser(plan))
-			.catch((err: unknown) => broker.logger.warn("Quota settle failed", { reservationId, err }));
+		// Policy: tried again while the quota's store or link is away; past that, logged, and the
+		// reservation is released by the quota's stale-reservation schedule.
+		await persistOrGiveUp(() => broker.call("quota.settle", { reservationId, usage: charged }, asUser(plan)), {
+			maxRetryTimeMs: SETTLE_RETRY_MS,
+			logger,
+			what: "Quota settle",
+			details: { reservationId }
+		});
 		total.promptTokens += charged.promptTokens;
 		total.completionTokens += charged.completionTokens;
 		model = step_.model ?? model;

@@ -5,18 +5,22 @@
  * and the terminal event. The conversation service only creates Turns and keeps them by
  * generation id (./turn-steps.ts runs the model → tools loop, ./turn-reader.ts reads each stream).
  */
+import { setTimeout as sleep } from "node:timers/promises";
 import type { Logger, ServiceBroker } from "moleculer";
 import { ERR_CONTENT_BLOCKED, ERR_INTERNAL, ERR_INTERRUPTED } from "../../lib/errors";
 import type { GenerationWriter } from "../../lib/generations/log";
+import { persist, persistOrGiveUp } from "../../lib/persist";
 import { CANCEL_EVENT } from "../llm/client";
 import { OutputChecks } from "../moderation/client";
 import type { MessageStore } from "./store";
 import { TurnReader } from "./turn-reader";
-import { POLICY_NOTICE, runSteps, type TurnOutcome, type TurnPlan, type TurnSettings } from "./turn-steps";
+import { POLICY_NOTICE, runSteps, STREAM_MARGIN_MS, type TurnOutcome, type TurnPlan, type TurnSettings } from "./turn-steps";
 
 export interface TurnOptions extends TurnSettings {
 	/** How long a cancelled turn waits for the llm node's own "cancelled" end. */
 	cancelGraceMs: number;
+	/** The llm node's own bound on silence between chunks (LLM_IDLE_TIMEOUT_MS); the turn waits that, plus a margin. */
+	idleTimeoutMs: number;
 	/** How often the text so far is saved on the message row. */
 	progressEveryMs?: number;
 }
@@ -39,6 +43,11 @@ export function titleFrom(content: string): string {
 	const space = cut.lastIndexOf(" ");
 	return `${(space > 30 ? cut.slice(0, space) : cut).trimEnd()}…`;
 }
+
+/** How long the final state and the terminal event are tried again while their store is away. */
+const FINAL_RETRY_MS = 5 * 60_000;
+/** How long the terminal event waits for the final state to be stored before it goes out anyway. */
+const FINAL_WRITE_WAIT_MS = 10_000;
 
 export class Turn {
 	private readonly reader: TurnReader;
@@ -63,7 +72,8 @@ export class Turn {
 						.catch((err: unknown) => logger.warn("Answer progress could not be saved", { generationId: plan.generationId, err: (err as Error).message })),
 				onDelta: delta => this.output.push(delta)
 			},
-			options.progressEveryMs
+			options.progressEveryMs,
+			options.idleTimeoutMs + STREAM_MARGIN_MS
 		);
 	}
 
@@ -118,24 +128,42 @@ export class Turn {
 		}
 	}
 
-	/** The message's final state first, then the terminal event, so a client told "done" finds it stored. */
+	/**
+	 * The message's final state first, then the terminal event, so a client told "done" finds it
+	 * stored. Both are tried again while their store is away; a final state that cannot be stored
+	 * within FINAL_WRITE_WAIT_MS does not hold the terminal event back any longer.
+	 */
 	private async finish(outcome: TurnOutcome): Promise<void> {
 		const { plan } = this;
 		const { messages, writer, logger } = this.deps;
+		const details = { generationId: plan.generationId };
 		const blocked = outcome.status === "blocked";
-		const row = await messages.finish(plan.assistant.id, plan.assistant.created_at, {
-			// Blocked output is not kept for readers: the policy notice stands in its place.
-			content: blocked ? POLICY_NOTICE : outcome.content,
-			status: outcome.status,
-			model: outcome.model,
-			usage: outcome.usage,
-			toolCalls: outcome.toolCalls.length ? outcome.toolCalls : null,
-			toolResults: outcome.toolResults.length ? outcome.toolResults : null,
-			error: outcome.error,
-			// The title too is in place before clients hear "done".
-			conversationTitle: plan.firstTurn && outcome.status === "completed" ? titleFrom(plan.userContent) : null
-		});
-		await this.deps.onStored?.(plan);
+		const stored = persist(
+			() =>
+				messages.finish(plan.assistant.id, plan.assistant.created_at, {
+					// Blocked output is not kept for readers: the policy notice stands in its place.
+					content: blocked ? POLICY_NOTICE : outcome.content,
+					status: outcome.status,
+					model: outcome.model,
+					usage: outcome.usage,
+					toolCalls: outcome.toolCalls.length ? outcome.toolCalls : null,
+					toolResults: outcome.toolResults.length ? outcome.toolResults : null,
+					error: outcome.error,
+					// The title too is in place before clients hear "done".
+					conversationTitle: plan.firstTurn && outcome.status === "completed" ? titleFrom(plan.userContent) : null
+				}),
+			{ maxRetryTimeMs: FINAL_RETRY_MS, logger, what: "Storing an answer's final state", details }
+		).then(
+			async row => {
+				if (!row) logger.warn("Assistant message was no longer streaming when its turn ended", details);
+				// Policy: a cache that could not be cleaned expires by itself (its entries' TTL).
+				await this.deps
+					.onStored?.(plan)
+					.catch((err: unknown) => logger.warn("Caches could not be cleaned after a turn", { ...details, err: (err as Error).message }));
+			},
+			() => undefined
+		);
+		await Promise.race([stored, sleep(FINAL_WRITE_WAIT_MS, undefined, { ref: false })]);
 		if (outcome.status === "completed" || (outcome.status === "cancelled" && !outcome.error))
 			writer.append({ type: "done", messageId: plan.assistant.id, status: outcome.status, usage: outcome.usage, finishReason: outcome.finishReason });
 		else
@@ -147,8 +175,11 @@ export class Turn {
 				message: outcome.error?.message ?? "",
 				usage: outcome.usage
 			});
-		await writer.flush().catch((err: unknown) => logger.warn("Generation log flush failed", err));
-		if (!row) logger.warn("Assistant message was no longer streaming when its turn ended", { generationId: plan.generationId });
+		// The writer keeps what Redis has not confirmed and sends it again with each flush.
+		await Promise.all([
+			stored,
+			persistOrGiveUp(() => writer.flush(), { maxRetryTimeMs: FINAL_RETRY_MS, logger, what: "Writing an answer's terminal event", details })
+		]);
 	}
 }
 

@@ -69,7 +69,7 @@ beforeAll(async () => {
 	broker.createService({
 		name: "completion",
 		actions: {
-			complete: (ctx: Context<CompleteParams, ChatmeshMeta>) => complete(ctx, 100)
+			complete: (ctx: Context<CompleteParams, ChatmeshMeta>) => complete(ctx, { maxOutputTokens: 100, firstTokenTimeoutMs: 10_000, idleTimeoutMs: 10_000 })
 		}
 	});
 	await broker.start();
@@ -164,7 +164,7 @@ describe("a stateless completion", () => {
 		await broker.destroyService(broker.getLocalService("quota") as Service);
 		release();
 		await linesOf(stream);
-		await expect.poll(() => logger.lines.includes("warn: Quota settle failed")).toBe(true);
+		await expect.poll(() => logger.lines.includes("warn: Quota settle failed; trying again")).toBe(true);
 		broker.createService(quotaSchema);
 		await broker.waitForServices(["quota"]);
 	});

@@ -31,7 +31,14 @@ class CapturingLogger extends Loggers.Base<{ level?: "warn" }> {
 /** One llm.stream call: writes lines to the stream; `cancelled` resolves when a cancel for it arrives. */
 type Script = (out: LineStream, params: StreamParams, cancelled: Promise<void>) => Promise<void>;
 
-const OPTIONS: TurnOptions = { maxOutputTokens: 100, maxToolSteps: 2, cancelGraceMs: 2000, progressEveryMs: 0 };
+const OPTIONS: TurnOptions = {
+	maxOutputTokens: 100,
+	maxToolSteps: 2,
+	cancelGraceMs: 2000,
+	progressEveryMs: 0,
+	firstTokenTimeoutMs: 10_000,
+	idleTimeoutMs: 10_000
+};
 const sleep = (ms: number) => new Promise(r => setTimeout(r, ms));
 const start = (nodeID = "llm-node"): LlmStreamLine => ({ type: "start", generationId: "g", model: "fake-model", provider: "fake", nodeID });
 const end = (finishReason: "stop" | "tool_calls" | "cancelled", completionTokens: number): LlmStreamLine => ({

@@ -1,0 +1,101 @@
+import type { Socket } from "socket.io-client";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { startSimulator, type SimulatorHandle } from "../../simulator/simulator";
+import { collectGeneration, openSocket } from "../helpers/chat";
+import { apiClient, signUp, type ApiClient } from "../helpers/http";
+import { clusterEnv, createTestDatabase, queryDb, type TestDatabase, uniqueNamespace } from "../helpers/infra";
+import { simulatorProviders } from "../helpers/nodes";
+import { type NodeProcess, spawnNode, waitUntil } from "../helpers/processes";
+
+// A front node (gateway, user, quota, moderation, llm) and two conversation processes over the real
+// NATS, Redis and PostgreSQL. One conversation process is killed while its answers stream: the
+// other finishes them once their lease runs out, with the text the clients saw, tells every
+// watcher through the generation log, and releases their quota holds.
+const LEASE_TTL_MS = 3000;
+let sim: SimulatorHandle;
+let db: TestDatabase;
+let api: ApiClient;
+let frontUrl: string;
+let front: NodeProcess;
+const conversation: NodeProcess[] = [];
+const sockets: Socket[] = [];
+
+beforeAll(async () => {
+	sim = await startSimulator({ outputTokens: 400, tokenIntervalMs: 25 });
+	db = await createTestDatabase("orphans");
+	const env = {
+		...clusterEnv(uniqueNamespace("orphans"), db.url),
+		LLM_PROVIDERS: simulatorProviders(sim),
+		TURN_LEASE_TTL_MS: String(LEASE_TTL_MS),
+		RATE_LIMITS: JSON.stringify({ perIp: { auth: { points: 1000, durationS: 60 } }, perUser: { chat: { points: 1000, durationS: 60 } } })
+	};
+	front = spawnNode({ ...env, SERVICES: "gateway,user,quota,moderation,llm", NODE_ID: "front" });
+	conversation.push(spawnNode({ ...env, SERVICES: "conversation", NODE_ID: "conv-1" }), spawnNode({ ...env, SERVICES: "conversation", NODE_ID: "conv-2" }));
+	frontUrl = `http://127.0.0.1:${await front.httpPort()}`;
+	api = apiClient(frontUrl);
+	await Promise.all(conversation.map((_, i) => front.waitForOutput(new RegExp(`Node 'conv-${i + 1}' connected`), 30_000)));
+	await waitUntil(async () => (await api.get("/ready")).status === 200, 30_000);
+}, 90_000);
+
+afterAll(async () => {
+	for (const s of sockets) s.disconnect();
+	const all = [front, ...conversation].filter(Boolean);
+	for (const p of all) p.kill("SIGKILL");
+	await Promise.all(all.map(p => p.exited));
+	await sim?.close();
+	await db?.drop();
+});
+
+describe("a conversation node killed mid-answer", () => {
+	it("has its answers finished by the live node: interrupted, with the text clients saw, a terminal event, no hold left", async () => {
+		const user = await signUp(api, "orphans");
+		const socket = await openSocket(frontUrl, user.accessToken);
+		sockets.push(socket);
+		// Turns alternate between the two conversation nodes.
+		const sent = await Promise.all(
+			Array.from({ length: 6 }, async (_, i) => {
+				const ack = await socket.timeout(5000).emitWithAck("chat:send", { content: `a long answer ${i}` });
+				return { ack, watch: collectGeneration(socket, ack.generationId, { stopAfterChunks: 5 }) };
+			})
+		);
+		await Promise.all(sent.map(s => s.watch.enough));
+		const owners = await queryDb<{ generation_id: string; owner: string }>(
+			db.url,
+			"SELECT generation_id, metadata->>'ownerNode' AS owner FROM messages WHERE role = 'assistant' AND user_id = $1",
+			[user.userId]
+		);
+		const orphaned = new Set(owners.filter(o => o.owner === "conv-1").map(o => o.generation_id));
+		expect(orphaned.size).toBeGreaterThan(0);
+
+		conversation[0].kill("SIGKILL");
+		await conversation[0].exited;
+		const killedAt = Date.now();
+		const ends = await Promise.all(sent.map(s => s.watch.ended));
+		const secondsToEnd = (Date.now() - killedAt) / 1000;
+
+		const rows = await queryDb<{ generation_id: string; status: string; content: string }>(
+			db.url,
+			"SELECT generation_id, status, content FROM messages WHERE role = 'assistant' AND user_id = $1",
+			[user.userId]
+		);
+		const held = await queryDb<{ n: string }>(db.url, "SELECT count(*) AS n FROM quota_reservations WHERE user_id = $1", [user.userId]);
+		console.log(
+			`orphans: ${orphaned.size} of ${sent.length} answers lost their node; all ended within ${secondsToEnd.toFixed(1)} s of the kill; ${rows.filter(r => r.status === "streaming").length} left streaming; ${held[0].n} reservations held`
+		);
+		for (const [i, { ack, watch }] of sent.entries()) {
+			const row = rows.find(r => r.generation_id === ack.generationId);
+			if (!orphaned.has(ack.generationId)) {
+				expect(row?.status).toBe("completed");
+				continue;
+			}
+			expect(ends[i].name).toBe("generation:error");
+			expect(ends[i].payload).toMatchObject({ status: "interrupted", code: "INTERRUPTED" });
+			expect(row?.status).toBe("interrupted");
+			// The stored text is what the clients were sent, chunk for chunk.
+			expect(row?.content).toBe(watch.text());
+			expect(watch.text().length).toBeGreaterThan(0);
+		}
+		expect(rows.filter(r => r.status === "streaming")).toEqual([]);
+		expect(Number(held[0].n)).toBe(0);
+	}, 60_000);
+});
