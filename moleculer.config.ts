@@ -7,6 +7,7 @@ import type { BrokerOptions, Middleware } from "moleculer";
 import type { ChatmeshConfig } from "./lib/config";
 import { AuthMiddleware } from "./middlewares/auth.middleware";
 import { ChatmeshRegenerator } from "./lib/errors";
+import { isNodeLoss } from "./lib/node-loss";
 import { INTERNAL_MIDDLEWARES, PacketBatchedMetrics } from "./middlewares/metrics.middleware";
 import { redisOptions } from "./lib/redis";
 
@@ -40,9 +41,10 @@ export function brokerOptions(config: ChatmeshConfig): BrokerOptions {
 		},
 		errorRegenerator: new ChatmeshRegenerator(),
 		requestTimeout: config.requestTimeoutMs,
-		// On, but with no retries by default: idempotent actions declare their own retryPolicy
-		// and callers of idempotent work pass `retries`. Only retryable errors are retried.
-		retryPolicy: { enabled: true, retries: 0, delay: 100, maxDelay: 1000, factor: 2 },
+		// A call whose node died or was stopping before it answered goes to a live node (see
+		// lib/node-loss.ts); no other failure is retried. Callers whose action is not safe to repeat
+		// pass `retries: 0` and make it safe themselves (conversation.send, llm.stream: their clients).
+		retryPolicy: { enabled: true, retries: 2, delay: 250, maxDelay: 1000, factor: 2, check: isNodeLoss },
 		circuitBreaker: {
 			enabled: true,
 			threshold: 0.5,

@@ -37,6 +37,10 @@ export interface SendParams {
 	conversationId?: string;
 	content: string;
 	model?: string;
+	/** Chosen by the caller so that a send made again after its node was lost is the same turn. */
+	generationId?: string;
+	/** This send was made before (its node was lost): a turn it already stored is answered as is. */
+	retry?: boolean;
 }
 
 export interface SendResult {
@@ -251,11 +255,23 @@ const ConversationService: ServiceSchema<ConversationSettings, ConversationMetho
 				conversationId: { type: "uuid", optional: true },
 				// The longest accepted message, in characters.
 				content: { type: "string", min: 1, max: 32_000 },
-				model: { type: "string", optional: true, min: 1, max: 200 }
+				model: { type: "string", optional: true, min: 1, max: 200 },
+				generationId: { type: "uuid", optional: true },
+				retry: { type: "boolean", optional: true }
 			},
 			async handler(ctx: Ctx<SendParams>): Promise<SendResult> {
 				const user = callerOf(ctx);
 				const content = ctx.params.content;
+				if (ctx.params.retry && ctx.params.generationId) {
+					const stored = await this.messages.turnOf(ctx.params.generationId, user.id);
+					if (stored)
+						return {
+							conversationId: stored.conversationId,
+							messageId: stored.questionId,
+							assistantMessageId: stored.answerId,
+							generationId: ctx.params.generationId
+						};
+				}
 				if (!content.trim()) throw new BadRequestError("Message content is empty", { field: "content" });
 				// Unknown models are refused before anything is stored.
 				if (ctx.params.model) {
@@ -278,7 +294,7 @@ const ConversationService: ServiceSchema<ConversationSettings, ConversationMetho
 					...history.filter(m => m.status !== "blocked" && (m.role !== "assistant" || m.content)).map(m => ({ role: m.role, content: m.content })),
 					{ role: "user", content }
 				];
-				const generationId = crypto.randomUUID();
+				const generationId = ctx.params.generationId ?? crypto.randomUUID();
 				const firstReservation = `${generationId}:1`;
 				await ctx.call("quota.reserve", {
 					reservationId: firstReservation,

@@ -289,6 +289,17 @@ export class MessageStore {
 		return row;
 	}
 
+	/** The ids of a turn already stored for this generation (a send made again after its node was lost). */
+	async turnOf(generationId: string, userId: string): Promise<{ conversationId: string; questionId: string; answerId: string } | undefined> {
+		const [row] = await this.db.query<{ conversation_id: string; question_id: string; answer_id: string }>(
+			`SELECT a.conversation_id, q.id AS question_id, a.id AS answer_id FROM messages a
+			 JOIN messages q ON q.conversation_id = a.conversation_id AND q.role = 'user' AND q.created_at = a.created_at - interval '1 millisecond'
+			 WHERE a.generation_id = $1 AND a.user_id = $2 AND a.role = 'assistant' LIMIT 1`,
+			[generationId, userId]
+		);
+		return row && { conversationId: row.conversation_id, questionId: row.question_id, answerId: row.answer_id };
+	}
+
 	/**
 	 * Answers still `streaming` whose owner's lease (turn_leases, see leases.ts) has run out or
 	 * never existed, oldest first; younger than `graceMs` they are left alone.

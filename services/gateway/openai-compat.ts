@@ -14,7 +14,7 @@ import { BadRequestError, ERR_STREAM_INTERRUPTED, ERR_STREAM_UNAVAILABLE, httpSt
 import type { GenerationLog } from "../../lib/generations/log";
 import type { ChatMessage, FinishReason, ToolCall, ToolDefinition, Usage } from "../../lib/chat-protocol";
 import type { CompleteParams, CompletionResult } from "../conversation/completion";
-import type { SendResult } from "../conversation/conversation.service";
+import { callSend } from "../conversation/client";
 import { callCancellableStream } from "../llm/client";
 import { readLineBatches } from "../llm/ndjson";
 import { TickWriter } from "./tick-writer";
@@ -219,7 +219,7 @@ export async function conversationCompletion({ ctx, res, body, generations, head
 	const last = [...body.messages].reverse().find(m => m.role === "user");
 	const content = Array.isArray(last?.content) ? last.content.map(p => p.text).join("") : last?.content;
 	if (!content) throw new BadRequestError("A conversation request needs a user message", { param: "messages" });
-	const sent = await ctx.call<SendResult, Record<string, unknown>>("conversation.send", {
+	const sent = await callSend(ctx, {
 		conversationId: body.conversation_id,
 		content,
 		...(body.model ? { model: body.model } : {})

@@ -9,7 +9,7 @@ import type { IncomingRequest } from "moleculer-web";
 import { callerOf, type ChatmeshMeta } from "../../lib/auth";
 import { BadRequestError, ERR_BAD_LAST_EVENT_ID, NotFoundError } from "../../lib/errors";
 import type { GenerationMeta } from "../../lib/chat-protocol";
-import type { SendResult } from "../conversation/conversation.service";
+import { callSend } from "../conversation/client";
 import type { ModelInfo } from "../llm/llm.service";
 import { conversationCompletion, modelList, parseCompletionRequest, passthroughCompletion } from "./openai-compat";
 import { RateLimiter, type RouteClass } from "./rate-limit";
@@ -142,8 +142,7 @@ function wantsEventStream(req: IncomingMessage): boolean {
 const sendMessage: AliasHandler = function (req, res, next) {
 	const ctx = req.$ctx as Context<unknown, ChatmeshMeta>;
 	const params = req.$params as { id?: unknown; content?: unknown; model?: unknown };
-	ctx
-		.call<SendResult, Record<string, unknown>>("conversation.send", { conversationId: params.id, content: params.content, model: params.model })
+	callSend(ctx, { conversationId: params.id, content: params.content, model: params.model })
 		.then(async result => {
 			if (wantsEventStream(req)) {
 				await streamGenerationSse(

@@ -42,7 +42,8 @@ export async function callCancellableStream<P extends { generationId: string }>(
 	params: P,
 	opts: CallingOptions = {}
 ): Promise<Readable> {
-	const stream = await withNodeFailover(() => caller.call<Readable, P>(action, params, { timeout: 0, ...opts }), LLM_FAILOVER);
+	// retries: 0, as this loop already makes the call again on a live node.
+	const stream = await withNodeFailover(() => caller.call<Readable, P>(action, params, { timeout: 0, ...opts, retries: 0 }), LLM_FAILOVER);
 	stream.once("close", () => {
 		if (stream.readableEnded) return;
 		Promise.resolve(caller.broadcast<CancelParams>(CANCEL_EVENT, { generationId: params.generationId })).catch(() => {

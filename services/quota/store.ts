@@ -3,8 +3,11 @@
  * within the limit, in one statement whose row lock serialises a user's concurrent requests;
  * settling moves the reservation's real usage to tokens_used and releases the rest, also in one.
  */
-import type { Database } from "../../lib/db";
 import type { Usage } from "../../lib/chat-protocol";
+import type { Database } from "../../lib/db";
+
+/** PostgreSQL's unique_violation: a reservation id held already. */
+const UNIQUE_VIOLATION = "23505";
 
 export type Period = "day" | "week" | "month";
 
@@ -87,10 +90,12 @@ export class QuotaStore {
 		return retried ? { row: retried, granted: true } : { row, granted: false };
 	}
 
+	/** Undefined when over the limit (or no quota row yet). A reservation id held already is the same hold, granted once. */
 	private async holdTokens(userId: string, reservationId: string, tokens: number): Promise<QuotaRow | undefined> {
-		const [row] = await this.db.query<QuotaRow>({
-			name: "quota.hold",
-			text: `WITH held AS (
+		const [row] = await this.db
+			.query<QuotaRow>({
+				name: "quota.hold",
+				text: `WITH held AS (
 				UPDATE user_quotas SET
 					tokens_used = CASE WHEN reset_at <= now() THEN 0 ELSE tokens_used END,
 					reset_at = CASE WHEN reset_at <= now() THEN ${NEXT_RESET} ELSE reset_at END,
@@ -102,8 +107,13 @@ export class QuotaStore {
 				INSERT INTO quota_reservations (id, user_id, tokens) SELECT $3, user_id, $2 FROM held
 			)
 			SELECT ${COLUMNS} FROM held`,
-			values: [userId, tokens, reservationId]
-		});
+				values: [userId, tokens, reservationId]
+			})
+			.catch(async (err: unknown): Promise<QuotaRow[]> => {
+				// Held already (a call made again after its node was lost); the failed statement changed nothing.
+				if ((err as { code?: string }).code !== UNIQUE_VIOLATION) throw err;
+				return [await this.current(userId)];
+			});
 		return row;
 	}
 

@@ -27,7 +27,10 @@ beforeAll(async () => {
 		...clusterEnv(uniqueNamespace("orphans"), db.url),
 		LLM_PROVIDERS: simulatorProviders(sim),
 		TURN_LEASE_TTL_MS: String(LEASE_TTL_MS),
-		RATE_LIMITS: JSON.stringify({ perIp: { auth: { points: 1000, durationS: 60 } }, perUser: { chat: { points: 1000, durationS: 60 } } })
+		RATE_LIMITS: JSON.stringify({
+			perIp: { auth: { points: 1000, durationS: 60 }, default: { points: 100_000, durationS: 60 } },
+			perUser: { chat: { points: 1000, durationS: 60 }, default: { points: 100_000, durationS: 60 } }
+		})
 	};
 	front = spawnNode({ ...env, SERVICES: "gateway,user,quota,moderation,llm", NODE_ID: "front" });
 	conversation.push(spawnNode({ ...env, SERVICES: "conversation", NODE_ID: "conv-1" }), spawnNode({ ...env, SERVICES: "conversation", NODE_ID: "conv-2" }));
@@ -47,7 +50,7 @@ afterAll(async () => {
 });
 
 describe("a conversation node killed mid-answer", () => {
-	it("has its answers finished by the live node: interrupted, with the text clients saw, a terminal event, no hold left", async () => {
+	it("has its answers finished by the live node (interrupted, with the text clients saw, a terminal event, no hold left), and new turns go to the live node", async () => {
 		const user = await signUp(api, "orphans");
 		const socket = await openSocket(frontUrl, user.accessToken);
 		sockets.push(socket);
@@ -70,6 +73,17 @@ describe("a conversation node killed mid-answer", () => {
 		conversation[0].kill("SIGKILL");
 		await conversation[0].exited;
 		const killedAt = Date.now();
+		// New turns while the dead node is still in the registry: half are routed to it, and go to the live one.
+		sim.configure({ outputTokens: 20, tokenIntervalMs: 5 });
+		const late = await Promise.all(
+			Array.from({ length: 6 }, async (_, i) => {
+				const created = await api.post<{ id: string }>("/api/conversations", { token: user.accessToken, body: {} });
+				return api.post<{ generationId: string }>(`/api/conversations/${created.body.id}/messages`, {
+					token: user.accessToken,
+					body: { content: `after the kill ${i}` }
+				});
+			})
+		);
 		const ends = await Promise.all(sent.map(s => s.watch.ended));
 		const secondsToEnd = (Date.now() - killedAt) / 1000;
 
@@ -95,6 +109,18 @@ describe("a conversation node killed mid-answer", () => {
 			expect(row?.content).toBe(watch.text());
 			expect(watch.text().length).toBeGreaterThan(0);
 		}
+		expect(late.map(r => r.status)).toEqual(late.map(() => 202));
+		for (const { body } of late) {
+			let status = "streaming";
+			await waitUntil(async () => {
+				status = (await api.get<{ status: string }>(`/api/generations/${body.generationId}`, { token: user.accessToken })).body.status;
+				return status !== "streaming";
+			}, 30_000);
+			expect(status).toBe("completed");
+		}
+		// One turn per send: a send made again after its node was lost did not store a second one.
+		const turns = await queryDb<{ n: string }>(db.url, "SELECT count(*) AS n FROM messages WHERE role = 'assistant' AND user_id = $1", [user.userId]);
+		expect(Number(turns[0].n)).toBe(sent.length + late.length);
 		expect(rows.filter(r => r.status === "streaming")).toEqual([]);
 		expect(Number(held[0].n)).toBe(0);
 	}, 60_000);
