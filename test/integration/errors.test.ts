@@ -14,8 +14,10 @@ import {
 	NotFoundError,
 	OUTAGE_RETRY_AFTER_S,
 	QuotaExceededError,
+	UnavailableError,
 	UpstreamError
 } from "../../lib/errors";
+import { NODE_STOPPING } from "../../lib/node-loss";
 import { brokerOptions } from "../../moleculer.config";
 import { toPublicError } from "../../services/gateway/http-errors";
 import { TEST_NATS_URL, uniqueNamespace } from "../helpers/infra";
@@ -45,6 +47,11 @@ const Thrower: ServiceSchema = {
 		flaky: () => {
 			calls += 1;
 			throw new Errors.MoleculerRetryableError("try again", 503, "FLAKY");
+		},
+		/** Answers as a node that is stopping does: nothing was done, another node may do it. */
+		stopping: () => {
+			calls += 1;
+			throw new UnavailableError("stopping", { reason: NODE_STOPPING });
 		},
 		plain: () => {
 			throw new Error("secret internals");
@@ -96,9 +103,17 @@ describe("errors across nodes", () => {
 		expect(calls).toBe(1);
 	});
 
-	it("retries a retryable error when the call asks for retries (the contrast to the test above)", async () => {
+	it("does not retry other retryable errors either: only a lost node's calls are made again", async () => {
 		calls = 0;
-		await caller.call("thrower.flaky", {}, { retries: 2 }).catch(() => {});
+		const err = await caller.call("thrower.flaky", {}, { retries: 2 }).catch((e: unknown) => e);
+		expect(err).toMatchObject({ type: "FLAKY" });
+		expect(calls).toBe(1);
+	});
+
+	it("makes a call again when its node was stopping, up to the policy's bound (the contrast to the tests above)", async () => {
+		calls = 0;
+		const err = await caller.call("thrower.stopping").catch((e: unknown) => e);
+		expect(err).toMatchObject({ type: ERR_UNAVAILABLE, data: { reason: NODE_STOPPING } });
 		expect(calls).toBe(3);
 	});
 
