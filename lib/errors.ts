@@ -34,6 +34,7 @@ export const ERR_UPSTREAM_BAD_REQUEST = "UPSTREAM_BAD_REQUEST";
 export const ERR_MODEL_NOT_FOUND = "MODEL_NOT_FOUND";
 export const ERR_INTERNAL = "INTERNAL_ERROR";
 export const ERR_BAD_LAST_EVENT_ID = "BAD_LAST_EVENT_ID";
+export const ERR_ACCOUNT_DISABLED = "ACCOUNT_DISABLED";
 
 /** Each known type's HTTP status. Moleculer's and moleculer-web's own types are included. */
 const HTTP_STATUS_BY_TYPE: Readonly<Record<string, number>> = {
@@ -62,6 +63,7 @@ const HTTP_STATUS_BY_TYPE: Readonly<Record<string, number>> = {
 	[ERR_MODEL_NOT_FOUND]: 400,
 	[ERR_INTERNAL]: 500,
 	[ERR_BAD_LAST_EVENT_ID]: 400,
+	[ERR_ACCOUNT_DISABLED]: 403,
 	// moleculer-web
 	NO_TOKEN: 401,
 	UNSUPPORTED_MEDIA_TYPE: 415,
