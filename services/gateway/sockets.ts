@@ -64,17 +64,9 @@ function refusesCredential(err: unknown): err is { type: string } {
 	return (code === 401 || code === 403) && typeof type === "string";
 }
 
-/**
- * Before an event: the credential again, through the cache, with the user's current roles. One
- * that no longer holds ends the connection; a failing check only fails the event.
- */
+/** Before an event: the credential again, through the cache, with the user's current roles. */
 async function recheck(broker: ServiceBroker, socket: ChatSocket): Promise<void> {
-	try {
-		socket.data.user = (await resolve(broker, socket.data.token)).user;
-	} catch (err) {
-		if (refusesCredential(err)) endSocket(socket, err.type);
-		throw err;
-	}
+	socket.data.user = (await resolve(broker, socket.data.token)).user;
 }
 
 /** Closes the connection when its access token expires, saying why first. */
@@ -141,15 +133,19 @@ export function createSocketServer(opts: SocketServerOptions): ChatServer {
 
 		for (const [event, { rateClass, handle }] of Object.entries(opts.handlers)) {
 			socket.on(event, async (payload: unknown, ack?: Ack) => {
+				let checked = false;
 				try {
 					RateLimiter.assertAllowed(await opts.rateLimiter.consume(rateClass, socket.data.ip, socket.data.user.id));
 					await recheck(opts.broker, socket);
+					checked = true;
 					const result = await handle(socket, payload);
 					ack?.(result ?? { ok: true });
 				} catch (err) {
 					const response = toAck(err);
 					if (response.error.code === "INTERNAL_ERROR") opts.broker.logger.error(`socket event ${event} failed`, err);
 					ack?.(response);
+					// A credential that no longer holds ends the connection, after the refusal; a failing check only fails the event.
+					if (!checked && refusesCredential(err)) endSocket(socket, err.type);
 				}
 			});
 		}

@@ -199,10 +199,10 @@ export class UserStore {
 		return rows.length > 0;
 	}
 
-	/** The owner of a session that is not revoked; undefined otherwise. */
-	async activeSession(sessionId: string): Promise<CredentialOwner | undefined> {
-		const [row] = await this.select<CredentialOwner>(
-			"SELECT s.user_id, u.roles, u.disabled_at FROM sessions s JOIN users u ON u.id = s.user_id WHERE s.id = $1 AND s.revoked_at IS NULL",
+	/** A session's owner as the record says now, and whether the session was revoked. */
+	async sessionOwner(sessionId: string): Promise<(CredentialOwner & { revoked_at: Date | null }) | undefined> {
+		const [row] = await this.select<CredentialOwner & { revoked_at: Date | null }>(
+			"SELECT s.user_id, s.revoked_at, u.roles, u.disabled_at FROM sessions s JOIN users u ON u.id = s.user_id WHERE s.id = $1",
 			[sessionId]
 		);
 		return row;

@@ -188,9 +188,12 @@ const UserService: ServiceSchema<Record<string, never>, UserMethods & Record<str
 				}
 				const claims = await verifyAccessToken(this.key, token);
 				// The token's role claims are only what held when it was signed; the record decides.
-				const owner = await this.store.activeSession(claims.sessionId);
+				const owner = await this.store.sessionOwner(claims.sessionId);
 				if (!owner || owner.user_id !== claims.userId) throw new UnauthorizedError("Session was signed out", ERR_TOKEN_REVOKED);
-				return { user: currentCaller(owner), kind: "access", expiresAt: claims.expiresAt, sessionId: claims.sessionId };
+				// Disabling also ends the sessions; the account's state is the more useful answer.
+				const user = currentCaller(owner);
+				if (owner.revoked_at) throw new UnauthorizedError("Session was signed out", ERR_TOKEN_REVOKED);
+				return { user, kind: "access", expiresAt: claims.expiresAt, sessionId: claims.sessionId };
 			}
 		},
 
