@@ -1,57 +1,28 @@
 import type { Socket } from "socket.io-client";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { startSimulator, type SimulatorHandle } from "../../simulator/simulator";
 import { openSocket } from "../helpers/chat";
-import { apiClient, signUp, type ApiClient, type Session } from "../helpers/http";
-import { clusterEnv, createTestDatabase, queryDb, uniqueNamespace, type TestDatabase } from "../helpers/infra";
-import { simulatorProviders } from "../helpers/nodes";
-import { spawnNode, waitUntil, type NodeProcess } from "../helpers/processes";
+import { startGatewayPair, type GatewayPair, type PairedGateway } from "../helpers/gateway-pair";
+import { signUp, type Session } from "../helpers/http";
+import { queryDb } from "../helpers/infra";
+import { waitUntil } from "../helpers/processes";
 
 // Credentials stop working on every gateway at once: two gateway processes (each with the user
 // and conversation services) and an llm process over the real NATS, Redis and PostgreSQL. Each
 // revocation goes through gateway 1; the sockets that must follow it are open on gateway 2.
 const REVOKED_WITHIN_MS = 5000;
-let sim: SimulatorHandle;
-let db: TestDatabase;
-const procs: NodeProcess[] = [];
-let gw1: { api: ApiClient; url: string };
-let gw2: { api: ApiClient; url: string };
-const sockets: Socket[] = [];
+let pair: GatewayPair;
+let gw1: PairedGateway;
+let gw2: PairedGateway;
 
 beforeAll(async () => {
-	sim = await startSimulator();
-	sim.configure({ outputTokens: 3, tokenIntervalMs: 1 });
-	db = await createTestDatabase("revocation_cluster");
-	const env = {
-		...clusterEnv(uniqueNamespace("revoke"), db.url),
-		LLM_PROVIDERS: simulatorProviders(sim),
-		RATE_LIMITS: JSON.stringify({ perIp: { auth: { points: 1000, durationS: 60 } } })
-	};
-	const front = "gateway,user,conversation,quota,moderation";
-	const a = spawnNode({ ...env, SERVICES: front, NODE_ID: "rv-gw-1" });
-	const b = spawnNode({ ...env, SERVICES: front, NODE_ID: "rv-gw-2" });
-	procs.push(a, b, spawnNode({ ...env, SERVICES: "llm", NODE_ID: "rv-llm" }));
-	const [pa, pb] = await Promise.all([a.httpPort(), b.httpPort()]);
-	gw1 = { url: `http://127.0.0.1:${pa}`, api: apiClient(`http://127.0.0.1:${pa}`) };
-	gw2 = { url: `http://127.0.0.1:${pb}`, api: apiClient(`http://127.0.0.1:${pb}`) };
-	for (const gw of [gw1, gw2]) await waitUntil(async () => (await gw.api.get("/ready")).status === 200, 30_000);
-	// Broadcasts reach the nodes a node has discovered: each gateway must know the other first.
-	await Promise.all([a.waitForOutput(/Node 'rv-gw-2' connected/), b.waitForOutput(/Node 'rv-gw-1' connected/)]);
+	pair = await startGatewayPair("revocation", { RATE_LIMITS: JSON.stringify({ perIp: { auth: { points: 1000, durationS: 60 } } }) });
+	pair.sim.configure({ outputTokens: 3, tokenIntervalMs: 1 });
+	({ gw1, gw2 } = pair);
 }, 90_000);
 
 afterAll(async () => {
-	for (const s of sockets) s.disconnect();
-	for (const p of procs) p.kill("SIGKILL");
-	await Promise.all(procs.map(p => p.exited));
-	await sim?.close();
-	await db?.drop();
+	await pair?.stop();
 });
-
-async function socketOn(gw: { url: string }, token: string): Promise<Socket> {
-	const socket = await openSocket(gw.url, token);
-	sockets.push(socket);
-	return socket;
-}
 
 /** What the server told a socket before closing it, and whether it closed. */
 function watchRevocation(socket: Socket) {
@@ -91,7 +62,7 @@ async function sendUntilClosed(socket: Socket): Promise<{ accepted: number; refu
 
 async function admin(): Promise<Session> {
 	const user = await signUp(gw1.api, "admin");
-	await queryDb(db.url, "UPDATE users SET roles = ARRAY['user','admin'] WHERE id = $1", [user.userId]);
+	await queryDb(pair.db.url, "UPDATE users SET roles = ARRAY['user','admin'] WHERE id = $1", [user.userId]);
 	const login = await gw1.api.post<{ accessToken: string; refreshToken: string }>("/api/auth/login", { body: { email: user.email, password: user.password } });
 	return { ...user, accessToken: login.body.accessToken, refreshToken: login.body.refreshToken };
 }
@@ -103,8 +74,8 @@ const sessionOf = (token: string) => JSON.parse(Buffer.from(token.split(".")[1],
  * gateway 2; the revocation answers on gateway 1; then the sender keeps sending.
  */
 async function afterRevocation(token: string, revoke: () => Promise<number>) {
-	const idle = await socketOn(gw2, token);
-	const sender = await socketOn(gw2, token);
+	const idle = await gw2.socket(token);
+	const sender = await gw2.socket(token);
 	const idleWatch = watchRevocation(idle);
 	const senderWatch = watchRevocation(sender);
 	const before = await chatSend(sender);
@@ -126,7 +97,7 @@ describe("revocations reach open sockets on every gateway", () => {
 	it("logout closes that session's sockets on the other gateway, and only that session's", async () => {
 		const user = await signUp(gw1.api, "logout");
 		const other = await gw1.api.post<{ accessToken: string }>("/api/auth/login", { body: { email: user.email, password: user.password } });
-		const otherSession = await socketOn(gw2, other.body.accessToken);
+		const otherSession = await gw2.socket(other.body.accessToken);
 
 		const figures = await afterRevocation(
 			user.accessToken,
@@ -149,7 +120,7 @@ describe("revocations reach open sockets on every gateway", () => {
 		const user = await signUp(gw1.api, "keyrevoke");
 		const key = await gw1.api.post<{ id: string; key: string }>("/api/keys", { token: user.accessToken, body: { name: "revoked" } });
 		const kept = await gw1.api.post<{ key: string }>("/api/keys", { token: user.accessToken, body: { name: "kept" } });
-		const keptSocket = await socketOn(gw2, kept.body.key);
+		const keptSocket = await gw2.socket(kept.body.key);
 
 		const figures = await afterRevocation(key.body.key, async () => (await gw1.api.delete(`/api/keys/${key.body.id}`, { token: user.accessToken })).status);
 		report("API key revoke", figures);
@@ -166,7 +137,7 @@ describe("revocations reach open sockets on every gateway", () => {
 	it("a demoted admin loses admin routes at once with the old token, over HTTP and on an open socket", async () => {
 		const boss = await admin();
 		const demoted = await admin();
-		const socket = await socketOn(gw2, demoted.accessToken);
+		const socket = await gw2.socket(demoted.accessToken);
 		const rolesPushed = new Promise<{ roles: string[] }>(resolve => socket.once("auth:roles", resolve));
 		expect((await gw2.api.get("/api/admin/users", { token: demoted.accessToken })).status).toBe(200);
 		expect(await socket.timeout(3000).emitWithAck("whoami", {})).toMatchObject({ user: { roles: ["user", "admin"] } });
@@ -189,7 +160,7 @@ describe("revocations reach open sockets on every gateway", () => {
 		const boss = await admin();
 		const user = await signUp(gw1.api, "disabled");
 		const key = await gw1.api.post<{ key: string }>("/api/keys", { token: user.accessToken, body: { name: "disabled" } });
-		const keySocket = await socketOn(gw2, key.body.key);
+		const keySocket = await gw2.socket(key.body.key);
 		const keyWatch = watchRevocation(keySocket);
 
 		const figures = await afterRevocation(user.accessToken, async () => {
@@ -240,7 +211,7 @@ describe("revocations reach open sockets on every gateway", () => {
 describe("sessions refreshed on a socket", () => {
 	it("a socket that moved to a new session by auth:refresh follows the new session, not the old one", async () => {
 		const user = await signUp(gw1.api, "moved");
-		const socket = await socketOn(gw2, user.accessToken);
+		const socket = await gw2.socket(user.accessToken);
 		const watch = watchRevocation(socket);
 		const second = await gw1.api.post<{ accessToken: string; refreshToken: string }>("/api/auth/login", {
 			body: { email: user.email, password: user.password }
