@@ -17,6 +17,7 @@ export const ERR_INVALID_CREDENTIALS = "INVALID_CREDENTIALS";
 export const ERR_INVALID_TOKEN = "INVALID_TOKEN";
 export const ERR_TOKEN_EXPIRED = "TOKEN_EXPIRED";
 export const ERR_TOKEN_REVOKED = "TOKEN_REVOKED";
+export const ERR_ACCOUNT_DISABLED = "ACCOUNT_DISABLED";
 export const ERR_WEAK_PASSWORD = "WEAK_PASSWORD";
 export const ERR_EMAIL_TAKEN = "EMAIL_TAKEN";
 export const ERR_FORBIDDEN = "FORBIDDEN";
@@ -34,7 +35,6 @@ export const ERR_UPSTREAM_BAD_REQUEST = "UPSTREAM_BAD_REQUEST";
 export const ERR_MODEL_NOT_FOUND = "MODEL_NOT_FOUND";
 export const ERR_INTERNAL = "INTERNAL_ERROR";
 export const ERR_BAD_LAST_EVENT_ID = "BAD_LAST_EVENT_ID";
-export const ERR_ACCOUNT_DISABLED = "ACCOUNT_DISABLED";
 
 /** Each known type's HTTP status. Moleculer's and moleculer-web's own types are included. */
 const HTTP_STATUS_BY_TYPE: Readonly<Record<string, number>> = {
@@ -46,6 +46,7 @@ const HTTP_STATUS_BY_TYPE: Readonly<Record<string, number>> = {
 	[ERR_INVALID_TOKEN]: 401,
 	[ERR_TOKEN_EXPIRED]: 401,
 	[ERR_TOKEN_REVOKED]: 401,
+	[ERR_ACCOUNT_DISABLED]: 403,
 	[ERR_WEAK_PASSWORD]: 400,
 	[ERR_EMAIL_TAKEN]: 409,
 	[ERR_FORBIDDEN]: 403,
@@ -63,7 +64,6 @@ const HTTP_STATUS_BY_TYPE: Readonly<Record<string, number>> = {
 	[ERR_MODEL_NOT_FOUND]: 400,
 	[ERR_INTERNAL]: 500,
 	[ERR_BAD_LAST_EVENT_ID]: 400,
-	[ERR_ACCOUNT_DISABLED]: 403,
 	// moleculer-web
 	NO_TOKEN: 401,
 	UNSUPPORTED_MEDIA_TYPE: 415,

@@ -5,26 +5,9 @@
  * holding, every gateway tells the sockets it holds why (`auth:revoked { code }`) and closes them;
  * a role change updates their roles in place (`auth:roles { roles }`).
  */
-import type { Server, Socket } from "socket.io";
-import type { AuthUser, CredentialsChangedEvent } from "../../lib/auth";
+import type { CredentialsChangedEvent } from "../../lib/auth";
 import { ERR_TOKEN_EXPIRED } from "../../lib/errors";
-
-export interface SocketData {
-	user: AuthUser;
-	/** The credential the socket runs on, checked again before every event. */
-	token: string;
-	/** Milliseconds since the epoch; null for API keys. */
-	expiresAt: number | null;
-	sessionId?: string;
-	keyId?: string;
-	ip: string;
-	expiryTimer?: NodeJS.Timeout;
-}
-
-type ListenEvents = Record<string, (...args: never[]) => void>;
-type EmitEvents = Record<string, (...args: unknown[]) => void>;
-export type ChatServer = Server<ListenEvents, EmitEvents, Record<string, never>, SocketData>;
-export type ChatSocket = Socket<ListenEvents, EmitEvents, Record<string, never>, SocketData>;
+import type { ChatServer, ChatSocket } from "./sockets";
 
 const userRoom = (userId: string) => `user:${userId}`;
 const sessionRoom = (sessionId: string) => `session:${sessionId}`;

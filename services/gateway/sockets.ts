@@ -12,17 +12,32 @@
 import type { Server as HttpServer } from "node:http";
 import type { ServiceBroker } from "moleculer";
 import { Server, type Socket } from "socket.io";
+import type { AuthUser } from "../../lib/auth";
 import { ERR_TOKEN_EXPIRED, ERR_UNAUTHORIZED, UnauthorizedError } from "../../lib/errors";
 import type { ResolvedCredential } from "../user/user.service";
 import { RateLimiter, type RouteClass } from "./rate-limit";
-import { type ChatServer, type ChatSocket, endSocket, indexSocket } from "./socket-revocation";
+import { endSocket, indexSocket } from "./socket-revocation";
 
-export type { ChatSocket } from "./socket-revocation";
+export interface SocketData {
+	user: AuthUser;
+	/** The credential the socket runs on, checked again before every event. */
+	token: string;
+	/** Milliseconds since the epoch; null for API keys. */
+	expiresAt: number | null;
+	/** Its session (access token) or key (API key): the rooms a revocation is sent to. */
+	sessionId?: string;
+	keyId?: string;
+	ip: string;
+	expiryTimer?: NodeJS.Timeout;
+}
 
 /** What an acknowledgement carries when an event fails. */
 export interface SocketErrorAck {
 	error: { code: string; message: string; data?: unknown };
 }
+
+export type ChatSocket = Socket<Record<string, (...args: never[]) => void>, Record<string, (...args: unknown[]) => void>, Record<string, never>, SocketData>;
+export type ChatServer = Server<Record<string, (...args: never[]) => void>, Record<string, (...args: unknown[]) => void>, Record<string, never>, SocketData>;
 
 type Ack = (response: unknown) => void;
 export type SocketHandler = (socket: ChatSocket, payload: unknown) => Promise<unknown>;
@@ -112,7 +127,8 @@ export function createSocketServer(opts: SocketServerOptions): ChatServer {
 			});
 	});
 
-	io.on("connection", socket => {
+	io.on("connection", (raw: Socket) => {
+		const socket = raw as unknown as ChatSocket;
 		indexSocket(socket);
 		armExpiry(socket);
 		socket.on("disconnect", () => clearTimeout(socket.data.expiryTimer));

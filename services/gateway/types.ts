@@ -10,7 +10,7 @@ import type { Socket } from "socket.io";
 import type { AuthUser, ChatmeshMeta } from "../../lib/auth";
 import type { GenerationLog } from "../../lib/generations/log";
 import type { RateLimiter, RouteClass } from "./rate-limit";
-import type { ChatServer } from "./socket-revocation";
+import type { ChatServer } from "./sockets";
 
 /** A route of ours: moleculer-web's schema plus the rate-limit class its requests count against. */
 export interface ChatmeshRoute extends ApiRouteSchema {

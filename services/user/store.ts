@@ -10,6 +10,11 @@ export interface UserRow {
 	password_hash: string;
 	roles: string[];
 	created_at: Date;
+}
+
+/** Who a credential acts for now: current roles, and whether an admin disabled the account. */
+export interface UserStatus {
+	roles: string[];
 	disabled_at: Date | null;
 }
 
@@ -18,14 +23,6 @@ export interface PublicUser {
 	email: string;
 	roles: string[];
 	createdAt: string;
-	disabled: boolean;
-}
-
-/** Who a live session or API key acts for, as the record says now (not as a token claimed). */
-export interface CredentialOwner {
-	user_id: string;
-	roles: string[];
-	disabled_at: Date | null;
 }
 
 export interface RefreshTokenRow {
@@ -58,7 +55,7 @@ export interface ApiKeyView {
 }
 
 export function publicUser(row: UserRow): PublicUser {
-	return { id: row.id, email: row.email, roles: row.roles, createdAt: row.created_at.toISOString(), disabled: row.disabled_at !== null };
+	return { id: row.id, email: row.email, roles: row.roles, createdAt: row.created_at.toISOString() };
 }
 
 export function apiKeyView(row: ApiKeyRow): ApiKeyView {
@@ -85,7 +82,7 @@ export class UserStore {
 	async createUser(email: string, passwordHash: string): Promise<UserRow | undefined> {
 		try {
 			const [row] = await this.select<UserRow>(
-				"INSERT INTO users (email, password_hash) VALUES ($1, $2) RETURNING id, email, password_hash, roles, created_at, disabled_at",
+				"INSERT INTO users (email, password_hash) VALUES ($1, $2) RETURNING id, email, password_hash, roles, created_at",
 				[email, passwordHash]
 			);
 			return row;
@@ -96,14 +93,12 @@ export class UserStore {
 	}
 
 	async userByEmail(email: string): Promise<UserRow | undefined> {
-		const [row] = await this.select<UserRow>("SELECT id, email, password_hash, roles, created_at, disabled_at FROM users WHERE lower(email) = lower($1)", [
-			email
-		]);
+		const [row] = await this.select<UserRow>("SELECT id, email, password_hash, roles, created_at FROM users WHERE lower(email) = lower($1)", [email]);
 		return row;
 	}
 
 	async userById(id: string): Promise<UserRow | undefined> {
-		const [row] = await this.select<UserRow>("SELECT id, email, password_hash, roles, created_at, disabled_at FROM users WHERE id = $1", [id]);
+		const [row] = await this.select<UserRow>("SELECT id, email, password_hash, roles, created_at FROM users WHERE id = $1", [id]);
 		return row;
 	}
 
@@ -111,16 +106,16 @@ export class UserStore {
 	async listUsers(limit: number, after?: { createdAt: string; id: string }): Promise<UserRow[]> {
 		return after
 			? this.select<UserRow>(
-					`SELECT id, email, password_hash, roles, created_at, disabled_at FROM users
+					`SELECT id, email, password_hash, roles, created_at FROM users
 					 WHERE (created_at, id) < ($1::timestamptz, $2::uuid) ORDER BY created_at DESC, id DESC LIMIT $3`,
 					[after.createdAt, after.id, limit]
 				)
-			: this.select<UserRow>("SELECT id, email, password_hash, roles, created_at, disabled_at FROM users ORDER BY created_at DESC, id DESC LIMIT $1", [limit]);
+			: this.select<UserRow>("SELECT id, email, password_hash, roles, created_at FROM users ORDER BY created_at DESC, id DESC LIMIT $1", [limit]);
 	}
 
 	async setRoles(userId: string, roles: string[]): Promise<UserRow | undefined> {
 		const [row] = await this.select<UserRow>(
-			"UPDATE users SET roles = $2, updated_at = now() WHERE id = $1 RETURNING id, email, password_hash, roles, created_at, disabled_at",
+			"UPDATE users SET roles = $2, updated_at = now() WHERE id = $1 RETURNING id, email, password_hash, roles, created_at",
 			[userId, roles]
 		);
 		return row;
@@ -199,31 +194,9 @@ export class UserStore {
 		return rows.length > 0;
 	}
 
-	/** A session's owner as the record says now, and whether the session was revoked. */
-	async sessionOwner(sessionId: string): Promise<(CredentialOwner & { revoked_at: Date | null }) | undefined> {
-		const [row] = await this.select<CredentialOwner & { revoked_at: Date | null }>(
-			"SELECT s.user_id, s.revoked_at, u.roles, u.disabled_at FROM sessions s JOIN users u ON u.id = s.user_id WHERE s.id = $1",
-			[sessionId]
-		);
-		return row;
-	}
-
-	/** Disables (ending every session) or re-enables an account; undefined when there is no such user. */
-	async setDisabled(userId: string, disabled: boolean): Promise<UserRow | undefined> {
-		return this.db.transaction(async transaction => {
-			const [row] = await this.select<UserRow>(
-				`UPDATE users SET disabled_at = CASE WHEN $2 THEN coalesce(disabled_at, now()) END, updated_at = now() WHERE id = $1
-				 RETURNING id, email, password_hash, roles, created_at, disabled_at`,
-				[userId, disabled],
-				transaction
-			);
-			if (row && disabled)
-				await this.db.query("UPDATE sessions SET revoked_at = now(), revoked_reason = 'account disabled' WHERE user_id = $1 AND revoked_at IS NULL", {
-					bind: [userId],
-					transaction
-				});
-			return row;
-		});
+	async sessionActive(sessionId: string): Promise<boolean> {
+		const [row] = await this.select<{ revoked_at: Date | null }>("SELECT revoked_at FROM sessions WHERE id = $1", [sessionId]);
+		return row !== undefined && row.revoked_at === null;
 	}
 
 	async createApiKey(userId: string, name: string, prefix: string, hash: string): Promise<ApiKeyRow> {
@@ -252,9 +225,9 @@ export class UserStore {
 		return row;
 	}
 
-	async activeApiKey(hash: string): Promise<(CredentialOwner & { id: string }) | undefined> {
-		const [row] = await this.select<CredentialOwner & { id: string }>(
-			`SELECT k.id, k.user_id, u.roles, u.disabled_at FROM api_keys k JOIN users u ON u.id = k.user_id
+	async activeApiKey(hash: string): Promise<{ id: string; user_id: string; roles: string[] } | undefined> {
+		const [row] = await this.select<{ id: string; user_id: string; roles: string[] }>(
+			`SELECT k.id, k.user_id, u.roles FROM api_keys k JOIN users u ON u.id = k.user_id
 			 WHERE k.key_hash = $1 AND k.revoked_at IS NULL`,
 			[hash]
 		);
@@ -266,5 +239,28 @@ export class UserStore {
 		await this.db.query("UPDATE api_keys SET last_used_at = now() WHERE id = $1 AND (last_used_at IS NULL OR last_used_at < now() - interval '1 minute')", {
 			bind: [id]
 		});
+	}
+
+	// Account status: what a credential's owner may do now, read on every resolve (cached by the service).
+
+	/** The user's roles and status as the record says now; undefined when there is no such user. */
+	async userStatus(userId: string): Promise<UserStatus | undefined> {
+		const [row] = await this.select<UserStatus>("SELECT roles, disabled_at FROM users WHERE id = $1", [userId]);
+		return row;
+	}
+
+	/** Disables (ending every open session, in the same statement) or re-enables an account; undefined when there is no such user. */
+	async setDisabled(userId: string, disabled: boolean): Promise<(UserRow & UserStatus) | undefined> {
+		const [row] = await this.select<UserRow & UserStatus>(
+			`WITH u AS (
+				UPDATE users SET disabled_at = CASE WHEN $2 THEN coalesce(disabled_at, now()) END, updated_at = now() WHERE id = $1
+				RETURNING id, email, password_hash, roles, created_at, disabled_at
+			), s AS (
+				UPDATE sessions SET revoked_at = now(), revoked_reason = 'account disabled' WHERE $2 AND revoked_at IS NULL AND user_id IN (SELECT id FROM u)
+			)
+			SELECT * FROM u`,
+			[userId, disabled]
+		);
+		return row;
 	}
 }

@@ -21,7 +21,7 @@ import { decodeCursor, pageOf } from "../../lib/cursor";
 import { runtimeOf } from "../../lib/runtime";
 import { CacheCleanerMixin, type CacheCleanerMethods } from "../../mixins/cache-cleaner.mixin";
 import { assertPasswordRules, hashPassword, verifyPassword } from "./passwords";
-import { apiKeyView, publicUser, UserStore, type ApiKeyView, type CredentialOwner, type PublicUser } from "./store";
+import { apiKeyView, publicUser, UserStore, type ApiKeyView, type PublicUser, type UserStatus } from "./store";
 import { isApiKey, newApiKey, newRefreshToken, sha256, signAccessToken, signingKey, unverifiedSessionId, verifyAccessToken } from "./credentials";
 
 export interface AuthResult {
@@ -76,10 +76,11 @@ interface UserMethods extends CacheCleanerMethods {
 	announce(change: CredentialsChangedEvent): Promise<void>;
 }
 
-/** The credential's owner as the record says now: roles are current, a disabled account holds nothing. */
-function currentCaller(owner: CredentialOwner): AuthUser {
-	if (owner.disabled_at) throw new ChatmeshClientError("This account is disabled", ERR_ACCOUNT_DISABLED);
-	return { id: owner.user_id, roles: owner.roles };
+/** The credential's owner as the record says now: roles are current, a disabled (or deleted) account holds nothing. */
+function currentCaller(userId: string, status: UserStatus | undefined): AuthUser {
+	if (!status) throw new UnauthorizedError("The account no longer exists", ERR_INVALID_TOKEN);
+	if (status.disabled_at) throw new ChatmeshClientError("This account is disabled", ERR_ACCOUNT_DISABLED);
+	return { id: userId, roles: status.roles };
 }
 
 type Ctx<P = Record<string, never>> = Context<P, ChatmeshMeta>;
@@ -114,7 +115,7 @@ const UserService: ServiceSchema<Record<string, never>, UserMethods & Record<str
 				const ok = await verifyPassword(row?.password_hash, ctx.params.password);
 				if (!row || !ok) throw new UnauthorizedError("Email or password is wrong", ERR_INVALID_CREDENTIALS);
 				// Told only to whoever knows the password, so the status of an account does not leak.
-				if (row.disabled_at) throw new ChatmeshClientError("This account is disabled", ERR_ACCOUNT_DISABLED);
+				if ((await this.store.userStatus(row.id))?.disabled_at) throw new ChatmeshClientError("This account is disabled", ERR_ACCOUNT_DISABLED);
 				return { user: publicUser(row), ...(await this.issueTokens(row)) };
 			}
 		},
@@ -184,16 +185,15 @@ const UserService: ServiceSchema<Record<string, never>, UserMethods & Record<str
 					const key = await this.store.activeApiKey(sha256(token));
 					if (!key) throw new UnauthorizedError("Invalid API key", ERR_INVALID_TOKEN);
 					void this.store.touchApiKey(key.id).catch(err => this.logger.warn("API key touch failed", err));
-					return { user: currentCaller(key), kind: "apiKey", expiresAt: null, keyId: key.id };
+					return { user: currentCaller(key.user_id, await this.store.userStatus(key.user_id)), kind: "apiKey", expiresAt: null, keyId: key.id };
 				}
 				const claims = await verifyAccessToken(this.key, token);
-				// The token's role claims are only what held when it was signed; the record decides.
-				const owner = await this.store.sessionOwner(claims.sessionId);
-				if (!owner || owner.user_id !== claims.userId) throw new UnauthorizedError("Session was signed out", ERR_TOKEN_REVOKED);
-				// Disabling also ends the sessions; the account's state is the more useful answer.
-				const user = currentCaller(owner);
-				if (owner.revoked_at) throw new UnauthorizedError("Session was signed out", ERR_TOKEN_REVOKED);
-				return { user, kind: "access", expiresAt: claims.expiresAt, sessionId: claims.sessionId };
+				// The token's role claims are only what held when it was signed; the record decides. Disabling
+				// also ends the sessions, so the account's state is checked first: it is the more useful answer.
+				const [user, active] = await Promise.all([this.store.userStatus(claims.userId), this.store.sessionActive(claims.sessionId)]);
+				const caller = currentCaller(claims.userId, user);
+				if (!active) throw new UnauthorizedError("Session was signed out", ERR_TOKEN_REVOKED);
+				return { user: caller, kind: "access", expiresAt: claims.expiresAt, sessionId: claims.sessionId };
 			}
 		},
 
@@ -263,7 +263,7 @@ const UserService: ServiceSchema<Record<string, never>, UserMethods & Record<str
 		setStatus: {
 			roles: [ROLE_ADMIN],
 			params: { id: { type: "uuid" }, disabled: { type: "boolean" } },
-			async handler(ctx: Ctx<{ id: string; disabled: boolean }>): Promise<PublicUser> {
+			async handler(ctx: Ctx<{ id: string; disabled: boolean }>): Promise<PublicUser & { disabled: boolean }> {
 				if (ctx.params.disabled && ctx.params.id === callerOf(ctx).id) throw new ConflictError("An admin cannot disable their own account");
 				const row = await this.store.setDisabled(ctx.params.id, ctx.params.disabled);
 				if (!row) throw new NotFoundError("user", ctx.params.id);
@@ -271,7 +271,7 @@ const UserService: ServiceSchema<Record<string, never>, UserMethods & Record<str
 					await this.cleanCache([`${RESOLVE_CACHE}:*`]);
 					await this.announce({ change: "userDisabled", userId: row.id, code: ERR_ACCOUNT_DISABLED });
 				}
-				return publicUser(row);
+				return { ...publicUser(row), disabled: row.disabled_at !== null };
 			}
 		}
 	},

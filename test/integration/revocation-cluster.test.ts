@@ -204,7 +204,7 @@ describe("revocations reach open sockets on every gateway", () => {
 		expect(self.status).toBe(409);
 		const missing = await gw1.api.put("/api/admin/users/00000000-0000-4000-8000-000000000000/status", { token: boss.accessToken, body: { disabled: true } });
 		expect(missing.status).toBe(404);
-		expect((await gw1.api.get("/api/me", { token: boss.accessToken })).body).toMatchObject({ disabled: false });
+		expect((await gw1.api.get("/api/me", { token: boss.accessToken })).status).toBe(200);
 	});
 });
 
