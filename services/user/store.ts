@@ -232,13 +232,13 @@ export class UserStore {
 
 	/** The user's roles and status as the record says now; undefined when there is no such user. */
 	async userStatus(userId: string): Promise<UserStatus | undefined> {
-		const [row] = await this.select<UserStatus>("SELECT roles, disabled_at FROM users WHERE id = $1", [userId]);
+		const [row] = await this.db.query<UserStatus>("SELECT roles, disabled_at FROM users WHERE id = $1", [userId]);
 		return row;
 	}
 
 	/** Disables (ending every open session, in the same statement) or re-enables an account; undefined when there is no such user. */
 	async setDisabled(userId: string, disabled: boolean): Promise<(UserRow & UserStatus) | undefined> {
-		const [row] = await this.select<UserRow & UserStatus>(
+		const [row] = await this.db.query<UserRow & UserStatus>(
 			`WITH u AS (
 				UPDATE users SET disabled_at = CASE WHEN $2 THEN coalesce(disabled_at, now()) END, updated_at = now() WHERE id = $1
 				RETURNING id, email, password_hash, roles, created_at, disabled_at
