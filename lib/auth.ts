@@ -22,6 +22,19 @@ export interface ChatmeshMeta {
 
 export const ROLE_ADMIN = "admin";
 
+/**
+ * Broadcast by the user service when credentials stop holding or a user's roles change, so every
+ * gateway replica closes (or downgrades) the sockets it holds for them at once.
+ */
+export const CREDENTIALS_CHANGED_EVENT = "user.credentialsChanged";
+
+/** `code` is the stable error type the affected sockets are told (`auth:revoked { code }`). */
+export type CredentialsChangedEvent =
+	| { change: "sessionRevoked"; userId: string; sessionId: string; code: string }
+	| { change: "apiKeyRevoked"; userId: string; keyId: string; code: string }
+	| { change: "userDisabled"; userId: string; code: string }
+	| { change: "rolesChanged"; userId: string; roles: string[] };
+
 /** The signed-in caller, or 401. */
 export function callerOf(ctx: Context<unknown, ChatmeshMeta>): AuthUser {
 	const user = ctx.meta.user;

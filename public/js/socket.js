@@ -10,7 +10,7 @@ import { ApiError, accessToken, currentAccessToken, onToken, refresh } from "./a
 
 const ACK_TIMEOUT_MS = 15_000;
 const CONNECT_WAIT_MS = 5000;
-const TOKEN_CODES = new Set(["TOKEN_EXPIRED", "INVALID_TOKEN", "UNAUTHORIZED"]);
+const TOKEN_CODES = new Set(["TOKEN_EXPIRED", "INVALID_TOKEN", "UNAUTHORIZED", "TOKEN_REVOKED", "ACCOUNT_DISABLED"]);
 
 export function createSocket({ onConnect, onStatus }) {
 	const socket = io({
@@ -84,6 +84,13 @@ export function createSocket({ onConnect, onStatus }) {
 
 	// The server says the token is about to be (or is) expired; it closes the connection after this.
 	socket.on("auth:expired", () => {
+		refresh().catch(() => {});
+	});
+
+	// The session was signed out elsewhere, the key revoked or the account disabled: a refresh
+	// either finds the session alive (then the socket reconnects) or fails and ends it, which
+	// api.js reports to the user; its error needs no second report here.
+	socket.on("auth:revoked", () => {
 		refresh().catch(() => {});
 	});
 

@@ -9,7 +9,7 @@ import { Redis } from "ioredis";
 import type { Context, ServiceSchema } from "moleculer";
 import ApiGateway, { type ApiSettingsSchema, type IncomingRequest } from "moleculer-web";
 import type { Socket } from "socket.io";
-import type { AuthUser, ChatmeshMeta } from "../../lib/auth";
+import { CREDENTIALS_CHANGED_EVENT, type AuthUser, type ChatmeshMeta, type CredentialsChangedEvent } from "../../lib/auth";
 import { ERR_INVALID_CREDENTIALS, ERR_INVALID_TOKEN, ERR_TOKEN_EXPIRED, UnauthorizedError } from "../../lib/errors";
 import { redisOptions } from "../../lib/redis";
 import { NODE_STOPPING_EVENT, runtimeOf } from "../../lib/runtime";
@@ -21,6 +21,7 @@ import { DEFAULT_RATE_LIMITS, RateLimiter, type RateLimitSettings, type RouteCla
 import { checkReadiness, type Readiness } from "./readiness";
 import { ALIAS_RATE_CLASS, apiRoutes, loginEmail, RESPONSE_SENT, webAppAssets } from "./routes";
 import { chatSocketHandlers } from "./socket-chat";
+import { applyCredentialsChange } from "./socket-revocation";
 import { createSocketServer } from "./sockets";
 import { endStreamsForShutdown } from "./streaming";
 import type { ChatmeshRoute, GatewayMethods, GatewayThis, GatewayVars } from "./types";
@@ -74,6 +75,16 @@ const GatewayService: ServiceSchema<ApiSettingsSchema, GatewayMethods & Record<s
 		[NODE_STOPPING_EVENT]() {
 			endStreamsForShutdown(this.sseStreams);
 			this.io?.disconnectSockets(true);
+		},
+
+		/** Credentials stopped holding, or roles changed: this node's sockets of theirs follow at once. */
+		[CREDENTIALS_CHANGED_EVENT]: {
+			params: { change: { type: "string" }, userId: { type: "string" } },
+			handler(ctx: Context<CredentialsChangedEvent>) {
+				if (!this.io) return;
+				const touched = applyCredentialsChange(this.io, ctx.params);
+				if (touched) this.logger.info("Sockets follow a credentials change", { change: ctx.params.change, userId: ctx.params.userId, sockets: touched });
+			}
 		}
 	},
 

@@ -58,6 +58,7 @@ export function apiRoutes(bodyLimitBytes: number): ChatmeshRoute[] {
 				"DELETE keys/:id": "user.revokeApiKey",
 				"GET admin/users": "user.list",
 				"PUT admin/users/:id/roles": "user.setRoles",
+				"PUT admin/users/:id/status": "user.setStatus",
 				"GET models": "llm.models",
 				"GET usage": "quota.get",
 				"PUT admin/users/:id/quota": "quota.setLimit",

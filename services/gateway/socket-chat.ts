@@ -7,7 +7,7 @@ import type { ServiceBroker } from "moleculer";
 import { BadRequestError, NotFoundError } from "../../lib/errors";
 import type { GenerationLog, Unsubscribe } from "../../lib/generations/log";
 import type { GenerationMeta } from "../../lib/chat-protocol";
-import type { SendResult } from "../conversation/conversation.service";
+import { callSend } from "../conversation/client";
 import type { ChatSocket, SocketHandler } from "./sockets";
 import { clientEvent } from "./streaming";
 import type { RouteClass } from "./rate-limit";
@@ -55,7 +55,7 @@ export function chatSocketHandlers(broker: ServiceBroker, log: GenerationLog): R
 			rateClass: "chat",
 			async handle(socket, payload) {
 				const { conversationId, content, model } = objectPayload(payload);
-				const result = await broker.call<SendResult, Record<string, unknown>>("conversation.send", { conversationId, content, model }, as(socket));
+				const result = await callSend(broker, { conversationId, content, model }, as(socket));
 				watch(log, socket, result.generationId, 0);
 				return result;
 			}

@@ -6,10 +6,11 @@ import type { Server as HttpServer, IncomingMessage, ServerResponse } from "node
 import type { Redis } from "ioredis";
 import type { Context } from "moleculer";
 import type { ApiRouteSchema, IncomingRequest } from "moleculer-web";
-import type { Server as SocketServer, Socket } from "socket.io";
+import type { Socket } from "socket.io";
 import type { AuthUser, ChatmeshMeta } from "../../lib/auth";
 import type { GenerationLog } from "../../lib/generations/log";
 import type { RateLimiter, RouteClass } from "./rate-limit";
+import type { ChatServer } from "./sockets";
 
 /** A route of ours: moleculer-web's schema plus the rate-limit class its requests count against. */
 export interface ChatmeshRoute extends ApiRouteSchema {
@@ -20,7 +21,7 @@ export interface GatewayVars {
 	rateLimiter: RateLimiter;
 	redis?: Redis;
 	trustProxy: boolean;
-	io?: SocketServer;
+	io?: ChatServer;
 	server: HttpServer;
 	generations: GenerationLog;
 	/** Open SSE responses, ended when the node stops. */

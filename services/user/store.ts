@@ -13,6 +13,12 @@ export interface UserRow {
 	created_at: Date;
 }
 
+/** Who a credential acts for now: current roles, and whether an admin disabled the account. */
+export interface UserStatus {
+	roles: string[];
+	disabled_at: Date | null;
+}
+
 export interface PublicUser {
 	id: string;
 	email: string;
@@ -220,5 +226,28 @@ export class UserStore {
 		await this.db.query("UPDATE api_keys SET last_used_at = now() WHERE id = $1 AND (last_used_at IS NULL OR last_used_at < now() - interval '1 minute')", [
 			id
 		]);
+	}
+
+	// Account status: what a credential's owner may do now, read on every resolve (cached by the service).
+
+	/** The user's roles and status as the record says now; undefined when there is no such user. */
+	async userStatus(userId: string): Promise<UserStatus | undefined> {
+		const [row] = await this.db.query<UserStatus>("SELECT roles, disabled_at FROM users WHERE id = $1", [userId]);
+		return row;
+	}
+
+	/** Disables (ending every open session, in the same statement) or re-enables an account; undefined when there is no such user. */
+	async setDisabled(userId: string, disabled: boolean): Promise<(UserRow & UserStatus) | undefined> {
+		const [row] = await this.db.query<UserRow & UserStatus>(
+			`WITH u AS (
+				UPDATE users SET disabled_at = CASE WHEN $2 THEN coalesce(disabled_at, now()) END, updated_at = now() WHERE id = $1
+				RETURNING id, email, password_hash, roles, created_at, disabled_at
+			), s AS (
+				UPDATE sessions SET revoked_at = now(), revoked_reason = 'account disabled' WHERE $2 AND revoked_at IS NULL AND user_id IN (SELECT id FROM u)
+			)
+			SELECT * FROM u`,
+			[userId, disabled]
+		);
+		return row;
 	}
 }

@@ -4,9 +4,11 @@
  * that cache on every node at once.
  */
 import type { Context, ServiceSchema } from "moleculer";
-import { callerOf, ROLE_ADMIN, type AuthUser, type ChatmeshMeta } from "../../lib/auth";
+import { CREDENTIALS_CHANGED_EVENT, callerOf, ROLE_ADMIN, type AuthUser, type ChatmeshMeta, type CredentialsChangedEvent } from "../../lib/auth";
 import {
 	ChatmeshClientError,
+	ConflictError,
+	ERR_ACCOUNT_DISABLED,
 	ERR_EMAIL_TAKEN,
 	ERR_INVALID_CREDENTIALS,
 	ERR_INVALID_TOKEN,
@@ -19,7 +21,7 @@ import { decodeCursor, pageOf } from "../../lib/cursor";
 import { runtimeOf } from "../../lib/runtime";
 import { CacheCleanerMixin, type CacheCleanerMethods } from "../../mixins/cache-cleaner.mixin";
 import { assertPasswordRules, hashPassword, verifyPassword } from "./passwords";
-import { apiKeyView, publicUser, UserStore, type ApiKeyView, type PublicUser } from "./store";
+import { apiKeyView, publicUser, UserStore, type ApiKeyView, type PublicUser, type UserStatus } from "./store";
 import { isApiKey, newApiKey, newRefreshToken, sha256, signAccessToken, signingKey, unverifiedSessionId, verifyAccessToken } from "./credentials";
 
 export interface AuthResult {
@@ -36,6 +38,9 @@ export interface ResolvedCredential {
 	kind: "access" | "apiKey";
 	/** Milliseconds since the epoch; null for API keys, which live until revoked. */
 	expiresAt: number | null;
+	/** The session (access token) or key (API key) it belongs to, so gateways can find its sockets when it is revoked. */
+	sessionId?: string;
+	keyId?: string;
 }
 
 export interface CreatedApiKey extends ApiKeyView {
@@ -68,6 +73,14 @@ interface UserVars {
 
 interface UserMethods extends CacheCleanerMethods {
 	issueTokens(user: { id: string; roles: string[] }, sessionId?: string, refresh?: { token: string }): Promise<Omit<AuthResult, "user">>;
+	announce(change: CredentialsChangedEvent): Promise<void>;
+}
+
+/** The credential's owner as the record says now: roles are current, a disabled (or deleted) account holds nothing. */
+function currentCaller(userId: string, status: UserStatus | undefined): AuthUser {
+	if (!status) throw new UnauthorizedError("The account no longer exists", ERR_INVALID_TOKEN);
+	if (status.disabled_at) throw new ChatmeshClientError("This account is disabled", ERR_ACCOUNT_DISABLED);
+	return { id: userId, roles: status.roles };
 }
 
 type Ctx<P = Record<string, never>> = Context<P, ChatmeshMeta>;
@@ -101,6 +114,8 @@ const UserService: ServiceSchema<Record<string, never>, UserMethods & Record<str
 				const row = await this.store.userByEmail(ctx.params.email);
 				const ok = await verifyPassword(row?.password_hash, ctx.params.password);
 				if (!row || !ok) throw new UnauthorizedError("Email or password is wrong", ERR_INVALID_CREDENTIALS);
+				// Told only to whoever knows the password, so the status of an account does not leak.
+				if ((await this.store.userStatus(row.id))?.disabled_at) throw new ChatmeshClientError("This account is disabled", ERR_ACCOUNT_DISABLED);
 				return { user: publicUser(row), ...(await this.issueTokens(row)) };
 			}
 		},
@@ -123,6 +138,7 @@ const UserService: ServiceSchema<Record<string, never>, UserMethods & Record<str
 						throw new UnauthorizedError("Session was signed out", ERR_TOKEN_REVOKED);
 					case "reused":
 						await this.cleanCache([sessionPattern(result.row.session_id)]);
+						await this.announce({ change: "sessionRevoked", userId: result.row.user_id, sessionId: result.row.session_id, code: ERR_TOKEN_REVOKED });
 						this.logger.warn("Refresh token reuse: session revoked", { sessionId: result.row.session_id });
 						throw new UnauthorizedError("Refresh token was already used; the session is revoked", ERR_TOKEN_REVOKED);
 					case "rotated":
@@ -137,7 +153,10 @@ const UserService: ServiceSchema<Record<string, never>, UserMethods & Record<str
 			async handler(ctx: Ctx<{ refreshToken: string }>): Promise<void> {
 				const session = await this.store.revokeSessionByRefreshHash(sha256(ctx.params.refreshToken), "signed out");
 				// Unknown tokens sign out nothing, and say so no differently: logout is idempotent.
-				if (session) await this.cleanCache([sessionPattern(session.id)]);
+				if (session) {
+					await this.cleanCache([sessionPattern(session.id)]);
+					await this.announce({ change: "sessionRevoked", userId: session.user_id, sessionId: session.id, code: ERR_TOKEN_REVOKED });
+				}
 				ctx.meta.$statusCode = 204;
 			}
 		},
@@ -152,7 +171,7 @@ const UserService: ServiceSchema<Record<string, never>, UserMethods & Record<str
 			}
 		},
 
-		/** Any bearer credential (access token or API key) into its caller. */
+		/** Any bearer credential (access token or API key) into its caller, with the roles the user has now. */
 		resolveToken: {
 			visibility: "public",
 			params: { token: { type: "string", min: 1, max: 4096 } },
@@ -166,11 +185,15 @@ const UserService: ServiceSchema<Record<string, never>, UserMethods & Record<str
 					const key = await this.store.activeApiKey(sha256(token));
 					if (!key) throw new UnauthorizedError("Invalid API key", ERR_INVALID_TOKEN);
 					void this.store.touchApiKey(key.id).catch(err => this.logger.warn("API key touch failed", err));
-					return { user: { id: key.user_id, roles: key.roles }, kind: "apiKey", expiresAt: null };
+					return { user: currentCaller(key.user_id, await this.store.userStatus(key.user_id)), kind: "apiKey", expiresAt: null, keyId: key.id };
 				}
 				const claims = await verifyAccessToken(this.key, token);
-				if (!(await this.store.sessionActive(claims.sessionId))) throw new UnauthorizedError("Session was signed out", ERR_TOKEN_REVOKED);
-				return { user: { id: claims.userId, roles: claims.roles }, kind: "access", expiresAt: claims.expiresAt };
+				// The token's role claims are only what held when it was signed; the record decides. Disabling
+				// also ends the sessions, so the account's state is checked first: it is the more useful answer.
+				const [user, active] = await Promise.all([this.store.userStatus(claims.userId), this.store.sessionActive(claims.sessionId)]);
+				const caller = currentCaller(claims.userId, user);
+				if (!active) throw new UnauthorizedError("Session was signed out", ERR_TOKEN_REVOKED);
+				return { user: caller, kind: "access", expiresAt: claims.expiresAt, sessionId: claims.sessionId };
 			}
 		},
 
@@ -202,6 +225,7 @@ const UserService: ServiceSchema<Record<string, never>, UserMethods & Record<str
 				// Another user's key answers exactly like a missing one.
 				if (!revoked) throw new NotFoundError("API key", ctx.params.id);
 				await this.cleanCache([`${RESOLVE_CACHE}:k:${revoked.key_hash}`]);
+				await this.announce({ change: "apiKeyRevoked", userId: callerOf(ctx).id, keyId: ctx.params.id, code: ERR_TOKEN_REVOKED });
 				ctx.meta.$statusCode = 204;
 			}
 		},
@@ -230,12 +254,34 @@ const UserService: ServiceSchema<Record<string, never>, UserMethods & Record<str
 				if (!row) throw new NotFoundError("user", ctx.params.id);
 				// Cached credentials carry roles: drop them all so the change applies at once.
 				await this.cleanCache([`${RESOLVE_CACHE}:*`]);
+				await this.announce({ change: "rolesChanged", userId: row.id, roles: row.roles });
 				return publicUser(row);
+			}
+		},
+
+		/** Admin: disable an account (its sessions end; its keys, tokens and sockets stop at once) or enable it again. */
+		setStatus: {
+			roles: [ROLE_ADMIN],
+			params: { id: { type: "uuid" }, disabled: { type: "boolean" } },
+			async handler(ctx: Ctx<{ id: string; disabled: boolean }>): Promise<PublicUser & { disabled: boolean }> {
+				if (ctx.params.disabled && ctx.params.id === callerOf(ctx).id) throw new ConflictError("An admin cannot disable their own account");
+				const row = await this.store.setDisabled(ctx.params.id, ctx.params.disabled);
+				if (!row) throw new NotFoundError("user", ctx.params.id);
+				if (ctx.params.disabled) {
+					await this.cleanCache([`${RESOLVE_CACHE}:*`]);
+					await this.announce({ change: "userDisabled", userId: row.id, code: ERR_ACCOUNT_DISABLED });
+				}
+				return { ...publicUser(row), disabled: row.disabled_at !== null };
 			}
 		}
 	},
 
 	methods: {
+		/** Every gateway replica must see it: each closes or downgrades the sockets it holds. */
+		async announce(change: CredentialsChangedEvent) {
+			await this.broker.broadcast(CREDENTIALS_CHANGED_EVENT, change);
+		},
+
 		async issueTokens(user: { id: string; roles: string[] }, sessionId?: string, refresh?: { token: string }) {
 			let refreshToken = refresh?.token;
 			let sid = sessionId;
