@@ -97,7 +97,8 @@ export type ErrorData = Record<string, unknown> | undefined;
 export class ChatmeshClientError extends MoleculerClientError {
 	constructor(message: string, type: string, data?: ErrorData) {
 		super(message, HTTP_STATUS_BY_TYPE[type] ?? 400, type, data);
-		this.name = "ChatmeshClientError";
+		// Each subclass is named after itself: the name is what the regenerator rebuilds it by.
+		this.name = new.target.name;
 	}
 }
 
@@ -105,7 +106,7 @@ export class ChatmeshClientError extends MoleculerClientError {
 export class ChatmeshServerError extends MoleculerError {
 	constructor(message: string, type: string, data?: ErrorData, retryable = false) {
 		super(message, HTTP_STATUS_BY_TYPE[type] ?? 500, type, data);
-		this.name = "ChatmeshServerError";
+		this.name = new.target.name;
 		this.retryable = retryable;
 	}
 }
@@ -113,7 +114,6 @@ export class ChatmeshServerError extends MoleculerError {
 export class BadRequestError extends ChatmeshClientError {
 	constructor(message: string, data?: ErrorData, type: string = ERR_BAD_REQUEST) {
 		super(message, type, data);
-		this.name = "BadRequestError";
 	}
 }
 
@@ -121,14 +121,12 @@ export class BadRequestError extends ChatmeshClientError {
 export class UnauthorizedError extends ChatmeshClientError {
 	constructor(message = "Authentication required", type: string = ERR_UNAUTHORIZED, data?: ErrorData) {
 		super(message, type, data);
-		this.name = "UnauthorizedError";
 	}
 }
 
 export class ForbiddenError extends ChatmeshClientError {
 	constructor(message = "Forbidden", data?: ErrorData) {
 		super(message, ERR_FORBIDDEN, data);
-		this.name = "ForbiddenError";
 	}
 }
 
@@ -136,42 +134,36 @@ export class ForbiddenError extends ChatmeshClientError {
 export class NotFoundError extends ChatmeshClientError {
 	constructor(resource: string, id?: string | number) {
 		super(`${resource} not found`, ERR_NOT_FOUND, id === undefined ? { resource } : { resource, id });
-		this.name = "NotFoundError";
 	}
 }
 
 export class ConflictError extends ChatmeshClientError {
 	constructor(message: string, data?: ErrorData) {
 		super(message, ERR_CONFLICT, data);
-		this.name = "ConflictError";
 	}
 }
 
 export class RateLimitedError extends ChatmeshClientError {
 	constructor(retryAfterSeconds: number, data?: ErrorData) {
 		super("Too many requests", ERR_RATE_LIMITED, { ...data, retryAfter: retryAfterSeconds });
-		this.name = "RateLimitedError";
 	}
 }
 
 export class QuotaExceededError extends ChatmeshClientError {
 	constructor(resetAt: string, data?: ErrorData) {
 		super("Token quota exceeded", ERR_QUOTA_EXCEEDED, { ...data, resetAt });
-		this.name = "QuotaExceededError";
 	}
 }
 
 export class ContentBlockedError extends ChatmeshClientError {
 	constructor(message: string, data?: ErrorData) {
 		super(message, ERR_CONTENT_BLOCKED, data);
-		this.name = "ContentBlockedError";
 	}
 }
 
 export class UnavailableError extends ChatmeshServerError {
 	constructor(message: string, data?: ErrorData) {
 		super(message, ERR_UNAVAILABLE, data);
-		this.name = "UnavailableError";
 	}
 }
 
@@ -179,7 +171,6 @@ export class UnavailableError extends ChatmeshServerError {
 export class UpstreamError extends ChatmeshServerError {
 	constructor(message: string, type: string = ERR_UPSTREAM_ERROR, data?: ErrorData) {
 		super(message, type, data);
-		this.name = "UpstreamError";
 	}
 }
 

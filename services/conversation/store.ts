@@ -109,22 +109,10 @@ export interface MessageRow {
 	updated_at: Date;
 }
 
-export interface MessageView {
-	id: string;
-	conversationId: string;
-	role: MessageRole;
-	content: string;
-	toolCalls: ToolCall[] | null;
-	status: MessageStatus;
-	model: string | null;
-	usage: Usage | null;
-	generationId: string | null;
-	error: { code: string; message: string } | null;
-	metadata: Record<string, unknown>;
-	createdAt: string;
-}
+/** A message as the API shows it. */
+export type MessageView = ReturnType<typeof messageView>;
 
-export function messageView(m: MessageRow): MessageView {
+export function messageView(m: MessageRow) {
 	return {
 		id: m.id,
 		conversationId: m.conversation_id,
