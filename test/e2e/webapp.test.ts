@@ -8,13 +8,12 @@ import http from "node:http";
 import type { AddressInfo } from "node:net";
 import path from "node:path";
 import { chromium, type Browser, type BrowserContext, type Page } from "playwright-core";
-import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
-import type { ChatmeshNode } from "../../node";
-import { startSimulator, type SimulatorHandle } from "../../simulator/simulator";
+import { afterEach, describe, expect, it } from "vitest";
+import type { SimulatorHandle } from "../../simulator/simulator";
 import { sleep } from "../helpers/chat";
-import { apiClient, type ApiClient } from "../helpers/http";
-import { createTestDatabase, REPO_ROOT, TEST_JWT_SECRET, TEST_REDIS_URL, uniqueNamespace, type TestDatabase } from "../helpers/infra";
-import { startTestNode } from "../helpers/nodes";
+import type { ApiClient } from "../helpers/http";
+import { REPO_ROOT } from "../helpers/infra";
+import { relaxedRateLimits, type TestNode, withChatNode } from "../helpers/fixtures";
 
 const CHROMIUM = "/usr/bin/chromium";
 const CHROMIUM_ARGS = [
@@ -29,13 +28,6 @@ const CHROMIUM_ARGS = [
 ];
 const SHOTS = path.join(REPO_ROOT, "artifacts", "screenshots");
 const MODELS = ["sim-small", "sim-medium", "sim-large"];
-const GENEROUS_LIMITS = JSON.stringify({
-	perUser: { chat: { points: 10_000, durationS: 60 }, default: { points: 10_000, durationS: 60 }, auth: { points: 10_000, durationS: 60 } },
-	perIp: { chat: { points: 10_000, durationS: 60 }, default: { points: 10_000, durationS: 60 }, auth: { points: 10_000, durationS: 60 } }
-});
-
-type TestNode = ChatmeshNode & { baseUrl: string };
-
 interface StoredMessage {
 	id: string;
 	role: string;
@@ -90,37 +82,32 @@ function newCredentials(label: string) {
 describe("the web app in Chromium", () => {
 	let sim: SimulatorHandle;
 	let proxy: Awaited<ReturnType<typeof startEchoProxy>>;
-	let db: TestDatabase;
 	let node: TestNode;
 	let api: ApiClient;
 	let browser: Browser;
 	const contexts: BrowserContext[] = [];
 	const pageErrors: string[] = [];
 
-	beforeAll(async () => {
-		await fs.mkdir(SHOTS, { recursive: true });
-		sim = await startSimulator({ tokenIntervalMs: 50, outputTokens: 40 });
-		proxy = await startEchoProxy(sim.baseURL);
-		db = await createTestDatabase("webapp");
-		node = await startTestNode({
-			DATABASE_URL: db.url,
-			REDIS_URL: TEST_REDIS_URL,
-			NAMESPACE: uniqueNamespace("webapp"),
-			JWT_SECRET: TEST_JWT_SECRET,
-			LLM_PROVIDERS: JSON.stringify([{ name: "sim", baseURL: proxy.baseURL, models: MODELS }]),
-			RATE_LIMITS: GENEROUS_LIMITS
-		});
-		api = apiClient(node.baseUrl);
-		browser = await chromium.launch({ executablePath: CHROMIUM, args: CHROMIUM_ARGS });
-	}, 90_000);
-
-	afterAll(async () => {
-		for (const context of contexts) await context.close().catch(() => {});
-		await browser?.close();
-		await node?.stop();
-		await proxy?.close();
-		await sim?.close();
-		await db?.drop();
+	withChatNode({
+		label: "webapp",
+		simulator: { tokenIntervalMs: 50, outputTokens: 40 },
+		timeoutMs: 90_000,
+		async env(f) {
+			await fs.mkdir(SHOTS, { recursive: true });
+			sim = f.sim;
+			proxy = await startEchoProxy(sim.baseURL);
+			return { LLM_PROVIDERS: JSON.stringify([{ name: "sim", baseURL: proxy.baseURL, models: MODELS }]) };
+		},
+		async started(f) {
+			({ node, api } = f);
+			browser = await chromium.launch({ executablePath: CHROMIUM, args: CHROMIUM_ARGS });
+		},
+		async stopping() {
+			// Closing a context the browser already lost fails harmlessly: nothing is left to close.
+			for (const context of contexts) await context.close().catch(() => undefined);
+			await browser?.close();
+			await proxy?.close();
+		}
 	});
 
 	afterEach(async () => {
@@ -514,35 +501,21 @@ describe("the web app in Chromium", () => {
 });
 
 describe("the web app's session over access-token expiry, and its error messages", () => {
-	let sim: SimulatorHandle;
-	let db: TestDatabase;
 	let node: TestNode;
 	let browser: Browser;
 
-	beforeAll(async () => {
-		sim = await startSimulator({ tokenIntervalMs: 10, outputTokens: 10 });
-		db = await createTestDatabase("webapp_ttl");
-		node = await startTestNode({
-			DATABASE_URL: db.url,
-			REDIS_URL: TEST_REDIS_URL,
-			NAMESPACE: uniqueNamespace("webapp-ttl"),
-			JWT_SECRET: TEST_JWT_SECRET,
-			LLM_PROVIDERS: JSON.stringify([{ name: "sim", baseURL: sim.baseURL, models: MODELS }]),
-			// Two messages a minute per user, so the third one shows the rate-limit message.
-			RATE_LIMITS: JSON.stringify({
-				...JSON.parse(GENEROUS_LIMITS),
-				perUser: { chat: { points: 2, durationS: 60 }, default: { points: 10_000, durationS: 60 } }
-			}),
-			ACCESS_TOKEN_TTL_S: "8"
-		});
-		browser = await chromium.launch({ executablePath: CHROMIUM, args: CHROMIUM_ARGS });
-	}, 90_000);
-
-	afterAll(async () => {
-		await browser?.close();
-		await node?.stop();
-		await sim?.close();
-		await db?.drop();
+	withChatNode({
+		label: "webapp_ttl",
+		simulator: { tokenIntervalMs: 10, outputTokens: 10 },
+		timeoutMs: 90_000,
+		// Two messages a minute per user, so the third one shows the rate-limit message.
+		rateLimits: relaxedRateLimits({ perUser: { chat: { points: 2, durationS: 60 } } }),
+		env: { ACCESS_TOKEN_TTL_S: "8" },
+		async started(f) {
+			node = f.node;
+			browser = await chromium.launch({ executablePath: CHROMIUM, args: CHROMIUM_ARGS });
+		},
+		stopping: () => browser?.close()
 	});
 
 	it("refreshes the access token before it expires and keeps the same socket.io connection", async () => {

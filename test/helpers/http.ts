@@ -22,7 +22,7 @@ export function apiClient(baseUrl: string) {
 		if (body !== undefined) headers["content-type"] ??= "application/json";
 		const res = await fetch(`${baseUrl}${path}`, { method, headers, body });
 		const text = await res.text();
-		let parsed: unknown ;
+		let parsed: unknown;
 		try {
 			parsed = text ? JSON.parse(text) : undefined;
 		} catch {

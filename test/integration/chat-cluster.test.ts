@@ -1,29 +1,30 @@
 import type { Socket } from "socket.io-client";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { startSimulator, type SimulatorHandle } from "../../simulator/simulator";
+import type { SimulatorHandle } from "../../simulator/simulator";
+import { relaxedRateLimits, withProcesses } from "../helpers/fixtures";
 import { collectGeneration, openSocket, sleep } from "../helpers/chat";
 import { apiClient, signUp, type ApiClient, type Session } from "../helpers/http";
-import { clusterEnv, createTestDatabase, uniqueNamespace, type TestDatabase, queryDb } from "../helpers/infra";
+import { clusterEnv, uniqueNamespace, type TestDatabase, queryDb } from "../helpers/infra";
 import { spawnNode, waitUntil, type NodeProcess } from "../helpers/processes";
 import { simulatorProviders } from "../helpers/nodes";
 
 // Two gateway processes and one llm process over the real NATS, Redis and PostgreSQL; the
 // simulator runs in this test process and is reached over HTTP by the llm process.
-let sim: SimulatorHandle;
+const cluster = withProcesses({ label: "chat_cluster", database: true, simulator: {} });
+const { procs } = cluster;
 let db: TestDatabase;
-const procs: NodeProcess[] = [];
+let sim: SimulatorHandle;
 let llm: NodeProcess;
 let gw1: { api: ApiClient; url: string };
 let gw2: { api: ApiClient; url: string };
 const sockets: Socket[] = [];
 
 beforeAll(async () => {
-	sim = await startSimulator();
-	db = await createTestDatabase("chat_cluster");
+	({ db, sim } = cluster);
 	const env = {
 		...clusterEnv(uniqueNamespace("chatcluster"), db.url),
-		LLM_PROVIDERS: simulatorProviders(sim),
-		RATE_LIMITS: JSON.stringify({ perIp: { auth: { points: 1000, durationS: 60 } } })
+		LLM_PROVIDERS: simulatorProviders(cluster.sim),
+		RATE_LIMITS: relaxedRateLimits()
 	};
 	const front = "gateway,user,conversation,quota,moderation";
 	const a = spawnNode({ ...env, SERVICES: front, NODE_ID: "gw-1" });
@@ -37,12 +38,8 @@ beforeAll(async () => {
 	for (const gw of [gw1, gw2]) await waitUntil(async () => (await gw.api.get("/ready")).status === 200, 30_000);
 }, 90_000);
 
-afterAll(async () => {
+afterAll(() => {
 	for (const s of sockets) s.disconnect();
-	for (const p of procs) p.kill("SIGKILL");
-	await Promise.all(procs.map(p => p.exited));
-	await sim?.close();
-	await db?.drop();
 });
 
 async function socketOn(gw: { url: string }, user: Session): Promise<Socket> {
