@@ -471,11 +471,11 @@ describe("the web app in Chromium", () => {
 		for (const element of [box, sendButton]) {
 			expect(await element.isVisible()).toBe(true);
 			const rect = await element.boundingBox();
-			expect(rect).not.toBeNull();
-			expect(rect!.x).toBeGreaterThanOrEqual(0);
-			expect(rect!.y).toBeGreaterThanOrEqual(0);
-			expect(rect!.x + rect!.width).toBeLessThanOrEqual(viewport.width);
-			expect(rect!.y + rect!.height).toBeLessThanOrEqual(viewport.height);
+			if (!rect) throw new Error("a visible element has a bounding box");
+			expect(rect.x).toBeGreaterThanOrEqual(0);
+			expect(rect.y).toBeGreaterThanOrEqual(0);
+			expect(rect.x + rect.width).toBeLessThanOrEqual(viewport.width);
+			expect(rect.y + rect.height).toBeLessThanOrEqual(viewport.height);
 		}
 		// The page does not scroll sideways.
 		expect(await page.evaluate("document.documentElement.scrollWidth")).toBeLessThanOrEqual(viewport.width);

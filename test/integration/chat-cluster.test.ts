@@ -2,6 +2,7 @@ import type { Socket } from "socket.io-client";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { SimulatorHandle } from "../../simulator/simulator";
 import { relaxedRateLimits, withProcesses } from "../helpers/fixtures";
+import { waitFor } from "../helpers/wait";
 import { collectGeneration, openSocket, sleep } from "../helpers/chat";
 import { apiClient, signUp, type ApiClient, type Session } from "../helpers/http";
 import { clusterEnv, uniqueNamespace, type TestDatabase, queryDb } from "../helpers/infra";
@@ -58,12 +59,13 @@ async function stored(generationId: string) {
 }
 
 async function finalOf(generationId: string, timeoutMs = 20_000) {
-	let row: Awaited<ReturnType<typeof stored>>;
-	await waitUntil(async () => {
-		row = await stored(generationId);
-		return row !== undefined && row.status !== "streaming";
-	}, timeoutMs);
-	return row!;
+	return waitFor(
+		async () => {
+			const row = await stored(generationId);
+			return row !== undefined && row.status !== "streaming" ? row : undefined;
+		},
+		{ timeoutMs, what: `generation ${generationId} to be stored as final` }
+	);
 }
 
 describe("chat across nodes", () => {

@@ -681,7 +681,7 @@ describe("control endpoints and the request log", () => {
 			'"text"',
 			JSON.stringify({ model: "sim-small", messages: [null] }),
 			JSON.stringify({ model: "sim-small", messages: [{ role: "user", content: { weird: true } }] }),
-			JSON.stringify({ model: "sim-small", messages: [{ role: "user", content: "<|endoftext|> and a " + " ".repeat(20_000) + "end" }] }),
+			JSON.stringify({ model: "sim-small", messages: [{ role: "user", content: `<|endoftext|> and a ${" ".repeat(20_000)}end` }] }),
 			JSON.stringify({ model: "sim-small", messages: [{ role: "user", content: "x" }], max_tokens: -1 }),
 			JSON.stringify({ model: 42, messages: [{ role: "user", content: "x" }] }),
 			JSON.stringify({

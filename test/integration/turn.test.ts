@@ -33,13 +33,19 @@ const extraTools = [
 		name: "slow_lookup",
 		description: "Looks something up slowly",
 		parameters: { type: "object", properties: {} },
-		run: async (_a: unknown, c: { signal: AbortSignal }) => (await wait(300, c.signal), { found: "alpha" })
+		run: async (_a: unknown, c: { signal: AbortSignal }) => {
+			await wait(300, c.signal);
+			return { found: "alpha" };
+		}
 	},
 	{
 		name: "slower_lookup",
 		description: "Looks something up more slowly",
 		parameters: { type: "object", properties: {} },
-		run: async (_a: unknown, c: { signal: AbortSignal }) => (await wait(400, c.signal), { found: "beta" })
+		run: async (_a: unknown, c: { signal: AbortSignal }) => {
+			await wait(400, c.signal);
+			return { found: "beta" };
+		}
 	},
 	{
 		name: "broken_tool",
@@ -159,7 +165,7 @@ describe("tool calls", () => {
 
 		const start = events.find(e => e.name === "tool:start");
 		const result = events.find(e => e.name === "tool:result");
-		expect((start?.payload.calls as Array<{ name: string }>).map(c => c.name)).toEqual(["slow_lookup", "slower_lookup"]);
+		expect(((start?.payload.calls ?? []) as Array<{ name: string }>).map(c => c.name)).toEqual(["slow_lookup", "slower_lookup"]);
 		const took = (result?.at ?? 0) - (start?.at ?? 0);
 		// Near the slower tool (400 ms), not the sum (700 ms).
 		expect(took).toBeGreaterThanOrEqual(390);
