@@ -1,4 +1,5 @@
 import { beforeAll, describe, expect, it } from "vitest";
+import { waitFor } from "../helpers/wait";
 import { withProcesses } from "../helpers/fixtures";
 import { clusterEnv, uniqueNamespace } from "../helpers/infra";
 import { apiClient, signUp, type ApiClient } from "../helpers/http";
@@ -97,7 +98,7 @@ describe("two gateway replicas", () => {
 			key.body.key
 		);
 		// Give the processes a moment to flush what they log after answering.
-		await new Promise(r => setTimeout(r, 300));
+		await waitFor(() => /user\.login|user\.refresh/.test(procs.map(p => p.output()).join("\n")), { what: "the debug logs of the calls" });
 		const logs = procs.map(p => p.output()).join("\n");
 		expect(logs.length).toBeGreaterThan(1000); // debug logging really was on
 		expect(logs).toMatch(/user\.login|user\.refresh/); // and saw these calls

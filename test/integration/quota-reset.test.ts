@@ -26,7 +26,7 @@ describe("quota reset", () => {
 		}
 		for (const id of ["q-1", "q-2", "q-3"]) procs.push(spawnNode({ ...env, NODE_ID: id }));
 		await Promise.all(procs.map(p => p.waitForOutput(/ServiceBroker with \d+ service\(s\) started/)));
-		// Several schedule ticks on every node.
+		// Time passing is the point: several schedule ticks on every node, of which only one may reset.
 		await new Promise(r => setTimeout(r, 3500));
 		await waitUntil(async () => (await sql("SELECT count(*)::int AS n FROM user_quotas WHERE tokens_used > 0"))[0].n === 0, 5000);
 

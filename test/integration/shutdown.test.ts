@@ -1,5 +1,6 @@
 import { beforeAll, describe, expect, it } from "vitest";
 import type { SimulatorHandle } from "../../simulator/simulator";
+import { waitFor } from "../helpers/wait";
 import { withProcesses } from "../helpers/fixtures";
 import { readSse } from "../helpers/chat";
 import { apiClient, signUp } from "../helpers/http";
@@ -48,7 +49,8 @@ describe("graceful shutdown", () => {
 			released = Date.now();
 			return frames;
 		});
-		await new Promise(r => setTimeout(r, 300)); // the answer is under way (about 2 s in all)
+		// The answer is under way (about 2 s in all): the model has produced tokens.
+		await waitFor(() => sim.requests().some(r => r.stream && (r.completionTokens ?? 0) > 0), { what: "tokens of the answer" });
 		const stoppedAt = Date.now();
 		first.kill("SIGTERM");
 		const frames = await watched;
