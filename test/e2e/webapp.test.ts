@@ -10,7 +10,7 @@ import path from "node:path";
 import { chromium, type Browser, type BrowserContext, type Page } from "playwright-core";
 import { afterEach, describe, expect, it } from "vitest";
 import type { SimulatorHandle } from "../../simulator/simulator";
-import { sleep } from "../helpers/chat";
+import { sleep, waitFor as waitForCondition } from "../helpers/wait";
 import type { ApiClient } from "../helpers/http";
 import { REPO_ROOT } from "../helpers/infra";
 import { relaxedRateLimits, type TestNode, withChatNode } from "../helpers/fixtures";
@@ -63,15 +63,8 @@ async function startEchoProxy(target: string) {
 const normalize = (text: string | null) => (text ?? "").replace(/\s+/g, " ").trim();
 const words = (text: string | null) => normalize(text).split(" ").filter(Boolean).length;
 
-async function waitFor<T>(what: string, probe: () => Promise<T | undefined | null | false>, timeoutMs = 15_000, intervalMs = 50): Promise<T> {
-	const start = Date.now();
-	for (;;) {
-		const value = await probe();
-		if (value) return value;
-		if (Date.now() - start > timeoutMs) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
-		await sleep(intervalMs);
-	}
-}
+const waitFor = <T>(what: string, probe: () => Promise<T | undefined | null | false>, timeoutMs = 15_000, intervalMs = 50) =>
+	waitForCondition(probe, { what, timeoutMs, intervalMs }) as Promise<T>;
 
 let counter = 0;
 function newCredentials(label: string) {
@@ -198,6 +191,7 @@ describe("the web app in Chromium", () => {
 				await page.screenshot({ path: path.join(SHOTS, "02-streaming.png") });
 			}
 			status = await answerStatus(page);
+			// A sampling interval, to see the answer grow in steps.
 			await sleep(30);
 		}
 		expect(status).toBe("completed");
@@ -426,6 +420,7 @@ describe("the web app in Chromium", () => {
 		// Nothing became markup: no script, image or bold-from-HTML anywhere in the conversation.
 		expect(await page.locator(".message-list script, .message-list img, .message-list b").count()).toBe(0);
 		expect(await page.getByText(script, { exact: false }).first().isVisible()).toBe(true);
+		// Time passing is the point: a script that slipped through would have run by now.
 		await sleep(300);
 		expect(await page.evaluate("window.__pwned")).toBeUndefined();
 		await page.screenshot({ path: path.join(SHOTS, "07-hostile-text.png") });
@@ -493,7 +488,7 @@ describe("the web app in Chromium", () => {
 		await page.getByRole("button", { name: "Show conversations" }).tap();
 		const link = page.getByRole("link", { name: "Hello from my phone" });
 		await link.waitFor({ state: "visible" });
-		await sleep(300); // the drawer's slide
+		await waitFor("the drawer's slide to end", async () => (await page.evaluate("document.getAnimations().length")) === 0);
 		await page.screenshot({ path: path.join(SHOTS, "10-phone-drawer.png") });
 		await link.tap();
 		await waitFor("the drawer to close", async () => !(await page.locator("#sidebar").isVisible()));
@@ -534,6 +529,7 @@ describe("the web app's session over access-token expiry, and its error messages
 		const first = (await session()).accessToken;
 
 		// Well past the first token's life: the app renewed it (REST) and handed it to the socket.
+		// Time passing is the point: the access token (8 s) must run out.
 		await sleep(12_000);
 		expect((await session()).accessToken).not.toBe(first);
 		await page.getByRole("textbox", { name: "Message" }).fill("Still signed in?");

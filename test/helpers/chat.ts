@@ -112,4 +112,4 @@ export async function readSse(res: Response, opts: { maxFrames?: number; abort?:
 	return frames;
 }
 
-export const sleep = (ms: number) => new Promise(r => setTimeout(r, ms));
+export { sleep } from "./wait";
