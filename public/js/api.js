@@ -28,7 +28,10 @@ const tokenListeners = new Set();
 const signedOutListeners = new Set();
 
 /** Called with each new access token (the socket sends it to the server). */
-export const onToken = fn => (tokenListeners.add(fn), () => tokenListeners.delete(fn));
+export function onToken(fn) {
+	tokenListeners.add(fn);
+	return () => tokenListeners.delete(fn);
+}
 /** Called with a reason when the session ends without the user asking (revoked, expired). */
 export const onSignedOut = fn => signedOutListeners.add(fn);
 export const currentUser = () => session?.user ?? null;

@@ -7,7 +7,8 @@
  */
 import { ApiError, api, currentUser, onSignedOut, resume, signIn, signOut, signUp } from "./api.js";
 import { createSocket } from "./socket.js";
-import { newStream, preferences, savedStreams, state } from "./state.js";
+import { preferences, savedStreams, state } from "./state.js";
+import { APPLIED, applyEvent, endStream, GAP, NUMBERED_EVENTS, newStream } from "./stream.js";
 import { conversationItem, describeError, fillMessage, messageView, renderUsage } from "./views.js";
 
 const $ = id => document.getElementById(id);
@@ -650,10 +651,13 @@ async function recover(stream) {
 }
 
 function finish(stream, status, error) {
-	stream.status = status || "completed";
-	stream.error = error;
-	// Blocked output is not shown: the policy notice stands in its place.
-	if (stream.status === "blocked") stream.text = "";
+	endStream(stream, status, error);
+	ended(stream);
+}
+
+/** The page after a stream ended (its final state is set). */
+function ended(stream) {
+	const { status, error } = stream;
 	state.streams.delete(stream.generationId);
 	forget(stream);
 	const msg = state.messages.find(m => m.generationId === stream.generationId);
@@ -668,8 +672,8 @@ function finish(stream, status, error) {
 	refreshTitle(stream.conversationId);
 }
 
-/** Applies event `seq` to its stream once, in order; a gap means something was missed: read again. */
-function applyNumbered(name, event, apply) {
+/** Applies event `seq` to its stream once, in order (stream.js); a gap means something was missed: read again. */
+function applyNumbered(name, event) {
 	const stream = state.streams.get(event.generationId);
 	if (!stream) {
 		if (awaitingAcks > 0) {
@@ -679,38 +683,16 @@ function applyNumbered(name, event, apply) {
 		}
 		return;
 	}
-	if (stream.status !== "streaming" || typeof event.seq !== "number" || event.seq <= stream.lastSeq) return;
-	if (event.seq !== stream.lastSeq + 1) {
-		subscribe(stream);
-		return;
-	}
-	stream.lastSeq = event.seq;
-	apply(stream);
-	if (stream.status === "streaming") {
-		savedStreams.put(stream);
-		if (stream.conversationId === state.currentId) renderGeneration(stream.generationId);
-	}
+	const outcome = applyEvent(stream, name, event);
+	if (outcome === GAP) subscribe(stream);
+	if (outcome !== APPLIED) return;
+	if (stream.status !== "streaming") return ended(stream);
+	savedStreams.put(stream);
+	if (stream.conversationId === state.currentId) renderGeneration(stream.generationId);
 }
 
 const socketHandlers = {
-	"generation:chunk": e =>
-		applyNumbered("generation:chunk", e, s => {
-			s.text += e.delta ?? "";
-		}),
-	"tool:start": e =>
-		applyNumbered("tool:start", e, s => {
-			for (const call of e.calls ?? []) s.tools.push({ id: call.id, name: call.name, arguments: call.arguments, status: "running" });
-		}),
-	"tool:result": e =>
-		applyNumbered("tool:result", e, s => {
-			for (const r of e.results ?? []) {
-				const id = r.id ?? r.toolCallId;
-				let tool = s.tools.find(t => t.id === id);
-				if (!tool) s.tools.push((tool = { id, name: r.name }));
-				Object.assign(tool, { status: r.status, output: r.output, durationMs: r.durationMs });
-			}
-		}),
-	"generation:done": e => applyNumbered("generation:done", e, s => finish(s, e.status, null)),
+	...Object.fromEntries(NUMBERED_EVENTS.map(name => [name, e => applyNumbered(name, e)])),
 	"generation:error": e => {
 		// Without a number it is about reading the log, not the answer: fall back to the stored message.
 		if (typeof e.seq !== "number") {
@@ -718,7 +700,7 @@ const socketHandlers = {
 			if (stream) recover(stream);
 			return;
 		}
-		applyNumbered("generation:error", e, s => finish(s, e.status || "failed", { code: e.code, message: e.message }));
+		applyNumbered("generation:error", e);
 	}
 };
 

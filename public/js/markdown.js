@@ -40,27 +40,31 @@ function renderBlocks(lines, parent) {
 	let i = 0;
 	while (i < lines.length) {
 		const line = lines[i];
-		let m;
+		const fence = FENCE.exec(line);
+		const heading = fence ? null : HEADING.exec(line);
 		if (!line.trim()) {
 			i++;
-		} else if ((m = FENCE.exec(line))) {
-			const close = new RegExp(`^ {0,3}${m[1][0] === "`" ? "`" : "~"}{${m[1].length},}\\s*$`);
+		} else if (fence) {
+			const close = new RegExp(`^ {0,3}${fence[1][0] === "`" ? "`" : "~"}{${fence[1].length},}\\s*$`);
 			const code = [];
 			for (i++; i < lines.length && !close.test(lines[i]); i++) code.push(lines[i]);
 			i++;
-			parent.append(codeBlock(code.join("\n"), m[2]));
-		} else if ((m = HEADING.exec(line))) {
+			parent.append(codeBlock(code.join("\n"), fence[2]));
+		} else if (heading) {
 			// Headings inside a message sit below the page's own.
-			const heading = el(`h${Math.min(6, m[1].length + 2)}`);
-			renderInline(m[2], heading);
-			parent.append(heading);
+			const h = el(`h${Math.min(6, heading[1].length + 2)}`);
+			renderInline(heading[2], h);
+			parent.append(h);
 			i++;
 		} else if (RULE.test(line)) {
 			parent.append(el("hr"));
 			i++;
 		} else if (QUOTE.test(line)) {
 			const quoted = [];
-			for (; i < lines.length && (m = QUOTE.exec(lines[i])); i++) quoted.push(m[1]);
+			for (let q = QUOTE.exec(lines[i]); q; q = i < lines.length ? QUOTE.exec(lines[i]) : null) {
+				quoted.push(q[1]);
+				i++;
+			}
 			const quote = el("blockquote");
 			renderBlocks(quoted, quote);
 			parent.append(quote);

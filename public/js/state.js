@@ -63,11 +63,6 @@ export const preferences = {
 	setModel: model => (model ? localStorage.setItem(MODEL_KEY, model) : localStorage.removeItem(MODEL_KEY))
 };
 
-/** A streamed answer as this page knows it. */
-export function newStream({ conversationId, generationId, messageId = null, lastSeq = 0, text = "", tools = [] }) {
-	return { conversationId, generationId, messageId, lastSeq, text, tools, status: "streaming", error: null };
-}
-
 /** The page's state; views read it, app.js changes it. */
 export const state = {
 	user: null,

@@ -8,13 +8,12 @@ import http from "node:http";
 import type { AddressInfo } from "node:net";
 import path from "node:path";
 import { chromium, type Browser, type BrowserContext, type Page } from "playwright-core";
-import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
-import type { ChatmeshNode } from "../../node";
-import { startSimulator, type SimulatorHandle } from "../../simulator/simulator";
-import { sleep } from "../helpers/chat";
-import { apiClient, type ApiClient } from "../helpers/http";
-import { createTestDatabase, REPO_ROOT, TEST_JWT_SECRET, TEST_REDIS_URL, uniqueNamespace, type TestDatabase } from "../helpers/infra";
-import { startTestNode } from "../helpers/nodes";
+import { afterEach, describe, expect, it } from "vitest";
+import type { SimulatorHandle } from "../../simulator/simulator";
+import { sleep, waitFor as waitForCondition } from "../helpers/wait";
+import type { ApiClient } from "../helpers/http";
+import { REPO_ROOT } from "../helpers/infra";
+import { relaxedRateLimits, type TestNode, withChatNode } from "../helpers/fixtures";
 
 const CHROMIUM = "/usr/bin/chromium";
 const CHROMIUM_ARGS = [
@@ -29,13 +28,6 @@ const CHROMIUM_ARGS = [
 ];
 const SHOTS = path.join(REPO_ROOT, "artifacts", "screenshots");
 const MODELS = ["sim-small", "sim-medium", "sim-large"];
-const GENEROUS_LIMITS = JSON.stringify({
-	perUser: { chat: { points: 10_000, durationS: 60 }, default: { points: 10_000, durationS: 60 }, auth: { points: 10_000, durationS: 60 } },
-	perIp: { chat: { points: 10_000, durationS: 60 }, default: { points: 10_000, durationS: 60 }, auth: { points: 10_000, durationS: 60 } }
-});
-
-type TestNode = ChatmeshNode & { baseUrl: string };
-
 interface StoredMessage {
 	id: string;
 	role: string;
@@ -71,15 +63,8 @@ async function startEchoProxy(target: string) {
 const normalize = (text: string | null) => (text ?? "").replace(/\s+/g, " ").trim();
 const words = (text: string | null) => normalize(text).split(" ").filter(Boolean).length;
 
-async function waitFor<T>(what: string, probe: () => Promise<T | undefined | null | false>, timeoutMs = 15_000, intervalMs = 50): Promise<T> {
-	const start = Date.now();
-	for (;;) {
-		const value = await probe();
-		if (value) return value;
-		if (Date.now() - start > timeoutMs) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
-		await sleep(intervalMs);
-	}
-}
+const waitFor = <T>(what: string, probe: () => Promise<T | undefined | null | false>, timeoutMs = 15_000, intervalMs = 50) =>
+	waitForCondition(probe, { what, timeoutMs, intervalMs }) as Promise<T>;
 
 let counter = 0;
 function newCredentials(label: string) {
@@ -90,37 +75,32 @@ function newCredentials(label: string) {
 describe("the web app in Chromium", () => {
 	let sim: SimulatorHandle;
 	let proxy: Awaited<ReturnType<typeof startEchoProxy>>;
-	let db: TestDatabase;
 	let node: TestNode;
 	let api: ApiClient;
 	let browser: Browser;
 	const contexts: BrowserContext[] = [];
 	const pageErrors: string[] = [];
 
-	beforeAll(async () => {
-		await fs.mkdir(SHOTS, { recursive: true });
-		sim = await startSimulator({ tokenIntervalMs: 50, outputTokens: 40 });
-		proxy = await startEchoProxy(sim.baseURL);
-		db = await createTestDatabase("webapp");
-		node = await startTestNode({
-			DATABASE_URL: db.url,
-			REDIS_URL: TEST_REDIS_URL,
-			NAMESPACE: uniqueNamespace("webapp"),
-			JWT_SECRET: TEST_JWT_SECRET,
-			LLM_PROVIDERS: JSON.stringify([{ name: "sim", baseURL: proxy.baseURL, models: MODELS }]),
-			RATE_LIMITS: GENEROUS_LIMITS
-		});
-		api = apiClient(node.baseUrl);
-		browser = await chromium.launch({ executablePath: CHROMIUM, args: CHROMIUM_ARGS });
-	}, 90_000);
-
-	afterAll(async () => {
-		for (const context of contexts) await context.close().catch(() => {});
-		await browser?.close();
-		await node?.stop();
-		await proxy?.close();
-		await sim?.close();
-		await db?.drop();
+	withChatNode({
+		label: "webapp",
+		simulator: { tokenIntervalMs: 50, outputTokens: 40 },
+		timeoutMs: 90_000,
+		async env(f) {
+			await fs.mkdir(SHOTS, { recursive: true });
+			sim = f.sim;
+			proxy = await startEchoProxy(sim.baseURL);
+			return { LLM_PROVIDERS: JSON.stringify([{ name: "sim", baseURL: proxy.baseURL, models: MODELS }]) };
+		},
+		async started(f) {
+			({ node, api } = f);
+			browser = await chromium.launch({ executablePath: CHROMIUM, args: CHROMIUM_ARGS });
+		},
+		async stopping() {
+			// Closing a context the browser already lost fails harmlessly: nothing is left to close.
+			for (const context of contexts) await context.close().catch(() => undefined);
+			await browser?.close();
+			await proxy?.close();
+		}
 	});
 
 	afterEach(async () => {
@@ -211,6 +191,7 @@ describe("the web app in Chromium", () => {
 				await page.screenshot({ path: path.join(SHOTS, "02-streaming.png") });
 			}
 			status = await answerStatus(page);
+			// A sampling interval, to see the answer grow in steps.
 			await sleep(30);
 		}
 		expect(status).toBe("completed");
@@ -439,6 +420,7 @@ describe("the web app in Chromium", () => {
 		// Nothing became markup: no script, image or bold-from-HTML anywhere in the conversation.
 		expect(await page.locator(".message-list script, .message-list img, .message-list b").count()).toBe(0);
 		expect(await page.getByText(script, { exact: false }).first().isVisible()).toBe(true);
+		// Time passing is the point: a script that slipped through would have run by now.
 		await sleep(300);
 		expect(await page.evaluate("window.__pwned")).toBeUndefined();
 		await page.screenshot({ path: path.join(SHOTS, "07-hostile-text.png") });
@@ -484,11 +466,11 @@ describe("the web app in Chromium", () => {
 		for (const element of [box, sendButton]) {
 			expect(await element.isVisible()).toBe(true);
 			const rect = await element.boundingBox();
-			expect(rect).not.toBeNull();
-			expect(rect!.x).toBeGreaterThanOrEqual(0);
-			expect(rect!.y).toBeGreaterThanOrEqual(0);
-			expect(rect!.x + rect!.width).toBeLessThanOrEqual(viewport.width);
-			expect(rect!.y + rect!.height).toBeLessThanOrEqual(viewport.height);
+			if (!rect) throw new Error("a visible element has a bounding box");
+			expect(rect.x).toBeGreaterThanOrEqual(0);
+			expect(rect.y).toBeGreaterThanOrEqual(0);
+			expect(rect.x + rect.width).toBeLessThanOrEqual(viewport.width);
+			expect(rect.y + rect.height).toBeLessThanOrEqual(viewport.height);
 		}
 		// The page does not scroll sideways.
 		expect(await page.evaluate("document.documentElement.scrollWidth")).toBeLessThanOrEqual(viewport.width);
@@ -506,7 +488,7 @@ describe("the web app in Chromium", () => {
 		await page.getByRole("button", { name: "Show conversations" }).tap();
 		const link = page.getByRole("link", { name: "Hello from my phone" });
 		await link.waitFor({ state: "visible" });
-		await sleep(300); // the drawer's slide
+		await waitFor("the drawer's slide to end", async () => (await page.evaluate("document.getAnimations().length")) === 0);
 		await page.screenshot({ path: path.join(SHOTS, "10-phone-drawer.png") });
 		await link.tap();
 		await waitFor("the drawer to close", async () => !(await page.locator("#sidebar").isVisible()));
@@ -514,35 +496,21 @@ describe("the web app in Chromium", () => {
 });
 
 describe("the web app's session over access-token expiry, and its error messages", () => {
-	let sim: SimulatorHandle;
-	let db: TestDatabase;
 	let node: TestNode;
 	let browser: Browser;
 
-	beforeAll(async () => {
-		sim = await startSimulator({ tokenIntervalMs: 10, outputTokens: 10 });
-		db = await createTestDatabase("webapp_ttl");
-		node = await startTestNode({
-			DATABASE_URL: db.url,
-			REDIS_URL: TEST_REDIS_URL,
-			NAMESPACE: uniqueNamespace("webapp-ttl"),
-			JWT_SECRET: TEST_JWT_SECRET,
-			LLM_PROVIDERS: JSON.stringify([{ name: "sim", baseURL: sim.baseURL, models: MODELS }]),
-			// Two messages a minute per user, so the third one shows the rate-limit message.
-			RATE_LIMITS: JSON.stringify({
-				...JSON.parse(GENEROUS_LIMITS),
-				perUser: { chat: { points: 2, durationS: 60 }, default: { points: 10_000, durationS: 60 } }
-			}),
-			ACCESS_TOKEN_TTL_S: "8"
-		});
-		browser = await chromium.launch({ executablePath: CHROMIUM, args: CHROMIUM_ARGS });
-	}, 90_000);
-
-	afterAll(async () => {
-		await browser?.close();
-		await node?.stop();
-		await sim?.close();
-		await db?.drop();
+	withChatNode({
+		label: "webapp_ttl",
+		simulator: { tokenIntervalMs: 10, outputTokens: 10 },
+		timeoutMs: 90_000,
+		// Two messages a minute per user, so the third one shows the rate-limit message.
+		rateLimits: relaxedRateLimits({ perUser: { chat: { points: 2, durationS: 60 } } }),
+		env: { ACCESS_TOKEN_TTL_S: "8" },
+		async started(f) {
+			node = f.node;
+			browser = await chromium.launch({ executablePath: CHROMIUM, args: CHROMIUM_ARGS });
+		},
+		stopping: () => browser?.close()
 	});
 
 	it("refreshes the access token before it expires and keeps the same socket.io connection", async () => {
@@ -561,6 +529,7 @@ describe("the web app's session over access-token expiry, and its error messages
 		const first = (await session()).accessToken;
 
 		// Well past the first token's life: the app renewed it (REST) and handed it to the socket.
+		// Time passing is the point: the access token (8 s) must run out.
 		await sleep(12_000);
 		expect((await session()).accessToken).not.toBe(first);
 		await page.getByRole("textbox", { name: "Message" }).fill("Still signed in?");

@@ -85,8 +85,7 @@ export async function readSse(res: Response, opts: { maxFrames?: number; abort?:
 			const { done, value } = await reader.read();
 			if (done) break;
 			buffer += decoder.decode(value, { stream: true });
-			let cut: number;
-			while ((cut = buffer.indexOf("\n\n")) >= 0) {
+			for (let cut = buffer.indexOf("\n\n"); cut >= 0; cut = buffer.indexOf("\n\n")) {
 				const block = buffer.slice(0, cut);
 				buffer = buffer.slice(cut + 2);
 				const frame: SseFrame = { data: "" };
@@ -113,4 +112,4 @@ export async function readSse(res: Response, opts: { maxFrames?: number; abort?:
 	return frames;
 }
 
-export const sleep = (ms: number) => new Promise(r => setTimeout(r, ms));
+export { sleep } from "./wait";

@@ -5,6 +5,7 @@
  */
 import { spawn, type ChildProcess } from "node:child_process";
 import { REPO_ROOT } from "./infra";
+import { waitFor } from "./wait";
 
 export interface NodeProcess {
 	proc: ChildProcess;
@@ -122,9 +123,6 @@ export function spawnNode(env: Record<string, string>): NodeProcess {
 /** Polls until fn resolves truthy or the timeout passes; returns the elapsed milliseconds. */
 export async function waitUntil(fn: () => Promise<boolean>, timeoutMs: number, intervalMs = 100): Promise<number> {
 	const start = Date.now();
-	for (;;) {
-		if (await fn().catch(() => false)) return Date.now() - start;
-		if (Date.now() - start > timeoutMs) throw new Error(`condition not met within ${timeoutMs} ms`);
-		await new Promise(r => setTimeout(r, intervalMs));
-	}
+	await waitFor(fn, { timeoutMs, intervalMs });
+	return Date.now() - start;
 }

@@ -1,17 +1,14 @@
 import crypto from "node:crypto";
 import type { ApiRouteSchema } from "moleculer-web";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import type { ChatmeshNode } from "../../node";
-import { startSimulator, type SimulatorHandle } from "../../simulator/simulator";
-import { createTestDatabase, TEST_REDIS_URL, uniqueNamespace, type TestDatabase } from "../helpers/infra";
-import { apiClient, signUp, type ApiClient, type ApiResponse, type Session } from "../helpers/http";
-import { startTestNode, simulatorProviders } from "../helpers/nodes";
+import { describe, expect, it } from "vitest";
+import { type TestNode, withChatNode } from "../helpers/fixtures";
+import { waitFor } from "../helpers/wait";
+import { signUp, type ApiClient, type ApiResponse, type Session } from "../helpers/http";
 
 // The authorization matrix: for every route that addresses one resource by id, user B gets
 // exactly the 404 a missing resource gets, and A's resource is unchanged. Each issue that adds
 // such a route adds its row here; the last test fails while a route has no row.
-let db: TestDatabase;
-let node: ChatmeshNode & { baseUrl: string };
+let node: TestNode;
 let api: ApiClient;
 
 interface ResourceCase {
@@ -24,23 +21,20 @@ interface ResourceCase {
 	attempt(intruder: Session, id: string): Promise<ApiResponse>;
 }
 
+const untilFinished = (owner: Session, generationId: string) =>
+	waitFor(async () => (await api.get<{ status: string }>(`/api/generations/${generationId}`, { token: owner.accessToken })).body.status !== "streaming", {
+		what: "the generation to finish"
+	});
+
 async function conversationOf(owner: Session): Promise<string> {
 	const res = await api.post<{ id: string }>("/api/conversations", { token: owner.accessToken, body: { title: "mine" } });
 	const sent = await api.post<{ generationId: string }>(`/api/conversations/${res.body.id}/messages`, {
 		token: owner.accessToken,
 		body: { content: "private words" }
 	});
-	// Finished, so the owner's snapshot no longer moves by itself.
-	await finished(owner, sent.body.generationId);
+	// Finished, so the snapshot does not move by itself while the intruder tries.
+	await untilFinished(owner, sent.body.generationId);
 	return res.body.id;
-}
-
-async function finished(owner: Session, generationId: string): Promise<void> {
-	for (let i = 0; i < 100; i++) {
-		const status = await api.get<{ status: string }>(`/api/generations/${generationId}`, { token: owner.accessToken });
-		if (status.body.status !== "streaming") return;
-		await new Promise(r => setTimeout(r, 50));
-	}
 }
 
 async function conversationState(owner: Session, id: string) {
@@ -56,7 +50,12 @@ async function generationOf(owner: Session): Promise<string> {
 		token: owner.accessToken,
 		body: { content: "private question" }
 	});
-	await finished(owner, sent.body.generationId);
+	await waitFor(
+		async () => (await api.get<{ status: string }>(`/api/generations/${sent.body.generationId}`, { token: owner.accessToken })).body.status !== "streaming",
+		{
+			what: "the generation to finish"
+		}
+	);
 	return sent.body.generationId;
 }
 
@@ -100,24 +99,13 @@ const MATRIX: ResourceCase[] = [
 	}
 ];
 
-let sim: SimulatorHandle;
-
-beforeAll(async () => {
-	sim = await startSimulator({ outputTokens: 5 });
-	db = await createTestDatabase("authz");
-	node = await startTestNode({
-		DATABASE_URL: db.url,
-		REDIS_URL: TEST_REDIS_URL,
-		NAMESPACE: uniqueNamespace("authz"),
-		LLM_PROVIDERS: simulatorProviders(sim, ["sim-small"]),
-		RATE_LIMITS: JSON.stringify({ perIp: { auth: { points: 1000, durationS: 60 } } })
-	});
-	api = apiClient(node.baseUrl);
-});
-afterAll(async () => {
-	await node?.stop();
-	await sim?.close();
-	await db?.drop();
+withChatNode({
+	label: "authz",
+	simulator: { outputTokens: 5 },
+	models: ["sim-small"],
+	started: f => {
+		({ node, api } = f);
+	}
 });
 
 function withoutId(body: unknown, id: string): string {

@@ -1,29 +1,31 @@
 import type { Socket } from "socket.io-client";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { startSimulator, type SimulatorHandle } from "../../simulator/simulator";
-import { collectGeneration, openSocket, readSse, sleep } from "../helpers/chat";
+import type { SimulatorHandle } from "../../simulator/simulator";
+import { relaxedRateLimits, withProcesses } from "../helpers/fixtures";
+import { waitFor } from "../helpers/wait";
+import { collectGeneration, openSocket, readSse } from "../helpers/chat";
 import { apiClient, signUp, type ApiClient, type Session } from "../helpers/http";
-import { clusterEnv, createTestDatabase, uniqueNamespace, type TestDatabase, queryDb } from "../helpers/infra";
+import { clusterEnv, uniqueNamespace, type TestDatabase, queryDb } from "../helpers/infra";
 import { spawnNode, waitUntil, type NodeProcess } from "../helpers/processes";
 import { simulatorProviders } from "../helpers/nodes";
 
 // Two gateway processes and one llm process over the real NATS, Redis and PostgreSQL; the
 // simulator runs in this test process and is reached over HTTP by the llm process.
-let sim: SimulatorHandle;
+const cluster = withProcesses({ label: "chat_cluster", database: true, simulator: {} });
+const { procs } = cluster;
 let db: TestDatabase;
-const procs: NodeProcess[] = [];
+let sim: SimulatorHandle;
 let llm: NodeProcess;
 let gw1: { api: ApiClient; url: string };
 let gw2: { api: ApiClient; url: string };
 const sockets: Socket[] = [];
 
 beforeAll(async () => {
-	sim = await startSimulator();
-	db = await createTestDatabase("chat_cluster");
+	({ db, sim } = cluster);
 	const env = {
 		...clusterEnv(uniqueNamespace("chatcluster"), db.url),
-		LLM_PROVIDERS: simulatorProviders(sim),
-		RATE_LIMITS: JSON.stringify({ perIp: { auth: { points: 1000, durationS: 60 } } })
+		LLM_PROVIDERS: simulatorProviders(cluster.sim),
+		RATE_LIMITS: relaxedRateLimits()
 	};
 	const front = "gateway,user,conversation,quota,moderation";
 	const a = spawnNode({ ...env, SERVICES: front, NODE_ID: "gw-1" });
@@ -37,12 +39,8 @@ beforeAll(async () => {
 	for (const gw of [gw1, gw2]) await waitUntil(async () => (await gw.api.get("/ready")).status === 200, 30_000);
 }, 90_000);
 
-afterAll(async () => {
+afterAll(() => {
 	for (const s of sockets) s.disconnect();
-	for (const p of procs) p.kill("SIGKILL");
-	await Promise.all(procs.map(p => p.exited));
-	await sim?.close();
-	await db?.drop();
 });
 
 async function socketOn(gw: { url: string }, user: Session): Promise<Socket> {
@@ -61,13 +59,13 @@ async function stored(generationId: string) {
 }
 
 async function finalOf(generationId: string, timeoutMs = 20_000) {
-	let row: Awaited<ReturnType<typeof stored>> | undefined;
-	await waitUntil(async () => {
-		row = await stored(generationId);
-		return row !== undefined && row.status !== "streaming";
-	}, timeoutMs);
-	if (!row) throw new Error(`generation ${generationId} has no message`);
-	return row;
+	return waitFor(
+		async () => {
+			const row = await stored(generationId);
+			return row !== undefined && row.status !== "streaming" ? row : undefined;
+		},
+		{ timeoutMs, what: `generation ${generationId} to be stored as final` }
+	);
 }
 
 describe("chat across nodes", () => {
@@ -179,6 +177,5 @@ describe("chat across nodes", () => {
 			token: user.accessToken
 		});
 		expect(history.body.items.find(m => m.role === "user")?.content).toBe("the model node will die");
-		await sleep(10);
 	}, 40_000);
 });

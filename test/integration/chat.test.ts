@@ -1,90 +1,37 @@
-import fs from "node:fs/promises";
-import os from "node:os";
-import path from "node:path";
 import OpenAI from "openai";
 import type pg from "pg";
 import type { Socket } from "socket.io-client";
-import { afterAll, beforeAll, beforeEach, describe, expect, it } from "vitest";
-import type { ChatmeshNode } from "../../node";
-import { startSimulator, type SimulatorHandle } from "../../simulator/simulator";
+import { beforeAll, describe, expect, it } from "vitest";
+import type { SimulatorHandle } from "../../simulator/simulator";
 import { collectGeneration, openSocket, readSse, recordAll, sleep } from "../helpers/chat";
-import { apiClient, signUp, type ApiClient, type Session } from "../helpers/http";
-import { createTestDatabase, TEST_JWT_SECRET, TEST_REDIS_URL, uniqueNamespace, type TestDatabase, queryDb } from "../helpers/infra";
-import { startTestNode, simulatorProviders } from "../helpers/nodes";
+import { signUp, type ApiClient, type Session } from "../helpers/http";
+import { type TestNode, withChatNode } from "../helpers/fixtures";
+import { waitFor } from "../helpers/wait";
 
 // The chat core on one node, twice: on PostgreSQL with Redis (the cluster's stores), and on the
 // embedded defaults (PGlite, memory). The model is the simulator, reached over HTTP.
 interface Mode {
 	name: string;
-	env(): Promise<{ env: Record<string, string>; cleanup(): Promise<void>; sql(text: string, params?: unknown[]): Promise<pg.QueryResultRow[]> }>;
+	store: "postgres" | "embedded";
 }
 
-const pgSql = (url: string, text: string, params: unknown[] = []) => queryDb(url, text, params);
-
 const MODES: Mode[] = [
-	{
-		name: "PostgreSQL and Redis",
-		async env() {
-			const db: TestDatabase = await createTestDatabase("chat");
-			return {
-				env: { DATABASE_URL: db.url, REDIS_URL: TEST_REDIS_URL, NAMESPACE: uniqueNamespace("chat"), JWT_SECRET: TEST_JWT_SECRET },
-				cleanup: () => db.drop(),
-				sql: (text, params) => pgSql(db.url, text, params)
-			};
-		}
-	},
-	{
-		name: "embedded PGlite and memory",
-		async env() {
-			const dataDir = await fs.mkdtemp(path.join(os.tmpdir(), "chatmesh-chat-"));
-			let url = "";
-			return {
-				env: { DATA_DIR: dataDir },
-				cleanup: () => fs.rm(dataDir, { recursive: true, force: true }),
-				// The embedded server answers on its own loopback port while the node runs.
-				sql: (text, params) => pgSql((url ||= embeddedUrl()), text, params)
-			};
-		}
-	}
+	{ name: "PostgreSQL and Redis", store: "postgres" },
+	{ name: "embedded PGlite and memory", store: "embedded" }
 ];
-
-let currentNode: (ChatmeshNode & { baseUrl: string }) | undefined;
-const embeddedUrl = () => currentNode?.runtime.database?.url ?? "";
 
 describe.each(MODES)("chat core on $name", mode => {
 	let sim: SimulatorHandle;
-	let node: ChatmeshNode & { baseUrl: string };
+	let node: TestNode;
 	let api: ApiClient;
 	let sql: (text: string, params?: unknown[]) => Promise<pg.QueryResultRow[]>;
-	let cleanup: () => Promise<void>;
-	const sockets: Socket[] = [];
-
-	beforeAll(async () => {
-		sim = await startSimulator();
-		const setup = await mode.env();
-		sql = setup.sql;
-		cleanup = setup.cleanup;
-		node = await startTestNode({
-			...setup.env,
-			LLM_PROVIDERS: simulatorProviders(sim),
-			RATE_LIMITS: JSON.stringify({
-				perUser: { chat: { points: 10_000, durationS: 60 }, default: { points: 10_000, durationS: 60 } },
-				perIp: { chat: { points: 10_000, durationS: 60 }, default: { points: 10_000, durationS: 60 }, auth: { points: 10_000, durationS: 60 } }
-			})
-		});
-		currentNode = node;
-		api = apiClient(node.baseUrl);
-	}, 60_000);
-
-	afterAll(async () => {
-		for (const s of sockets) s.disconnect();
-		await node?.stop();
-		await sim?.close();
-		await cleanup?.();
-	});
-
-	beforeEach(() => {
-		sim.resetConfig();
+	const { sockets } = withChatNode({
+		label: "chat",
+		store: mode.store,
+		resetSimulator: true,
+		started: f => {
+			({ sim, node, api, sql } = f);
+		}
 	});
 
 	async function socketFor(user: Session): Promise<Socket> {
@@ -99,13 +46,13 @@ describe.each(MODES)("chat core on $name", mode => {
 	}
 
 	async function waitForFinal(generationId: string, timeoutMs = 10_000) {
-		const start = Date.now();
-		for (;;) {
-			const row = await storedAssistant(generationId);
-			if (row && row.status !== "streaming") return row;
-			if (Date.now() - start > timeoutMs) throw new Error(`generation ${generationId} still ${row?.status}`);
-			await sleep(50);
-		}
+		return waitFor(
+			async () => {
+				const row = await storedAssistant(generationId);
+				return row && row.status !== "streaming" ? row : undefined;
+			},
+			{ timeoutMs, what: `generation ${generationId} to be stored as final` }
+		);
 	}
 
 	describe("conversations", () => {
@@ -117,6 +64,7 @@ describe.each(MODES)("chat core on $name", mode => {
 				expect(res.status).toBe(201);
 				expect(res.headers.get("location")).toBe(`/api/conversations/${res.body.id}`);
 				ids.push(res.body.id);
+				// Time passing is the point: each conversation gets a later creation time to sort by.
 				await sleep(5);
 			}
 			const first = await api.get<{ items: Array<{ id: string }>; nextCursor: string }>("/api/conversations?limit=2", { token: user.accessToken });

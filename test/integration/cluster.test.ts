@@ -1,21 +1,16 @@
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { clusterEnv, createTestDatabase, uniqueNamespace, type TestDatabase } from "../helpers/infra";
-import { spawnNode, waitUntil, type NodeProcess } from "../helpers/processes";
+import { beforeAll, describe, expect, it } from "vitest";
+import { withProcesses } from "../helpers/fixtures";
+import { clusterEnv, uniqueNamespace } from "../helpers/infra";
+import { spawnNode, waitUntil } from "../helpers/processes";
 
 // A gateway process and a separate llm process find each other over the real NATS; the
 // gateway's readiness follows the llm node's arrival and death.
-let db: TestDatabase;
 let env: Record<string, string>;
-const procs: NodeProcess[] = [];
+const cluster = withProcesses({ label: "cluster", database: true });
+const { procs } = cluster;
 
-beforeAll(async () => {
-	db = await createTestDatabase("cluster");
-	env = clusterEnv(uniqueNamespace("cluster"), db.url);
-});
-afterAll(async () => {
-	for (const p of procs) p.kill("SIGKILL");
-	await Promise.all(procs.map(p => p.exited));
-	await db.drop();
+beforeAll(() => {
+	env = clusterEnv(uniqueNamespace("cluster"), cluster.db.url);
 });
 
 interface ReadyBody {

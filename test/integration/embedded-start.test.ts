@@ -1,18 +1,21 @@
 import fs from "node:fs/promises";
-import os from "node:os";
 import path from "node:path";
-import { afterAll, describe, expect, it } from "vitest";
+import { beforeAll, describe, expect, it } from "vitest";
+import { withProcesses } from "../helpers/fixtures";
 import { spawnProcess, waitUntil, type NodeProcess } from "../helpers/processes";
 
 // A newcomer's first run: the README's start command with no TRANSPORTER, DATABASE_URL,
 // REDIS_URL or LLM_PROVIDERS in its environment (the spawn helper passes only PATH, HOME and
 // what the test names), so nothing but the embedded defaults can serve it.
-const dataDir = await fs.mkdtemp(path.join(os.tmpdir(), "chatmesh-embedded-"));
-const started: NodeProcess[] = [];
+const cluster = withProcesses({ label: "embedded", dataDir: true });
+let dataDir: string;
+beforeAll(() => {
+	dataDir = cluster.dataDir;
+});
 
 function startChatmesh(): NodeProcess {
 	const proc = spawnProcess({ command: ["npm", "start"], env: { DATA_DIR: dataDir, NODE_ENV: "development" }, group: true });
-	started.push(proc);
+	cluster.procs.push(proc);
 	return proc;
 }
 
@@ -22,11 +25,6 @@ async function terminate(proc: NodeProcess): Promise<number | string> {
 	process.kill(Number(match[1]), "SIGTERM");
 	return proc.exited;
 }
-
-afterAll(async () => {
-	for (const p of started) p.kill("SIGKILL");
-	await fs.rm(dataDir, { recursive: true, force: true });
-});
 
 interface ReadyBody {
 	status: string;

@@ -1,15 +1,12 @@
 import type { Service, ServiceSchema } from "moleculer";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import type { ChatmeshNode } from "../../node";
+import { describe, expect, it } from "vitest";
 import { extendService } from "../../lib/service";
 import { ERR_INTERNAL, ERR_INVALID_JSON, ERR_PAYLOAD_TOO_LARGE, NotFoundError } from "../../lib/errors";
 import type { ApiRouteSchema } from "moleculer-web";
 import GatewayService from "../../services/gateway/gateway.service";
-import { clusterEnv, createTestDatabase, uniqueNamespace, type TestDatabase } from "../helpers/infra";
-import { startTestNode } from "../helpers/nodes";
+import { type TestNode, withChatNode } from "../helpers/fixtures";
 
-let db: TestDatabase;
-let node: ChatmeshNode & { baseUrl: string };
+let node: TestNode;
 let probeBase: string;
 
 // A second gateway on the same node with routes to a probe service, so the real error handler
@@ -36,25 +33,26 @@ const probeRoutes: ApiRouteSchema[] = [
 	}
 ];
 
-beforeAll(async () => {
-	db = await createTestDatabase("gateway");
-	node = await startTestNode({ ...clusterEnv(uniqueNamespace("gateway"), db.url), SERVICES: "gateway,llm" });
-	node.broker.createService(Probe);
-	const probeGateway = node.broker.createService(
-		extendService(GatewayService, {
-			name: "probe-gateway",
-			// Runs after the gateway's own merged(), which sets routes from config.
-			merged(schema) {
-				schema.settings = { ...schema.settings, port: 0, ip: "127.0.0.1", routes: probeRoutes };
-			}
-		})
-	) as Service & { server: { address(): { port: number } } };
-	await node.broker.waitForServices(["probe", "probe-gateway"]);
-	probeBase = `http://127.0.0.1:${probeGateway.server.address().port}/probe`;
-});
-afterAll(async () => {
-	await node?.stop();
-	await db?.drop();
+withChatNode({
+	label: "gateway",
+	simulator: false,
+	nats: true,
+	env: { SERVICES: "gateway,llm" },
+	async started(f) {
+		node = f.node;
+		node.broker.createService(Probe);
+		const probeGateway = node.broker.createService(
+			extendService(GatewayService, {
+				name: "probe-gateway",
+				// Runs after the gateway's own merged(), which sets routes from config.
+				merged(schema) {
+					schema.settings = { ...schema.settings, port: 0, ip: "127.0.0.1", routes: probeRoutes };
+				}
+			})
+		) as Service & { server: { address(): { port: number } } };
+		await node.broker.waitForServices(["probe", "probe-gateway"]);
+		probeBase = `http://127.0.0.1:${probeGateway.server.address().port}/probe`;
+	}
 });
 
 describe("gateway", () => {

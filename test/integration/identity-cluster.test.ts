@@ -1,19 +1,20 @@
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { clusterEnv, createTestDatabase, uniqueNamespace, type TestDatabase } from "../helpers/infra";
+import { beforeAll, describe, expect, it } from "vitest";
+import { waitFor } from "../helpers/wait";
+import { withProcesses } from "../helpers/fixtures";
+import { clusterEnv, uniqueNamespace } from "../helpers/infra";
 import { apiClient, signUp, type ApiClient } from "../helpers/http";
-import { spawnNode, type NodeProcess } from "../helpers/processes";
+import { spawnNode } from "../helpers/processes";
 
 // Two gateway processes over the real NATS and Redis, as behind a load balancer.
 const LIMIT = 5;
-let db: TestDatabase;
-const procs: NodeProcess[] = [];
+const cluster = withProcesses({ label: "identity_cluster", database: true });
+const { procs } = cluster;
 let gw1: ApiClient;
 let gw2: ApiClient;
 
 beforeAll(async () => {
-	db = await createTestDatabase("identity_cluster");
 	const env = {
-		...clusterEnv(uniqueNamespace("idcluster"), db.url),
+		...clusterEnv(uniqueNamespace("idcluster"), cluster.db.url),
 		SERVICES: "gateway,user",
 		// Debug logs: the log-leak test below reads everything these processes print.
 		LOG_LEVEL: "debug",
@@ -29,12 +30,6 @@ beforeAll(async () => {
 	gw1 = apiClient(`http://127.0.0.1:${portA}`);
 	gw2 = apiClient(`http://127.0.0.1:${portB}`);
 }, 60_000);
-
-afterAll(async () => {
-	for (const p of procs) p.kill("SIGKILL");
-	await Promise.all(procs.map(p => p.exited));
-	await db?.drop();
-});
 
 const secrets: string[] = [];
 
@@ -103,7 +98,7 @@ describe("two gateway replicas", () => {
 			key.body.key
 		);
 		// Give the processes a moment to flush what they log after answering.
-		await new Promise(r => setTimeout(r, 300));
+		await waitFor(() => /user\.login|user\.refresh/.test(procs.map(p => p.output()).join("\n")), { what: "the debug logs of the calls" });
 		const logs = procs.map(p => p.output()).join("\n");
 		expect(logs.length).toBeGreaterThan(1000); // debug logging really was on
 		expect(logs).toMatch(/user\.login|user\.refresh/); // and saw these calls

@@ -1,34 +1,23 @@
 import crypto from "node:crypto";
 import { SignJWT } from "jose";
 import type pg from "pg";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import type { ChatmeshNode } from "../../node";
-import { clusterEnv, createTestDatabase, TEST_JWT_SECRET, uniqueNamespace, type TestDatabase, queryDb } from "../helpers/infra";
-import { apiClient, signUp, type ApiClient, type Session } from "../helpers/http";
-import { startTestNode } from "../helpers/nodes";
+import { beforeAll, describe, expect, it } from "vitest";
+import { withChatNode } from "../helpers/fixtures";
+import { TEST_JWT_SECRET, type TestDatabase, queryDb } from "../helpers/infra";
+import { signUp, type ApiClient, type Session } from "../helpers/http";
 
 // Identity end to end over HTTP: gateway, user and the real PostgreSQL, Redis and NATS.
 let db: TestDatabase;
-let node: ChatmeshNode & { baseUrl: string };
 let api: ApiClient;
 
-beforeAll(async () => {
-	db = await createTestDatabase("identity");
-	node = await startTestNode({
-		...clusterEnv(uniqueNamespace("identity"), db.url),
-		SERVICES: "gateway,user",
-		BODY_LIMIT_BYTES: "4096",
-		// Generous limits: this file tests identity, not rate limiting.
-		RATE_LIMITS: JSON.stringify({
-			perUser: { default: { points: 10000, durationS: 60 } },
-			perIp: { default: { points: 10000, durationS: 60 }, auth: { points: 10000, durationS: 60 } }
-		})
-	});
-	api = apiClient(node.baseUrl);
-});
-afterAll(async () => {
-	await node?.stop();
-	await db?.drop();
+withChatNode({
+	label: "identity",
+	simulator: false,
+	nats: true,
+	env: { SERVICES: "gateway,user", BODY_LIMIT_BYTES: "4096" },
+	started: f => {
+		({ db, api } = f);
+	}
 });
 
 const sql = <T extends pg.QueryResultRow>(text: string, params: unknown[] = []) => queryDb<T>(db.url, text, params);

@@ -268,6 +268,7 @@ describe("cancel", () => {
 	it("a cancel that arrives before the generation still stops it: start and end, no tokens", async () => {
 		const p = params(user("hello there"), { model: "sim-small" });
 		await caller.broadcast("generation.cancel", { generationId: p.generationId });
+		// The broadcast has no answer to wait on: give it time to reach the llm node first.
 		await new Promise(r => setTimeout(r, 100));
 		const lines = await collect(await callLlmStream(caller, p, onMain));
 		expect(lines.map(l => l.type)).toEqual(["start", "end"]);
@@ -484,6 +485,7 @@ describe("circuit breaker", () => {
 		for (let i = 0; i < 3; i++) expect((await ask()).provider).toBe("good");
 		expect(chats(bad)).toHaveLength(2); // skipped while open
 
+		// Time passing is the point: the breaker's open window (600 ms) ends.
 		await new Promise(r => setTimeout(r, 700));
 		expect((await ask()).provider).toBe("good");
 		expect(chats(bad)).toHaveLength(3); // the half-open probe failed: open again
@@ -491,6 +493,7 @@ describe("circuit breaker", () => {
 		expect(chats(bad)).toHaveLength(3);
 
 		bad.resetConfig();
+		// Time passing is the point: the open window ends again.
 		await new Promise(r => setTimeout(r, 700));
 		expect((await ask()).provider).toBe("bad"); // the probe succeeded: closed
 		expect((await ask()).provider).toBe("bad");
@@ -505,6 +508,7 @@ describe("concurrency", () => {
 		const onGpu = { nodeID: "llm-gpu" };
 		const first = await callLlmStream(caller, params(user("one"), { model: "sim-small" }), onGpu);
 		const second = callLlmStream(caller, params(user("two"), { model: "sim-small" }), onGpu);
+		// Time passing is the point: the second call must not start during it.
 		await new Promise(r => setTimeout(r, 200));
 		expect(chats(sim)).toHaveLength(1); // the second waits for the first to end
 		const [a, b] = await Promise.all([collect(first), second.then(collect)]);

@@ -1,18 +1,14 @@
 import net from "node:net";
 import { ServiceBroker } from "moleculer";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import type { ChatmeshNode } from "../../node";
-import { startSimulator, type SimulatorHandle } from "../../simulator/simulator";
-import { createTestDatabase, TEST_JWT_SECRET, TEST_NATS_URL, TEST_REDIS_URL, uniqueNamespace, type TestDatabase } from "../helpers/infra";
-import { startTestNode, simulatorProviders } from "../helpers/nodes";
+import { describe, expect, it } from "vitest";
+import { TEST_NATS_URL, uniqueNamespace } from "../helpers/infra";
+import { type TestNode, withChatNode } from "../helpers/fixtures";
 import { waitUntil } from "../helpers/processes";
 
 // METRICS_PORT turns on Moleculer's Prometheus reporter; a scrape sees the node's requests and,
 // batched once a second, the packets it exchanged over NATS with another broker.
 const namespace = uniqueNamespace("metrics");
-let sim: SimulatorHandle;
-let db: TestDatabase;
-let node: ChatmeshNode & { baseUrl: string };
+let node: TestNode;
 let port: number;
 
 const freePort = () =>
@@ -23,24 +19,17 @@ const freePort = () =>
 		});
 	});
 
-beforeAll(async () => {
-	sim = await startSimulator();
-	db = await createTestDatabase("metrics");
-	port = await freePort();
-	node = await startTestNode({
-		DATABASE_URL: db.url,
-		REDIS_URL: TEST_REDIS_URL,
-		NAMESPACE: namespace,
-		TRANSPORTER: TEST_NATS_URL,
-		JWT_SECRET: TEST_JWT_SECRET,
-		LLM_PROVIDERS: simulatorProviders(sim, ["sim-small"]),
-		METRICS_PORT: String(port)
-	});
-});
-afterAll(async () => {
-	await node?.stop();
-	await sim?.close();
-	await db?.drop();
+withChatNode({
+	label: "metrics",
+	models: ["sim-small"],
+	nats: true,
+	env: async () => {
+		port = await freePort();
+		return { NAMESPACE: namespace, METRICS_PORT: String(port) };
+	},
+	started: f => {
+		node = f.node;
+	}
 });
 
 describe("Prometheus metrics", () => {

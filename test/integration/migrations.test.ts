@@ -1,11 +1,12 @@
 import fs from "node:fs/promises";
 import path from "node:path";
 import pg from "pg";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { beforeAll, describe, expect, it } from "vitest";
 import { Database } from "../../lib/db";
 import { migrate } from "../../lib/db/migrate";
-import { clusterEnv, createTestDatabase, REPO_ROOT, uniqueNamespace, type TestDatabase } from "../helpers/infra";
-import { spawnNode, type NodeProcess } from "../helpers/processes";
+import { withProcesses } from "../helpers/fixtures";
+import { clusterEnv, REPO_ROOT, uniqueNamespace, type TestDatabase } from "../helpers/infra";
+import { spawnNode } from "../helpers/processes";
 
 const migrationNames = (await fs.readdir(path.join(REPO_ROOT, "migrations")))
 	.filter(f => /^\d.*\.ts$/.test(f))
@@ -24,20 +25,15 @@ async function appliedRows(url: string): Promise<string[]> {
 }
 
 describe("migrations under an advisory lock", () => {
-	const dbs: TestDatabase[] = [];
-	const procs: NodeProcess[] = [];
+	const inProcess = withProcesses({ label: "migrate_a", database: true });
+	const cluster = withProcesses({ label: "migrate_b", database: true });
+	const { procs } = cluster;
 	let first: TestDatabase;
 	let second: TestDatabase;
 
-	beforeAll(async () => {
-		first = await createTestDatabase("migrate_a");
-		second = await createTestDatabase("migrate_b");
-		dbs.push(first, second);
-	});
-	afterAll(async () => {
-		for (const p of procs) p.kill("SIGKILL");
-		await Promise.all(procs.map(p => p.exited));
-		await Promise.all(dbs.map(d => d.drop()));
+	beforeAll(() => {
+		({ db: first } = inProcess);
+		({ db: second } = cluster);
 	});
 
 	it("applies each migration once when four runs start together in one process", async () => {

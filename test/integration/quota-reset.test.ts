@@ -1,26 +1,18 @@
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { createTestDatabase, TEST_NATS_URL, uniqueNamespace, type TestDatabase, queryDb } from "../helpers/infra";
-import { spawnNode, waitUntil, type NodeProcess } from "../helpers/processes";
+import { describe, expect, it } from "vitest";
+import { withProcesses } from "../helpers/fixtures";
+import { TEST_NATS_URL, uniqueNamespace, queryDb } from "../helpers/infra";
+import { spawnNode, waitUntil } from "../helpers/processes";
 
 // The scheduled quota reset on three quota nodes started together: one run resets the users
 // whose period is over; the other nodes find the work done (or the lock taken) and do nothing.
-let db: TestDatabase;
-const procs: NodeProcess[] = [];
+const cluster = withProcesses({ label: "quota_reset", database: true });
+const { procs } = cluster;
 
-const sql = (text: string, params: unknown[] = []) => queryDb(db.url, text, params);
-
-beforeAll(async () => {
-	db = await createTestDatabase("quota_reset");
-});
-afterAll(async () => {
-	for (const p of procs) p.kill("SIGKILL");
-	await Promise.all(procs.map(p => p.exited));
-	await db?.drop();
-});
+const sql = (text: string, params: unknown[] = []) => queryDb(cluster.db.url, text, params);
 
 describe("quota reset", () => {
 	it("runs once across three nodes started together", async () => {
-		const env = { NAMESPACE: uniqueNamespace("qreset"), TRANSPORTER: TEST_NATS_URL, DATABASE_URL: db.url, SERVICES: "quota", QUOTA_RESET_CHECK_S: "1" };
+		const env = { NAMESPACE: uniqueNamespace("qreset"), TRANSPORTER: TEST_NATS_URL, DATABASE_URL: cluster.db.url, SERVICES: "quota", QUOTA_RESET_CHECK_S: "1" };
 		// The schema first (one node), then the users whose month is over, then three nodes at once.
 		const first = spawnNode({ ...env, NODE_ID: "q-0" });
 		await first.waitForOutput(/ServiceBroker with \d+ service\(s\) started/);
@@ -34,7 +26,7 @@ describe("quota reset", () => {
 		}
 		for (const id of ["q-1", "q-2", "q-3"]) procs.push(spawnNode({ ...env, NODE_ID: id }));
 		await Promise.all(procs.map(p => p.waitForOutput(/ServiceBroker with \d+ service\(s\) started/)));
-		// Several schedule ticks on every node.
+		// Time passing is the point: several schedule ticks on every node, of which only one may reset.
 		await new Promise(r => setTimeout(r, 3500));
 		await waitUntil(async () => (await sql("SELECT count(*)::int AS n FROM user_quotas WHERE tokens_used > 0"))[0].n === 0, 5000);
 

@@ -1,50 +1,27 @@
 import OpenAI from "openai";
 import type { Socket } from "socket.io-client";
-import { afterAll, beforeAll, beforeEach, describe, expect, it } from "vitest";
-import type { ChatmeshNode } from "../../node";
+import { describe, expect, it } from "vitest";
 import { countPromptTokens } from "../../lib/token-count";
-import { startSimulator, type SimulatorHandle } from "../../simulator/simulator";
-import { collectGeneration, openSocket, sleep } from "../helpers/chat";
-import { apiClient, signUp, type ApiClient, type Session } from "../helpers/http";
-import { createTestDatabase, TEST_REDIS_URL, uniqueNamespace, type TestDatabase, queryDb } from "../helpers/infra";
-import { startTestNode, simulatorProviders } from "../helpers/nodes";
+import type { SimulatorHandle } from "../../simulator/simulator";
+import { collectGeneration, openSocket } from "../helpers/chat";
+import { signUp, type ApiClient, type Session } from "../helpers/http";
+import { type TestDatabase, queryDb } from "../helpers/infra";
+import { type TestNode, withChatNode } from "../helpers/fixtures";
 import { waitUntil } from "../helpers/processes";
 
 // Token quotas on one node with the real PostgreSQL and Redis; the model is the simulator.
 const MAX_OUTPUT = 40;
 let sim: SimulatorHandle;
 let db: TestDatabase;
-let node: ChatmeshNode & { baseUrl: string };
+let node: TestNode;
 let api: ApiClient;
-const sockets: Socket[] = [];
-
-beforeAll(async () => {
-	sim = await startSimulator();
-	db = await createTestDatabase("quota");
-	node = await startTestNode({
-		DATABASE_URL: db.url,
-		REDIS_URL: TEST_REDIS_URL,
-		NAMESPACE: uniqueNamespace("quota"),
-		LLM_PROVIDERS: simulatorProviders(sim),
-		QUOTA_MAX_OUTPUT_TOKENS: String(MAX_OUTPUT),
-		LLM_IDLE_TIMEOUT_MS: "1000",
-		RATE_LIMITS: JSON.stringify({
-			perUser: { chat: { points: 1000, durationS: 60 }, default: { points: 1000, durationS: 60 } },
-			perIp: { chat: { points: 1000, durationS: 60 }, auth: { points: 1000, durationS: 60 } }
-		})
-	});
-	api = apiClient(node.baseUrl);
-}, 60_000);
-
-afterAll(async () => {
-	for (const s of sockets) s.disconnect();
-	await node?.stop();
-	await sim?.close();
-	await db?.drop();
-});
-
-beforeEach(() => {
-	sim.resetConfig();
+const { sockets } = withChatNode({
+	label: "quota",
+	resetSimulator: true,
+	env: { QUOTA_MAX_OUTPUT_TOKENS: String(MAX_OUTPUT), LLM_IDLE_TIMEOUT_MS: "1000" },
+	started: f => {
+		({ sim, db, node, api } = f);
+	}
 });
 
 const sql = (text: string, params: unknown[] = []) => queryDb(db.url, text, params);
@@ -188,7 +165,6 @@ describe("quota", () => {
 		expect(sim.requests().length).toBe(before);
 		const stored = await sql("SELECT count(*)::int AS n FROM messages WHERE user_id = $1", [user.userId]);
 		expect(stored[0].n).toBe(0);
-		await sleep(1);
 	});
 
 	it("starts a new period on the first request after the old one ended, even before the schedule runs", async () => {

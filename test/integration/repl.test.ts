@@ -1,16 +1,12 @@
-import { afterAll, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
+import { withProcesses } from "../helpers/fixtures";
 import { TEST_NATS_URL, uniqueNamespace } from "../helpers/infra";
-import { spawnNode, spawnProcess, type NodeProcess } from "../helpers/processes";
+import { spawnNode, spawnProcess } from "../helpers/processes";
 
 // `npm run repl` attached to a running cluster shows the other node's services and actions,
 // driven through piped standard input as an operator would type.
 const namespace = uniqueNamespace("repl");
-const procs: NodeProcess[] = [];
-
-afterAll(async () => {
-	for (const p of procs) p.kill("SIGKILL");
-	await Promise.all(procs.map(p => p.exited));
-});
+const { procs } = withProcesses({ label: "repl" });
 
 describe("npm run repl", () => {
 	it("lists another node's services and actions and calls one", async () => {

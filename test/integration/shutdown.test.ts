@@ -1,8 +1,7 @@
-import fs from "node:fs/promises";
-import os from "node:os";
-import path from "node:path";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { startSimulator, type SimulatorHandle } from "../../simulator/simulator";
+import { beforeAll, describe, expect, it } from "vitest";
+import type { SimulatorHandle } from "../../simulator/simulator";
+import { waitFor } from "../helpers/wait";
+import { withProcesses } from "../helpers/fixtures";
 import { readSse } from "../helpers/chat";
 import { apiClient, signUp } from "../helpers/http";
 import { spawnNode, waitUntil, type NodeProcess } from "../helpers/processes";
@@ -10,26 +9,18 @@ import { simulatorProviders } from "../helpers/nodes";
 
 // SIGTERM with an answer still streaming: the node stops taking work, lets the answer finish
 // within the grace period, stores it, closes its connections and exits 0.
+const cluster = withProcesses({ label: "shutdown", simulator: {}, dataDir: true });
+const { procs } = cluster;
 let sim: SimulatorHandle;
-let dataDir: string;
-const procs: NodeProcess[] = [];
-
-beforeAll(async () => {
-	sim = await startSimulator();
-	dataDir = await fs.mkdtemp(path.join(os.tmpdir(), "chatmesh-shutdown-"));
-});
-afterAll(async () => {
-	for (const p of procs) p.kill("SIGKILL");
-	await Promise.all(procs.map(p => p.exited));
-	await sim?.close();
-	await fs.rm(dataDir, { recursive: true, force: true });
+beforeAll(() => {
+	sim = cluster.sim;
 });
 
 function start(): NodeProcess {
 	const proc = spawnNode({
-		DATA_DIR: dataDir,
+		DATA_DIR: cluster.dataDir,
 		NODE_ENV: "development",
-		LLM_PROVIDERS: simulatorProviders(sim, ["sim-small"]),
+		LLM_PROVIDERS: simulatorProviders(cluster.sim, ["sim-small"]),
 		SHUTDOWN_GRACE_MS: "8000"
 	});
 	procs.push(proc);
@@ -58,7 +49,8 @@ describe("graceful shutdown", () => {
 			released = Date.now();
 			return frames;
 		});
-		await new Promise(r => setTimeout(r, 300)); // the answer is under way (about 2 s in all)
+		// The answer is under way (about 2 s in all): the model has produced tokens.
+		await waitFor(() => sim.requests().some(r => r.stream && (r.completionTokens ?? 0) > 0), { what: "tokens of the answer" });
 		const stoppedAt = Date.now();
 		first.kill("SIGTERM");
 		const frames = await watched;

@@ -443,7 +443,7 @@ describe("timing, aborts and hangs", () => {
 		expect(produced).toBeGreaterThanOrEqual(3);
 		expect(produced).toBeLessThan(20);
 
-		// Production stopped: no more tokens counted after the abort.
+		// Production stopped: no more tokens counted after the abort (time passing is the point).
 		await sleep(200);
 		expect((await entryFor(rid))?.completionTokens).toBe(produced);
 	});
@@ -460,6 +460,7 @@ describe("timing, aborts and hangs", () => {
 			for await (const chunk of stream) chunks.push(chunk);
 		})().catch(() => undefined);
 
+		// Time passing is the point: a hung stream sends nothing more.
 		await sleep(300);
 		expect(chunks).toHaveLength(1);
 		expect(chunks[0]?.choices[0]?.delta.role).toBe("assistant");
@@ -494,6 +495,7 @@ describe("timing, aborts and hangs", () => {
 			for await (const chunk of stream) chunks.push(chunk);
 		})().catch(() => undefined);
 
+		// Time passing is the point: after its N tokens the stream sends nothing more.
 		await sleep(300);
 		expect(contentChunks(chunks)).toHaveLength(5);
 		expect(chunks.some(c => c.choices[0]?.finish_reason)).toBe(false);
@@ -681,7 +683,7 @@ describe("control endpoints and the request log", () => {
 			'"text"',
 			JSON.stringify({ model: "sim-small", messages: [null] }),
 			JSON.stringify({ model: "sim-small", messages: [{ role: "user", content: { weird: true } }] }),
-			JSON.stringify({ model: "sim-small", messages: [{ role: "user", content: "<|endoftext|> and a " + " ".repeat(20_000) + "end" }] }),
+			JSON.stringify({ model: "sim-small", messages: [{ role: "user", content: `<|endoftext|> and a ${" ".repeat(20_000)}end` }] }),
 			JSON.stringify({ model: "sim-small", messages: [{ role: "user", content: "x" }], max_tokens: -1 }),
 			JSON.stringify({ model: 42, messages: [{ role: "user", content: "x" }] }),
 			JSON.stringify({

@@ -1,15 +1,14 @@
 import { setTimeout as sleep } from "node:timers/promises";
 import { Ajv } from "ajv";
 import pg from "pg";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import type { ToolCall, ToolDefinition } from "../../lib/chat-protocol";
 import { extendService } from "../../lib/service";
 import type { ChatmeshNode } from "../../node";
-import { startSimulator, type SimulatorHandle } from "../../simulator/simulator";
 import { defineTool, type ToolModule } from "../../services/tool/registry";
 import ToolService, { type ToolResult } from "../../services/tool/tool.service";
-import { createTestDatabase, TEST_JWT_SECRET, TEST_REDIS_URL, uniqueNamespace, type TestDatabase } from "../helpers/infra";
-import { startTestNode, simulatorProviders } from "../helpers/nodes";
+import type { TestDatabase } from "../helpers/infra";
+import { withChatNode } from "../helpers/fixtures";
 
 // The tool service on one node against the real PostgreSQL and Redis. Slow, hanging and throwing
 // tools come in through settings.extraTools on a service built with mixins: [ToolService], the
@@ -78,7 +77,6 @@ const call = (id: string, name: string, args: unknown = {}): ToolCall => ({
 });
 
 describe("tool service", () => {
-	let sim: SimulatorHandle;
 	let db: TestDatabase;
 	let sql: pg.Client;
 	let node: ChatmeshNode;
@@ -101,34 +99,24 @@ describe("tool service", () => {
 		return node.broker.call<ToolResult[], Record<string, unknown>>(`${service}.executeBatch`, { calls, ...extra }, as(user));
 	}
 
-	beforeAll(async () => {
-		sim = await startSimulator();
-		db = await createTestDatabase("tools");
-		node = await startTestNode({
-			DATABASE_URL: db.url,
-			REDIS_URL: TEST_REDIS_URL,
-			NAMESPACE: uniqueNamespace("tools"),
-			JWT_SECRET: TEST_JWT_SECRET,
-			LLM_PROVIDERS: simulatorProviders(sim, ["sim-small"])
-		});
-		sql = new pg.Client({ connectionString: db.url });
-		await sql.connect();
-		alice = await addUser("alice");
-		bob = await addUser("bob");
-		// A deployment's own tool service: the built-ins plus extra tools, a shorter default timeout.
-		node.broker.createService(extendService(ToolService, { name: "toolx", settings: { defaultTimeoutMs: 600, extraTools: EXTRA_TOOLS } }));
-		// The same with a bulkhead of one running batch and one waiting.
-		node.broker.createService(
-			extendService(ToolService, { name: "tooly", settings: { extraTools: [sleeper("slow_300", 300)], batchConcurrency: 1, batchQueueSize: 1 } })
-		);
-		await node.broker.waitForServices(["tool", "toolx", "tooly", "conversation"], 10_000);
-	}, 60_000);
-
-	afterAll(async () => {
-		await sql?.end();
-		await node?.stop();
-		await sim?.close();
-		await db?.drop();
+	withChatNode({
+		label: "tools",
+		models: ["sim-small"],
+		stopping: () => sql?.end(),
+		async started(f) {
+			({ db, node } = f);
+			sql = new pg.Client({ connectionString: db.url });
+			await sql.connect();
+			alice = await addUser("alice");
+			bob = await addUser("bob");
+			// A deployment's own tool service: the built-ins plus extra tools, a shorter default timeout.
+			node.broker.createService(extendService(ToolService, { name: "toolx", settings: { defaultTimeoutMs: 600, extraTools: EXTRA_TOOLS } }));
+			// The same with a bulkhead of one running batch and one waiting.
+			node.broker.createService(
+				extendService(ToolService, { name: "tooly", settings: { extraTools: [sleeper("slow_300", 300)], batchConcurrency: 1, batchQueueSize: 1 } })
+			);
+			await node.broker.waitForServices(["tool", "toolx", "tooly", "conversation"], 10_000);
+		}
 	});
 
 	it("lists the tools as valid OpenAI tool definitions", async () => {

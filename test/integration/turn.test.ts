@@ -2,24 +2,22 @@ import OpenAI from "openai";
 import type { Service } from "moleculer";
 import { extendService } from "../../lib/service";
 import type { Socket } from "socket.io-client";
-import { afterAll, beforeAll, beforeEach, describe, expect, it } from "vitest";
-import type { ChatmeshNode } from "../../node";
-import { startSimulator, type SimulatorHandle } from "../../simulator/simulator";
+import { describe, expect, it } from "vitest";
+import type { SimulatorHandle } from "../../simulator/simulator";
 import ToolService, { type ToolModule } from "../../services/tool/tool.service";
 import { collectGeneration, openSocket, readSse } from "../helpers/chat";
-import { apiClient, signUp, type ApiClient, type Session } from "../helpers/http";
-import { createTestDatabase, TEST_REDIS_URL, uniqueNamespace, type TestDatabase, queryDb } from "../helpers/infra";
-import { startTestNode, simulatorProviders } from "../helpers/nodes";
+import { signUp, type ApiClient, type Session } from "../helpers/http";
+import { type TestDatabase, queryDb } from "../helpers/infra";
+import { type TestNode, withChatNode } from "../helpers/fixtures";
 
 // The full turn on one node (real PostgreSQL and Redis; the simulator over HTTP): the content
 // policy before and during the answer, and the model → tools → model loop.
 const PROMPT_WITH_LATE_WORD = "Tell me a long story about the sea";
 let sim: SimulatorHandle;
 let db: TestDatabase;
-let node: ChatmeshNode & { baseUrl: string };
+let node: TestNode;
 let api: ApiClient;
 let lateWord: string;
-const sockets: Socket[] = [];
 
 const wait = (ms: number, signal: AbortSignal) =>
 	new Promise<void>((resolve, reject) => {
@@ -67,49 +65,35 @@ const extraTools: ToolModule[] = [
 	}
 ];
 
-beforeAll(async () => {
-	sim = await startSimulator({ outputTokens: 80 });
-	// The simulator's text is deterministic: find a word it writes well into its answer to this
-	// prompt, and make it a denied word, so the answer is blocked mid-way.
-	const direct = await new OpenAI({ baseURL: sim.baseURL, apiKey: "x" }).chat.completions.create({
-		model: "sim-small",
-		messages: [{ role: "user", content: PROMPT_WITH_LATE_WORD }]
-	});
-	const text = direct.choices[0].message.content ?? "";
-	// A three-word phrase, so other answers in this file are most unlikely to contain it.
-	const words = text.split(" ");
-	const early = text.slice(0, 260);
-	const index = words.findIndex((_, i) => i > 40 && i + 2 < words.length && !early.includes(words.slice(i, i + 3).join(" ")));
-	lateWord = index > 0 ? words.slice(index, index + 3).join(" ") : "";
-	expect(lateWord).not.toBe("");
-	sim.clearRequests();
-
-	db = await createTestDatabase("turn");
-	node = await startTestNode({
-		DATABASE_URL: db.url,
-		REDIS_URL: TEST_REDIS_URL,
-		NAMESPACE: uniqueNamespace("turn"),
-		LLM_PROVIDERS: simulatorProviders(sim),
-		MODERATION_DENY_LIST: `forbiddenword,${lateWord}`,
-		RATE_LIMITS: JSON.stringify({ perIp: { auth: { points: 1000, durationS: 60 } }, perUser: { chat: { points: 1000, durationS: 60 } } })
-	});
-	// The same node, with the tool service extended by this deployment's tools.
-	await node.broker.destroyService(node.broker.getLocalService("tool") as Service);
-	node.broker.createService(extendService(ToolService, { settings: { extraTools } }));
-	await node.broker.waitForServices(["tool"]);
-	api = apiClient(node.baseUrl);
-}, 60_000);
-
-afterAll(async () => {
-	for (const s of sockets) s.disconnect();
-	await node?.stop();
-	await sim?.close();
-	await db?.drop();
-});
-
-beforeEach(() => {
-	sim.resetConfig();
-	sim.configure({ outputTokens: 80 });
+const { sockets } = withChatNode({
+	label: "turn",
+	simulator: { outputTokens: 80 },
+	resetSimulator: true,
+	async env(f) {
+		sim = f.sim;
+		// The simulator's text is deterministic: find a word it writes well into its answer to this
+		// prompt, and make it a denied word, so the answer is blocked mid-way.
+		const direct = await new OpenAI({ baseURL: sim.baseURL, apiKey: "x" }).chat.completions.create({
+			model: "sim-small",
+			messages: [{ role: "user", content: PROMPT_WITH_LATE_WORD }]
+		});
+		const text = direct.choices[0].message.content ?? "";
+		// A three-word phrase, so other answers in this file are most unlikely to contain it.
+		const words = text.split(" ");
+		const early = text.slice(0, 260);
+		const index = words.findIndex((_, i) => i > 40 && i + 2 < words.length && !early.includes(words.slice(i, i + 3).join(" ")));
+		lateWord = index > 0 ? words.slice(index, index + 3).join(" ") : "";
+		expect(lateWord).not.toBe("");
+		sim.clearRequests();
+		return { MODERATION_DENY_LIST: `forbiddenword,${lateWord}` };
+	},
+	async started(f) {
+		({ db, node, api } = f);
+		// The same node, with the tool service extended by this deployment's tools.
+		await node.broker.destroyService(node.broker.getLocalService("tool") as Service);
+		node.broker.createService(extendService(ToolService, { settings: { extraTools } }));
+		await node.broker.waitForServices(["tool"]);
+	}
 });
 
 const sql = (text: string, params: unknown[] = []) => queryDb(db.url, text, params);
@@ -254,7 +238,7 @@ describe("the content policy on /v1, over every message of the request", () => {
 		expect(error.error?.code).toBe("CONTENT_BLOCKED");
 		const text = frames
 			.slice(0, -2)
-			.map(f => (JSON.parse(f.data) as { choices: Array<{ delta: { content?: string } }> }).choices[0]?.delta.content ?? "")
+			.map(frame => (JSON.parse(frame.data) as { choices: Array<{ delta: { content?: string } }> }).choices[0]?.delta.content ?? "")
 			.join("");
 		expect(text.length).toBeGreaterThan(0);
 		expect(frames.length).toBeLessThan(80);
@@ -321,7 +305,7 @@ describe("tool calls", () => {
 
 		const start = events.find(e => e.name === "tool:start");
 		const result = events.find(e => e.name === "tool:result");
-		expect((start?.payload.calls as Array<{ name: string }> | undefined)?.map(c => c.name)).toEqual(["slow_lookup", "slower_lookup"]);
+		expect(((start?.payload.calls ?? []) as Array<{ name: string }>).map(c => c.name)).toEqual(["slow_lookup", "slower_lookup"]);
 		const took = (result?.at ?? 0) - (start?.at ?? 0);
 		// Near the slower tool (400 ms), not the sum (700 ms).
 		expect(took).toBeGreaterThanOrEqual(390);
