@@ -35,20 +35,26 @@ interface DbState {
 	tokensReserved: number;
 }
 
-async function dbState(databaseUrl: string): Promise<DbState> {
-	const [streaming] = await queryDb<{ n: string }>(databaseUrl, "SELECT count(*) AS n FROM messages WHERE role = 'assistant' AND status = 'streaming'");
-	const [held] = await queryDb<{ n: string }>(databaseUrl, "SELECT count(*) AS n FROM quota_reservations");
+/** What is open among the rows of one scenario (created since `since`); reserved tokens less the scenario's starting `baseline`. */
+export async function dbState(databaseUrl: string, since: Date, baseline = 0): Promise<DbState> {
+	const [streaming] = await queryDb<{ n: string }>(
+		databaseUrl,
+		"SELECT count(*) AS n FROM messages WHERE role = 'assistant' AND status = 'streaming' AND created_at >= $1",
+		[since]
+	);
+	const [held] = await queryDb<{ n: string }>(databaseUrl, "SELECT count(*) AS n FROM quota_reservations WHERE created_at >= $1", [since]);
 	const [reserved] = await queryDb<{ n: string | null }>(databaseUrl, "SELECT sum(tokens_reserved) AS n FROM user_quotas");
-	return { stuckStreaming: Number(streaming.n), reservationsHeld: Number(held.n), tokensReserved: Number(reserved.n ?? 0) };
+	return { stuckStreaming: Number(streaming.n), reservationsHeld: Number(held.n), tokensReserved: Number(reserved.n ?? 0) - baseline };
 }
 
-/** Waits up to `settleMs` for nothing to be left open, then reads the database one last time. */
-export async function settle(databaseUrl: string, settleMs: number): Promise<DbState> {
+/** Waits up to `settleMs` for nothing of the scenario to be left open, then reads the database one last time. */
+export async function settle(databaseUrl: string, since: Date, baseline: number, settleMs: number): Promise<DbState> {
 	const deadline = Date.now() + settleMs;
 	for (;;) {
-		const state = await dbState(databaseUrl).catch(() => undefined);
-		if (state && state.stuckStreaming === 0 && state.reservationsHeld === 0 && state.tokensReserved === 0) return state;
-		if (Date.now() > deadline) return state ?? dbState(databaseUrl);
+		// The database may still be coming back from its own outage: an unanswered read is retried.
+		const state = await dbState(databaseUrl, since, baseline).catch(() => undefined);
+		if (state && state.stuckStreaming === 0 && state.reservationsHeld === 0 && state.tokensReserved <= 0) return state;
+		if (Date.now() > deadline) return state ?? dbState(databaseUrl, since, baseline);
 		await new Promise(r => setTimeout(r, 500));
 	}
 }

@@ -32,6 +32,8 @@ export interface ClusterNode {
 	/** Set when the scenario killed it on purpose; any other exit is a crash. */
 	killedOnPurpose: boolean;
 	url?: string;
+	/** Output of the processes that held this id before (a healed node is a new process). */
+	before: string;
 }
 
 /** Configuration the nodes get: short heartbeats and provider timeouts, so faults show within a scenario. */
@@ -55,6 +57,8 @@ export interface FaultCluster {
 	killNode(id: string): void;
 	/** Nodes that exited without the scenario killing them, with their exit code or signal. */
 	crashed(): string[];
+	/** Starts a new process for every node that has exited (same id and role), so the next scenario has the full cluster. */
+	heal(): Promise<void>;
 	stop(): Promise<void>;
 }
 
@@ -69,7 +73,7 @@ export async function startCluster(label: string, knobs: SimulatorKnobs): Promis
 		// Every process's output stays readable after the run: a failed scenario is explained there.
 		fs.rmSync(logDir, { recursive: true, force: true });
 		fs.mkdirSync(logDir, { recursive: true });
-		for (const n of nodes) fs.writeFileSync(path.join(logDir, `${n.id}.log`), n.proc.output());
+		for (const n of nodes) fs.writeFileSync(path.join(logDir, `${n.id}.log`), n.before + n.proc.output());
 		for (const dep of [redis, nats, postgres]) fs.writeFileSync(path.join(logDir, `${dep.name}.log`), dep.output());
 		await Promise.all([redis.dispose(), nats.dispose(), postgres.dispose()]);
 	};
@@ -108,10 +112,16 @@ export async function startCluster(label: string, knobs: SimulatorKnobs): Promis
 			}),
 			...NODE_TIMINGS
 		};
-		const spawnRole = (role: Role, id: string) => {
+		const spawnRole = (role: Role, id: string, before = "") => {
 			const proc = spawnNode({ ...env, SERVICES: ROLES[role], NODE_ID: id });
 			procs.push(proc);
-			nodes.push({ id, role, proc, killedOnPurpose: false });
+			const created: ClusterNode = { id, role, proc, killedOnPurpose: false, before };
+			nodes.push(created);
+			return created;
+		};
+		const up = async (n: ClusterNode) => {
+			if (n.role === "gateway") n.url = `http://127.0.0.1:${await n.proc.httpPort(90_000)}`;
+			await n.proc.waitForOutput(/ServiceBroker with \d+ service\(s\) started/i, 90_000);
 		};
 		// The first gateway migrates the database alone; the rest start once the schema is there.
 		spawnRole("gateway", "gw-1");
@@ -120,8 +130,7 @@ export async function startCluster(label: string, knobs: SimulatorKnobs): Promis
 		spawnRole("gateway", "gw-2");
 		for (const id of ["conv-1", "conv-2"]) spawnRole("conversation", id);
 		for (const id of ["llm-1", "llm-2"]) spawnRole("llm", id);
-		nodes[1].url = `http://127.0.0.1:${await nodes[1].proc.httpPort(60_000)}`;
-		await Promise.all(nodes.map(n => n.proc.waitForOutput(/ServiceBroker with \d+ service\(s\) started/i, 60_000)));
+		await Promise.all(nodes.map(up));
 		const node = (id: string) => {
 			const found = nodes.find(n => n.id === id);
 			if (!found) throw new Error(`no node ${id}`);
@@ -144,6 +153,12 @@ export async function startCluster(label: string, knobs: SimulatorKnobs): Promis
 				return nodes
 					.filter(n => !n.killedOnPurpose && (n.proc.proc.exitCode !== null || n.proc.proc.signalCode !== null))
 					.map(n => `${n.id} (${n.proc.proc.exitCode ?? n.proc.proc.signalCode})`);
+			},
+			async heal() {
+				const gone = nodes.filter(n => n.proc.proc.exitCode !== null || n.proc.proc.signalCode !== null);
+				for (const old of gone) nodes.splice(nodes.indexOf(old), 1);
+				const fresh = gone.map(old => spawnRole(old.role, old.id, `${old.before}${old.proc.output()}\n--- restarted ---\n`));
+				await Promise.all(fresh.map(up));
 			},
 			stop
 		};

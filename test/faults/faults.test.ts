@@ -8,7 +8,7 @@ import { afterAll, describe, expect, it } from "vitest";
 import { sleep } from "../helpers/chat";
 import { apiClient, signUp } from "../helpers/http";
 import { waitUntil } from "../helpers/processes";
-import { figures, printFigures, settle, type Figures } from "./checker";
+import { dbState, figures, printFigures, settle, type Figures } from "./checker";
 import { startCluster, type FaultCluster } from "./cluster";
 import { measureRecovery, runTurn, startLoad, type TurnRecord } from "./load";
 import { PENDING_SCENARIOS } from "./pending";
@@ -23,10 +23,41 @@ const SETTLE_MS = 30_000;
 const RECOVERY_LIMIT_S = 5;
 const OUTAGE_MS = 3_000;
 
-const clusters = new Set<FaultCluster>();
+/**
+ * One cluster serves every scenario (starting seven node processes takes a minute on a loaded
+ * machine): before each, nodes a fault killed are started again, and the cluster must answer;
+ * if it does not, it is replaced by a fresh one. Figures count only the scenario's own rows.
+ */
+let cluster: FaultCluster | undefined;
 afterAll(async () => {
-	await Promise.all([...clusters].map(c => c.stop()));
+	await cluster?.stop();
 });
+
+async function answers(c: FaultCluster): Promise<boolean> {
+	const session = await signUp(apiClient(c.gatewayUrls()[0]), "warmup");
+	const warm: TurnRecord[] = [];
+	const turns = await Promise.all(c.gatewayUrls().map((_, i) => runTurn(() => c.gatewayUrls(), 2000, i, session, CLIENT_IDLE_TIMEOUT_MS, warm)));
+	return turns.every(t => t.terminal?.status === "completed");
+}
+
+/** A cluster whose every node is up and answers a turn on each gateway. */
+async function readyCluster(): Promise<FaultCluster> {
+	if (cluster) {
+		await cluster.heal();
+		const healed = cluster;
+		const ok = await waitUntil(() => answers(healed), 30_000).then(
+			() => true,
+			() => false
+		);
+		if (ok) return cluster;
+		await cluster.stop();
+		cluster = undefined;
+	}
+	cluster = await startCluster("suite", KNOBS);
+	const fresh = cluster;
+	await waitUntil(() => answers(fresh), 45_000);
+	return fresh;
+}
 
 interface Expectations {
 	/** Node faults: a live node of the role exists, so no turn may be refused. */
@@ -34,57 +65,42 @@ interface Expectations {
 }
 
 /**
- * Runs one scenario: a cluster, a warm-up turn per gateway, the load, the fault once answers are
- * mid-stream (it returns the moment the cluster should work again), then the figures.
+ * Runs one scenario on a ready cluster: the load, the fault once answers are mid-stream (it
+ * returns the moment the cluster should work again), then the figures.
  */
 async function scenario(name: string, fault: (cluster: FaultCluster) => Promise<number>, expectations: Expectations): Promise<Figures> {
 	const t0 = Date.now();
-	const cluster = await startCluster(name, KNOBS);
+	const c = await readyCluster();
 	const t1 = Date.now();
-	clusters.add(cluster);
-	try {
-		// The cluster answers a turn on every gateway before the load starts (nodes find each other first).
-		const session = await signUp(apiClient(cluster.gatewayUrls()[0]), "warmup");
-		const warm: TurnRecord[] = [];
-		await waitUntil(async () => {
-			const turns = await Promise.all([0, 1].map(i => runTurn(() => cluster.gatewayUrls(), 2000, i, session, CLIENT_IDLE_TIMEOUT_MS, warm)));
-			return turns.every(t => t.terminal?.status === "completed");
-		}, 45_000).catch(err => {
-			throw new Error(`the cluster does not answer before the fault (${err}): ${JSON.stringify(warm.slice(-2))}`);
-		});
+	const since = new Date(t1);
+	const baseline = (await dbState(c.postgres.url, since)).tokensReserved;
+	const load = await startLoad(() => c.gatewayUrls(), { clients: CLIENTS, untilMs: LOAD_MS, idleTimeoutMs: CLIENT_IDLE_TIMEOUT_MS, pauseMs: 200 });
+	await waitUntil(async () => load.turns.some(t => t.firstChunkAt !== undefined && !t.terminal), 15_000).catch(err => {
+		throw new Error(`no answer is mid-stream under load (${err}): ${JSON.stringify(load.turns.slice(0, 3))}`);
+	});
+	const back = await fault(c);
+	const recovery = await measureRecovery(() => c.gatewayUrls(), back, 20_000, load.turns);
+	await load.done;
+	const t2 = Date.now();
+	const db = await settle(c.postgres.url, since, baseline, SETTLE_MS);
+	const secs = (a: number, b: number) => ((b - a) / 1000).toFixed(1);
+	const phases = `ready ${secs(t0, t1)} load ${secs(t1, t2)} settle ${secs(t2, Date.now())}`;
+	const f = figures(name, load.turns, db, { faultAt: back, recoveryS: recovery, crashed: c.crashed(), phases });
+	printFigures(f);
 
-		const t2 = Date.now();
-		const load = await startLoad(() => cluster.gatewayUrls(), { clients: CLIENTS, untilMs: LOAD_MS, idleTimeoutMs: CLIENT_IDLE_TIMEOUT_MS, pauseMs: 200 });
-		await waitUntil(async () => load.turns.some(t => t.firstChunkAt !== undefined && !t.terminal), 15_000).catch(err => {
-			throw new Error(`no answer is mid-stream under load (${err}): ${JSON.stringify(load.turns.slice(0, 3))}`);
-		});
-		const back = await fault(cluster);
-		const recovery = await measureRecovery(() => cluster.gatewayUrls(), back, 20_000, load.turns);
-		await load.done;
-		const t3 = Date.now();
-		const db = await settle(cluster.postgres.url, SETTLE_MS);
-		const s = (a: number, b: number) => ((b - a) / 1000).toFixed(1);
-		const phases = `start ${s(t0, t1)} warm ${s(t1, t2)} load ${s(t2, t3)} settle ${s(t3, Date.now())}`;
-		const f = figures(name, load.turns, db, { faultAt: back, recoveryS: recovery, crashed: cluster.crashed(), phases });
-		printFigures(f);
-
-		expect.soft(f.stuckStreaming, "answers left streaming").toBe(0);
-		expect.soft(f.reservationsHeld, "quota reservations held").toBe(0);
-		expect.soft(f.tokensReserved, "tokens still reserved").toBe(0);
-		expect.soft(f.missingTerminal, "answers whose client heard no final event").toBe(0);
-		expect.soft(f.gaps, "gaps in a client's seqs").toBe(0);
-		expect.soft(f.duplicates, "duplicate seqs at a client").toBe(0);
-		expect.soft(f.crashed, "processes that crashed").toBe("none");
-		if (expectations.noRefusals) {
-			expect.soft(f.turnsRefused, "turns refused while a live node existed").toBe(0);
-			expect.soft(f.failedAfterFault, "turns started after the kill that failed although a live node existed").toBe(0);
-		}
-		expect.soft(typeof f.recoveryS === "number" && f.recoveryS <= RECOVERY_LIMIT_S, `recovered within ${RECOVERY_LIMIT_S} s (took ${f.recoveryS})`).toBe(true);
-		return f;
-	} finally {
-		clusters.delete(cluster);
-		await cluster.stop();
+	expect.soft(f.stuckStreaming, "answers left streaming").toBe(0);
+	expect.soft(f.reservationsHeld, "quota reservations held").toBe(0);
+	expect.soft(f.tokensReserved, "tokens still reserved").toBe(0);
+	expect.soft(f.missingTerminal, "answers whose client heard no final event").toBe(0);
+	expect.soft(f.gaps, "gaps in a client's seqs").toBe(0);
+	expect.soft(f.duplicates, "duplicate seqs at a client").toBe(0);
+	expect.soft(f.crashed, "processes that crashed").toBe("none");
+	if (expectations.noRefusals) {
+		expect.soft(f.turnsRefused, "turns refused while a live node existed").toBe(0);
+		expect.soft(f.failedAfterFault, "turns started after the kill that failed although a live node existed").toBe(0);
 	}
+	expect.soft(typeof f.recoveryS === "number" && f.recoveryS <= RECOVERY_LIMIT_S, `recovered within ${RECOVERY_LIMIT_S} s (took ${f.recoveryS})`).toBe(true);
+	return f;
 }
 
 /** Waits a little so the fault lands with answers well into their stream. */

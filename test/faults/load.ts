@@ -33,7 +33,8 @@ export interface LoadOptions {
 }
 
 function errorCode(body: unknown): string {
-	const code = (body as { error?: { code?: unknown }; code?: unknown } | undefined)?.error?.code ?? (body as { code?: unknown } | undefined)?.code;
+	const shaped = body as { error?: { code?: unknown }; type?: unknown } | undefined;
+	const code = shaped?.type ?? shaped?.error?.code;
 	return typeof code === "string" ? code : "";
 }
 
