@@ -3,6 +3,11 @@
  * every assistant message must still reach a final state, its final event must reach every
  * client, and its quota reservation must be settled or released. Each scenario prints its
  * figures as a table; those listed in pending.ts are not registered until their fix lands.
+ *
+ *   npx vitest run test/faults/faults.test.ts                         # the scenarios that hold
+ *   FAULTS_RUN_PENDING=1 npx vitest run test/faults/faults.test.ts    # all of them, to measure
+ *
+ * Every process's output is kept under $TMPDIR/chatmesh-faults/suite/ after the run.
  */
 import { afterAll, describe, expect, it } from "vitest";
 import { sleep } from "../helpers/chat";
@@ -107,6 +112,20 @@ async function scenario(name: string, fault: (cluster: FaultCluster) => Promise<
 const midAnswer = () => sleep(1000);
 
 const SCENARIOS: Array<{ name: string; title: string; run: () => Promise<Figures> }> = [
+	{
+		// The control: the same load and checks with no fault, so a failing scenario is the fault's doing.
+		name: "no-fault",
+		title: "the same load with nothing failing: every answer completes, nothing stays open",
+		run: () =>
+			scenario(
+				"no-fault",
+				async () => {
+					await midAnswer();
+					return Date.now();
+				},
+				{ noRefusals: true }
+			)
+	},
 	{
 		name: "llm-node-killed",
 		title: "kill -9 an llm node mid-answer while a second llm node lives",
