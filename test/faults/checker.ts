@@ -11,6 +11,8 @@ export interface Figures {
 	turnsSent: number;
 	turnsAccepted: number;
 	turnsRefused: number;
+	/** Refusals answered with an HTTP status (the rest lost their connection). */
+	refusedByServer: number;
 	refusedCodes: string;
 	fiveXx: number;
 	missingTerminal: number;
@@ -95,6 +97,7 @@ export function figures(
 		turnsSent: turns.length,
 		turnsAccepted: accepted.length,
 		turnsRefused: refused.length,
+		refusedByServer: refused.filter(t => (t.refused?.status ?? 0) > 0).length,
 		refusedCodes: tally(refused.map(t => `${t.refused?.status}/${t.refused?.code || "-"}`)),
 		fiveXx: refused.filter(t => (t.refused?.status ?? 0) >= 500).length + turns.reduce((n, t) => n + t.stream5xx, 0),
 		missingTerminal: accepted.filter(t => !t.terminal).length,

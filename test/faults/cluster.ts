@@ -63,7 +63,14 @@ export interface FaultCluster {
 }
 
 export async function startCluster(label: string, knobs: SimulatorKnobs): Promise<FaultCluster> {
-	const [redis, nats, postgres] = await Promise.all([startRedis(), startNats(), startPostgres()]);
+	const started = await Promise.allSettled([startRedis(), startNats(), startPostgres()]);
+	const failed = started.find(r => r.status === "rejected");
+	if (failed) {
+		// The ones that did start must not outlive the failure.
+		await Promise.all(started.map(r => (r.status === "fulfilled" ? r.value.dispose() : undefined)));
+		throw failed.reason;
+	}
+	const [redis, nats, postgres] = started.map(r => (r as PromiseFulfilledResult<Dependency>).value);
 	const procs: NodeProcess[] = [];
 	const nodes: ClusterNode[] = [];
 	const logDir = path.join(os.tmpdir(), "chatmesh-faults", label);

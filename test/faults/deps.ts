@@ -131,34 +131,33 @@ function tempDir(label: string): string {
 	return fs.mkdtempSync(path.join(os.tmpdir(), `chatmesh-fault-${label}-`));
 }
 
-export async function startRedis(): Promise<Dependency> {
+/** A server with no users to set up: its command line names the port and data dir it gets. */
+async function startServer(name: string, scheme: string, command: (port: number, dir: string) => string[]): Promise<Dependency> {
 	const port = await freePort();
-	const dir = tempDir("redis");
-	const dep = daemon({
-		name: "redis",
-		port,
-		url: `redis://127.0.0.1:${port}/0`,
-		dir,
-		command: ["redis-server", "--port", String(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", dir],
-		stopSignal: "SIGTERM"
-	});
+	const dir = tempDir(name);
+	const dep = daemon({ name, port, url: `${scheme}://127.0.0.1:${port}`, dir, command: command(port, dir), stopSignal: "SIGTERM" });
 	await dep.start();
 	return dep;
 }
 
-export async function startNats(): Promise<Dependency> {
-	const port = await freePort();
-	const dir = tempDir("nats");
-	const dep = daemon({
-		name: "nats",
-		port,
-		url: `nats://127.0.0.1:${port}`,
-		dir,
-		command: ["/usr/sbin/nats-server", "-a", "127.0.0.1", "-p", String(port), "-js", "-sd", dir],
-		stopSignal: "SIGTERM"
-	});
-	await dep.start();
-	return dep;
+export function startRedis(): Promise<Dependency> {
+	return startServer("redis", "redis", (port, dir) => [
+		"redis-server",
+		"--port",
+		String(port),
+		"--bind",
+		"127.0.0.1",
+		"--save",
+		"",
+		"--appendonly",
+		"no",
+		"--dir",
+		dir
+	]);
+}
+
+export function startNats(): Promise<Dependency> {
+	return startServer("nats", "nats", (port, dir) => ["/usr/sbin/nats-server", "-a", "127.0.0.1", "-p", String(port), "-js", "-sd", dir]);
 }
 
 const PG_BIN = "/usr/lib/postgresql/15/bin";
@@ -181,8 +180,13 @@ function pgTemplate(owner: { uid: number; gid: number }): string {
 		stdio: "ignore"
 	});
 	template = dir;
-	process.once("exit", () => fs.rmSync(dir, { recursive: true, force: true }));
 	return dir;
+}
+
+/** Removes the initdb'd template (the suite calls it last: a test worker may end without an exit event). */
+export function removePgTemplate(): void {
+	if (template) fs.rmSync(template, { recursive: true, force: true });
+	template = undefined;
 }
 
 /** A private PostgreSQL 15 (run as the postgres user, since tests run as root) with a `chatmesh` database. */
@@ -229,6 +233,7 @@ export async function startPostgres(): Promise<Dependency> {
 					if (Date.now() > deadline) throw err;
 					await new Promise(r => setTimeout(r, 100));
 				} finally {
+					// A connection that never opened has nothing to close: the next attempt decides.
 					await client.end().catch(() => undefined);
 				}
 			}

@@ -15,6 +15,7 @@ import { apiClient, signUp } from "../helpers/http";
 import { waitUntil } from "../helpers/processes";
 import { dbState, figures, printFigures, settle, type Figures } from "./checker";
 import { startCluster, type FaultCluster } from "./cluster";
+import { removePgTemplate } from "./deps";
 import { measureRecovery, runTurn, startLoad, type TurnRecord } from "./load";
 import { PENDING_SCENARIOS } from "./pending";
 
@@ -36,6 +37,7 @@ const OUTAGE_MS = 3_000;
 let cluster: FaultCluster | undefined;
 afterAll(async () => {
 	await cluster?.stop();
+	removePgTemplate();
 });
 
 async function answers(c: FaultCluster): Promise<boolean> {
@@ -126,48 +128,24 @@ const SCENARIOS: Array<{ name: string; title: string; run: () => Promise<Figures
 				{ noRefusals: true }
 			)
 	},
-	{
-		name: "llm-node-killed",
-		title: "kill -9 an llm node mid-answer while a second llm node lives",
+	...[
+		{ name: "llm-node-killed", node: "llm-1", title: "kill -9 an llm node mid-answer while a second llm node lives" },
+		{ name: "conversation-node-killed", node: "conv-1", title: "kill -9 a conversation node mid-answer while a second conversation node lives" },
+		{ name: "gateway-killed", node: "gw-1", title: "kill -9 a gateway mid-answer: its clients resume on the other gateway with no gap and no duplicate" }
+	].map(kill => ({
+		name: kill.name,
+		title: kill.title,
 		run: () =>
 			scenario(
-				"llm-node-killed",
+				kill.name,
 				async c => {
 					await midAnswer();
-					c.killNode("llm-1");
+					c.killNode(kill.node);
 					return Date.now();
 				},
 				{ noRefusals: true }
 			)
-	},
-	{
-		name: "conversation-node-killed",
-		title: "kill -9 a conversation node mid-answer while a second conversation node lives",
-		run: () =>
-			scenario(
-				"conversation-node-killed",
-				async c => {
-					await midAnswer();
-					c.killNode("conv-1");
-					return Date.now();
-				},
-				{ noRefusals: true }
-			)
-	},
-	{
-		name: "gateway-killed",
-		title: "kill -9 a gateway mid-answer: its clients resume on the other gateway with no gap and no duplicate",
-		run: () =>
-			scenario(
-				"gateway-killed",
-				async c => {
-					await midAnswer();
-					c.killNode("gw-1");
-					return Date.now();
-				},
-				{ noRefusals: false }
-			)
-	},
+	})),
 	...(["redis", "nats", "postgres"] as const).map(dep => ({
 		name: `${dep}-outage`,
 		title: `${dep} stopped for ${OUTAGE_MS / 1000} s under load, then restarted`,
