@@ -9,7 +9,7 @@ export const PENDING_SCENARIOS: ReadonlySet<string> = new Set<string>([
 	"llm-node-killed",
 	// 12 turns refused 503 REQUEST_REJECTED, 2 answers left streaming with their reservations, 2 clients with no final event, recovery 5.6 s.
 	"conversation-node-killed",
-	// 4 turns refused 503 REQUEST_REJECTED (user/quota/moderation on the dead gateway); 3 reservations (6204 tokens) held.
+	// 3-4 turns refused 503 REQUEST_REJECTED (calls to the services of the dead gateway); 3 reservations (6204 tokens) held.
 	"gateway-killed",
 	// Answers complete in the database, but 6 of 8 clients never hear the final event (the replay log went with Redis).
 	"redis-outage",
