@@ -9,6 +9,7 @@ import { AuthMiddleware } from "./middlewares/auth.middleware";
 import { ChatmeshRegenerator } from "./lib/errors";
 import { isNodeLoss } from "./lib/node-loss";
 import { INTERNAL_MIDDLEWARES, PacketBatchedMetrics } from "./middlewares/metrics.middleware";
+import { ResilientRedisCacher } from "./lib/cacher";
 import { redisOptions } from "./lib/redis";
 
 export function brokerOptions(config: ChatmeshConfig): BrokerOptions {
@@ -23,10 +24,7 @@ export function brokerOptions(config: ChatmeshConfig): BrokerOptions {
 				}
 			: undefined,
 		cacher: config.redisUrl
-			? {
-					type: "Redis",
-					options: { prefix: `${config.namespace}-cache`, ttl: 300, redis: redisOptions(config.redisUrl) }
-				}
+			? new ResilientRedisCacher({ prefix: `${config.namespace}-cache`, ttl: 300, redis: redisOptions(config.redisUrl) })
 			: { type: "Memory", options: { ttl: 300, maxParamsLength: 100 } },
 		serializer: "JSON",
 		logger: {
