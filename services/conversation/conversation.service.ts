@@ -479,11 +479,11 @@ const ConversationService: ServiceSchema<ConversationSettings, ConversationMetho
 		/** The user's most recently active conversations (one more than a page, to tell if there are more). */
 		async firstPage(userId: string): Promise<ConversationView[]> {
 			const key = firstPageKey(userId);
-			// Policy: with the cache store away the page is read from the database.
-			const cached = (await this.broker.cacher?.get(key)?.catch(() => undefined)) as ConversationView[] | null | undefined;
+			// With the cache store away this is a miss (lib/cacher.ts), and the page is read from the database.
+			const cached = (await this.broker.cacher?.get(key)) as ConversationView[] | null | undefined;
 			if (cached) return cached;
 			const page = (await this.conversationsAfter(userId, FIRST_PAGE_SIZE + 1)).map(conversationView);
-			await this.broker.cacher?.set(key, page, 60)?.catch((err: unknown) => this.logger.debug("First page not cached", { err: (err as Error).message }));
+			await this.broker.cacher?.set(key, page, 60);
 			return page;
 		},
 

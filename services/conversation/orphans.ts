@@ -56,7 +56,12 @@ export class OrphanSweeper {
 		const generationId = row.generation_id;
 		// The log has every chunk clients saw; the row only the last saved progress. Without the
 		// log (expired, or its store away) the saved progress is what there is.
-		const events = generationId ? await generations.read(generationId, 0).catch(() => undefined) : undefined;
+		const events = generationId
+			? await generations.read(generationId, 0).catch((err: unknown) => {
+					logger.warn("An orphaned answer's log could not be read; its saved progress stands", { generationId, err: (err as Error).message });
+					return undefined;
+				})
+			: undefined;
 		const content = events ? textOf(events) : row.content;
 		const claimed = await messages.finish(row.id, row.created_at, { content, status: "interrupted", model: row.model, usage: null, error: ORPHAN_ERROR });
 		if (!claimed) return false; // another node finished it first
