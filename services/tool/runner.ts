@@ -6,6 +6,9 @@
  */
 import type { ToolContext, ToolRegistry } from "./registry";
 
+/** Swallows a tool's rejection that arrives after the batch answered for it (see runWithTimeout). */
+const lateFailureAfterTimeout = (): void => undefined;
+
 export type ToolStatus = "success" | "error" | "timeout";
 
 /** What the model gets back for one call. */
@@ -110,8 +113,9 @@ function runWithTimeout(run: (signal: AbortSignal) => Promise<unknown>, timeoutM
 	});
 	// Promise.resolve().then: a tool that throws synchronously is a rejection like any other.
 	const work = Promise.resolve().then(() => run(controller.signal));
-	// A tool that rejects after its timeout must not become an unhandled rejection.
-	work.catch(() => {});
+	// A tool that rejects after its timeout must not become an unhandled rejection; the race below
+	// already answered (with the timeout), so its late failure has no one left to tell.
+	work.catch(lateFailureAfterTimeout);
 	// A well-behaved tool rejects with its own AbortError when aborted: that is still a timeout.
 	return Promise.race([work, expired])
 		.catch((err: unknown) => {

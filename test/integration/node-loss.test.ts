@@ -1,5 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { startSimulator, type SimulatorHandle } from "../../simulator/simulator";
+import { relaxedRateLimits } from "../helpers/fixtures";
 import { apiClient, signUp, type ApiClient, type Session } from "../helpers/http";
 import { clusterEnv, createTestDatabase, uniqueNamespace, type TestDatabase } from "../helpers/infra";
 import { simulatorProviders } from "../helpers/nodes";
@@ -20,10 +21,7 @@ beforeAll(async () => {
 	const env = {
 		...clusterEnv(uniqueNamespace("nodeloss"), db.url),
 		LLM_PROVIDERS: simulatorProviders(sim),
-		RATE_LIMITS: JSON.stringify({
-			perIp: { auth: { points: 1000, durationS: 60 }, default: { points: 100_000, durationS: 60 } },
-			perUser: { chat: { points: 1000, durationS: 60 }, default: { points: 100_000, durationS: 60 } }
-		})
+		RATE_LIMITS: relaxedRateLimits()
 	};
 	front = spawnNode({ ...env, SERVICES: "gateway,user,conversation,quota,moderation", NODE_ID: "front-1" });
 	llm.push(spawnNode({ ...env, SERVICES: "llm", NODE_ID: "llm-1" }), spawnNode({ ...env, SERVICES: "llm", NODE_ID: "llm-2" }));

@@ -2,6 +2,7 @@ import type { Socket } from "socket.io-client";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { startSimulator, type SimulatorHandle } from "../../simulator/simulator";
 import { collectGeneration, openSocket } from "../helpers/chat";
+import { relaxedRateLimits } from "../helpers/fixtures";
 import { apiClient, signUp, type ApiClient } from "../helpers/http";
 import { clusterEnv, createTestDatabase, queryDb, type TestDatabase, uniqueNamespace } from "../helpers/infra";
 import { simulatorProviders } from "../helpers/nodes";
@@ -27,10 +28,7 @@ beforeAll(async () => {
 		...clusterEnv(uniqueNamespace("orphans"), db.url),
 		LLM_PROVIDERS: simulatorProviders(sim),
 		TURN_LEASE_TTL_MS: String(LEASE_TTL_MS),
-		RATE_LIMITS: JSON.stringify({
-			perIp: { auth: { points: 1000, durationS: 60 }, default: { points: 100_000, durationS: 60 } },
-			perUser: { chat: { points: 1000, durationS: 60 }, default: { points: 100_000, durationS: 60 } }
-		})
+		RATE_LIMITS: relaxedRateLimits()
 	};
 	front = spawnNode({ ...env, SERVICES: "gateway,user,quota,moderation,llm", NODE_ID: "front" });
 	conversation.push(spawnNode({ ...env, SERVICES: "conversation", NODE_ID: "conv-1" }), spawnNode({ ...env, SERVICES: "conversation", NODE_ID: "conv-2" }));
