@@ -11,6 +11,8 @@ import { assertNodeConfig, GENERATION_SERVICES, needsDatabase, redactUrl, type C
 import { openDatabase, type Database } from "./lib/db";
 import { createGenerationLog } from "./lib/generations/create";
 import type { GenerationLog } from "./lib/generations/log";
+import { markStopping } from "./lib/health/checks";
+import { startHealthListener, type HealthListener } from "./lib/health/listener";
 import { attachRuntime, NODE_STOPPING_EVENT, type Runtime } from "./lib/runtime";
 import { resolveJwtSecret } from "./lib/secrets";
 
@@ -21,7 +23,9 @@ export interface ChatmeshNode {
 	simulator?: SimulatorHandle;
 	/** The gateway's bound HTTP port, when this node runs the gateway. */
 	httpPort?: number;
-	/** Stops accepting work, lets in-flight work finish within the grace period, closes connections. */
+	/** The health listener's bound port, when HEALTH_PORT is set. */
+	healthPort?: number;
+	/** Answers not ready, waits SHUTDOWN_UNREADY_DELAY_MS, then stops accepting work, lets in-flight work finish within the grace period, closes connections. */
 	stop(): Promise<void>;
 }
 
@@ -29,14 +33,23 @@ export async function startNode(config: ChatmeshConfig): Promise<ChatmeshNode> {
 	assertNodeConfig(config);
 	const broker = new ServiceBroker(brokerOptions(config));
 	const logger = broker.getLogger("node");
-	const opened: { database?: Database; simulator?: SimulatorHandle; generations?: GenerationLog } = {};
+	const opened: { database?: Database; simulator?: SimulatorHandle; generations?: GenerationLog; health?: HealthListener } = {};
+	let runtime: Runtime | undefined;
 	const closeOpened = async () => {
 		await opened.generations?.close().catch((err: unknown) => logger.warn("Generation log close failed", err));
 		await opened.database?.close().catch((err: unknown) => logger.warn("Database close failed", err));
 		await opened.simulator?.close().catch((err: unknown) => logger.warn("Simulator close failed", err));
+		// Last: probes get an answer (not ready) for as long as anything else is open.
+		await opened.health?.close().catch((err: unknown) => logger.warn("Health listener close failed", err));
 	};
 
 	try {
+		if (config.healthPort !== undefined) {
+			// First, so a probe gets "starting" rather than a refused connection while the node starts.
+			opened.health = await startHealthListener({ broker, runtime: () => runtime, host: config.host, port: config.healthPort });
+			logger.info(`Health listener on http://${config.host}:${opened.health.port} (/health, /ready)`);
+		}
+
 		if (needsDatabase(config)) {
 			opened.database = await openDatabase({
 				url: config.databaseUrl,
@@ -63,7 +76,7 @@ export async function startNode(config: ChatmeshConfig): Promise<ChatmeshNode> {
 				logger
 			});
 
-		const runtime: Runtime = {
+		runtime = {
 			config,
 			database: opened.database,
 			providers,
@@ -85,8 +98,16 @@ export async function startNode(config: ChatmeshConfig): Promise<ChatmeshNode> {
 			runtime,
 			simulator: opened.simulator,
 			httpPort,
+			healthPort: opened.health?.port,
 			stop() {
 				stopping ??= (async () => {
+					// Readiness goes false first (the gateway's /api/ready and the listener's /ready), and
+					// stays so for the configured delay while balancers take the node out of rotation.
+					markStopping(broker);
+					if (config.shutdownUnreadyDelayMs > 0) {
+						logger.info(`Not ready: draining in ${config.shutdownUnreadyDelayMs} ms`);
+						await new Promise(resolve => setTimeout(resolve, config.shutdownUnreadyDelayMs));
+					}
 					// Long-lived client streams end first (clients resume on another node), so the
 					// grace period goes to work in flight rather than to idle listeners.
 					await broker.broadcastLocal(NODE_STOPPING_EVENT);

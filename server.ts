@@ -26,10 +26,13 @@ async function shutdown(signal: string) {
 	// A second signal means "now": skip the grace period.
 	if (signals > 1) process.exit(1);
 	node.broker.logger.info(`${signal} received: shutting down (grace ${config.shutdownGraceMs} ms)`);
-	const deadline = setTimeout(() => {
-		node.broker.logger.error("Shutdown grace period over: exiting with work still open");
-		process.exit(1);
-	}, config.shutdownGraceMs + 5000);
+	const deadline = setTimeout(
+		() => {
+			node.broker.logger.error("Shutdown grace period over: exiting with work still open");
+			process.exit(1);
+		},
+		config.shutdownUnreadyDelayMs + config.shutdownGraceMs + 5000
+	);
 	deadline.unref();
 	try {
 		await node.stop();

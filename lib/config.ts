@@ -90,6 +90,10 @@ export interface ChatmeshConfig {
 	moderationProviderApiKey?: string;
 	/** Origins allowed to call the API from a browser on another origin (`*`: any); empty: same-origin only. */
 	corsOrigins: string[];
+	/** Port of the health listener (/health, /ready) for probes of nodes without the gateway; undefined: none. */
+	healthPort?: number;
+	/** After SIGTERM, how long the node answers not ready before it drains, so balancers stop sending it work first. */
+	shutdownUnreadyDelayMs: number;
 }
 
 const rateRuleSchema = z.object({ points: z.number().int().min(1), durationS: z.number().int().min(1) }).strict();
@@ -350,7 +354,9 @@ export function loadConfig(env: Env = process.env): ChatmeshConfig {
 			"an http(s) OpenAI-compatible base URL such as https://api.openai.com/v1"
 		),
 		moderationProviderApiKey: parseWith(env, "MODERATION_PROVIDER_API_KEY", z.string().regex(/^\S+$/), "an API key without spaces"),
-		corsOrigins: parseCorsOrigins(env)
+		corsOrigins: parseCorsOrigins(env),
+		healthPort: parseWith(env, "HEALTH_PORT", integer(0, 65535), "a port number from 0 to 65535"),
+		shutdownUnreadyDelayMs: parseWith(env, "SHUTDOWN_UNREADY_DELAY_MS", integer(0, 300_000), "a whole number of milliseconds (0-300000)") ?? 0
 	};
 	if (config.moderationProviderApiKey !== undefined && config.moderationProviderUrl === undefined)
 		throw new ConfigError("MODERATION_PROVIDER_API_KEY", "unset unless MODERATION_PROVIDER_URL is set");
