@@ -3,10 +3,10 @@
  * nodes starting together apply each migration exactly once. Each migration runs in its own
  * transaction on one client of the node's Database pool, together with its bookkeeping row.
  */
-import path from "node:path";
-import { fileURLToPath, pathToFileURL } from "node:url";
+import { pathToFileURL } from "node:url";
 import type { ClientBase } from "pg";
 import { Umzug, type UmzugStorage } from "umzug";
+import { MIGRATIONS } from "../app-files";
 import { inTransaction, type Database } from "./database";
 
 export type MigrationClient = ClientBase;
@@ -17,7 +17,6 @@ export interface MigrationModule {
 	down?(db: MigrationClient): Promise<void>;
 }
 
-const MIGRATIONS_DIR = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../../migrations");
 const MIGRATIONS_TABLE = "chatmesh_migrations";
 // Any constant shared by every node; hashtext keeps it readable.
 const LOCK_KEY = "chatmesh:migrations";
@@ -50,7 +49,7 @@ export async function migrate(database: Database, log: (msg: string) => void = (
 			await db.query(`CREATE TABLE IF NOT EXISTS ${MIGRATIONS_TABLE} (name text PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())`);
 			const umzug = new Umzug<MigrationClient>({
 				migrations: {
-					glob: ["[0-9]*.ts", { cwd: MIGRATIONS_DIR }],
+					glob: [MIGRATIONS.pattern, { cwd: MIGRATIONS.dir }],
 					resolve: ({ name, path: file, context }) => ({
 						name: stem(name),
 						up: () =>
@@ -80,7 +79,8 @@ export async function migrate(database: Database, log: (msg: string) => void = (
 	});
 }
 
-const stem = (file: string) => file.replace(/\.ts$/, "");
+// Source (.ts) and build (.js) record the same names.
+const stem = (file: string) => file.replace(/\.[jt]s$/, "");
 
 async function load(file: string | undefined): Promise<MigrationModule> {
 	if (!file) throw new Error("migration without a file");

@@ -3,7 +3,7 @@
  * themselves (SSE streams, the OpenAI-compatible surface), the sign-in guards, and the web app.
  */
 import type { IncomingMessage, ServerResponse } from "node:http";
-import path from "node:path";
+import { PUBLIC_DIR } from "../../lib/app-files";
 import type { Context } from "moleculer";
 import type { IncomingRequest } from "moleculer-web";
 import { callerOf, type ChatmeshMeta } from "../../lib/auth";
@@ -209,7 +209,7 @@ export function loginEmail(req: IncomingRequest): string | undefined {
 
 /** The web app in public/, served at `/` for whatever no route answers; its page may load only its own files. */
 export const webAppAssets = {
-	folder: path.resolve(import.meta.dirname, "../../public"),
+	folder: PUBLIC_DIR,
 	options: {
 		setHeaders(res: ServerResponse, file: string) {
 			res.setHeader("X-Content-Type-Options", "nosniff");
