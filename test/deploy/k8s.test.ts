@@ -1,0 +1,247 @@
+import { execFileSync } from "node:child_process";
+import path from "node:path";
+import { describe, expect, it } from "vitest";
+import { assertNodeConfig, ConfigError, loadConfig, SERVICE_NAMES } from "../../lib/config";
+import { HEALTH_PATH, READY_PATH } from "../../lib/health/listener";
+import { apiRoutes } from "../../services/gateway/routes";
+import { REPO_ROOT } from "../helpers/infra";
+import { admittedFromOutside, buildKustomization, checkProperties, type K8sObject, validateSchemas, workloads } from "./k8s-checks";
+
+// k8s/ checked with no cluster and no kubectl: every object of the base and the dev overlay
+// against the Kubernetes schemas (kubernetes-models), and the properties the deployment relies on
+// (k8s-checks.ts). The paths the probes must use come from the code that serves them.
+const BASE = path.join(REPO_ROOT, "k8s/base");
+const DEV = path.join(REPO_ROOT, "k8s/overlays/dev");
+
+/** The gateway's probe paths: the aliases of its root route for gateway.health and gateway.ready. */
+function gatewayPaths(): { live: string; ready: string } {
+	const find = (action: string) => {
+		for (const route of apiRoutes(1024))
+			for (const [alias, target] of Object.entries(route.aliases ?? {}))
+				if (target === action) {
+					const [method, sub] = alias.split(/\s+/);
+					if (method === "GET") return path.posix.join(route.path ?? "/", sub);
+				}
+		throw new Error(`no GET alias for ${action}`);
+	};
+	return { live: find("gateway.health"), ready: find("gateway.ready") };
+}
+
+const APP = {
+	image: "chatmesh",
+	allServices: [...SERVICE_NAMES],
+	ports: {
+		PORT: { ...gatewayPaths(), needs: ["gateway"] },
+		HEALTH_PORT: { live: HEALTH_PATH, ready: READY_PATH, needs: [] }
+	}
+};
+const OUTSIDE = ["chatmesh-gateway"];
+
+const find = (objects: K8sObject[], kind: string, name: string) => {
+	const o = objects.find(x => x.kind === kind && x.metadata.name === name);
+	if (!o) throw new Error(`no ${kind} ${name}`);
+	return o;
+};
+
+/** The environment a chatmesh container gets: its ConfigMaps and Secrets, then its own env. */
+function containerEnv(objects: K8sObject[], deployment: string): Record<string, string> {
+	const container = workloads(objects).find(w => w.name === deployment)?.pod.containers[0];
+	if (!container) throw new Error(`no Deployment ${deployment}`);
+	const env: Record<string, string> = {};
+	for (const from of container.envFrom ?? []) {
+		if (from.configMapRef) Object.assign(env, find(objects, "ConfigMap", from.configMapRef.name).data);
+		if (from.secretRef) Object.assign(env, find(objects, "Secret", from.secretRef.name).stringData);
+	}
+	for (const e of container.env ?? []) if (e.value !== undefined) env[e.name] = e.value;
+	return env;
+}
+
+const ROLES = ["chatmesh-gateway", "chatmesh-core", "chatmesh-llm"];
+
+describe.each([
+	["base", BASE],
+	["overlays/dev", DEV]
+])("k8s/%s", (_label, dir) => {
+	const objects = buildKustomization(dir);
+
+	it("validates every object against the Kubernetes schemas", () => {
+		expect(objects.length).toBeGreaterThan(10);
+		expect(validateSchemas(objects)).toEqual([]);
+	});
+
+	it("passes every property check (probes, resources, security, selectors, references, network policy)", () => {
+		expect(checkProperties(objects, APP, OUTSIDE)).toEqual([]);
+		expect(admittedFromOutside(objects)).toEqual(OUTSIDE);
+	});
+
+	it("has one Deployment per role, HPAs for gateway and llm, a PDB for each role, everything in the chatmesh namespace", () => {
+		expect(find(objects, "Namespace", "chatmesh")).toBeDefined();
+		for (const name of ROLES) {
+			expect(find(objects, "Deployment", name).metadata.namespace).toBe("chatmesh");
+			expect(find(objects, "PodDisruptionBudget", name)).toBeDefined();
+		}
+		const hpaTargets = objects.filter(o => o.kind === "HorizontalPodAutoscaler").map(o => (o.spec as { scaleTargetRef: { name: string } }).scaleTargetRef.name);
+		expect(hpaTargets.sort()).toEqual(["chatmesh-gateway", "chatmesh-llm"]);
+		expect(containerEnv(objects, "chatmesh-core").SERVICES).toBe("user,conversation,quota,moderation,tool");
+		expect(containerEnv(objects, "chatmesh-llm").SERVICES).toBe("llm");
+		expect(containerEnv(objects, "chatmesh-gateway").SERVICES).toBe("gateway");
+	});
+
+	it("routes outside traffic through an nginx Ingress fit for WebSockets, SSE and socket.io long-polling", () => {
+		const ingress = find(objects, "Ingress", "chatmesh");
+		const a = ingress.metadata.annotations ?? {};
+		const prefix = "nginx.ingress.kubernetes.io/";
+		expect(a[`${prefix}proxy-buffering`]).toBe("off");
+		expect(Number(a[`${prefix}proxy-read-timeout`])).toBeGreaterThanOrEqual(3600);
+		expect(Number(a[`${prefix}proxy-send-timeout`])).toBeGreaterThanOrEqual(3600);
+		expect(a[`${prefix}affinity`]).toBe("cookie");
+		expect((ingress.spec as { ingressClassName: string }).ingressClassName).toBe("nginx");
+	});
+});
+
+describe("configuration the manifests give chatmesh", () => {
+	it("the dev overlay's environment is a valid configuration for every role", () => {
+		const objects = buildKustomization(DEV);
+		for (const role of ROLES) {
+			const config = loadConfig(containerEnv(objects, role));
+			expect(() => assertNodeConfig(config), role).not.toThrow();
+			expect(config.nodeEnv).toBe("production");
+		}
+	});
+
+	it("the base Secret is a template chatmesh refuses to start on", () => {
+		const objects = buildKustomization(BASE);
+		const secret = find(objects, "Secret", "chatmesh-secrets").stringData as Record<string, string>;
+		expect(secret.JWT_SECRET).toBe("REPLACE_ME");
+		expect(new URL(secret.DATABASE_URL).password).toBe("REPLACE_ME");
+		expect(() => loadConfig(containerEnv(objects, "chatmesh-gateway"))).toThrow(ConfigError);
+	});
+
+	it("the dev overlay adds single-replica PostgreSQL, Redis and NATS with JetStream, each probed", () => {
+		const objects = buildKustomization(DEV);
+		for (const name of ["postgres", "redis", "nats"]) {
+			const w = workloads(objects).find(x => x.name === name);
+			expect(w?.object.spec).toMatchObject({ replicas: 1 });
+			const c = w?.pod.containers[0];
+			expect(c?.readinessProbe && c.livenessProbe && c.startupProbe).toBeTruthy();
+			expect(find(objects, "Service", name)).toBeDefined();
+		}
+		expect(workloads(objects).find(x => x.name === "nats")?.pod.containers[0].args).toContain("--jetstream");
+	});
+});
+
+describe("the checks catch broken manifests", () => {
+	const objects = buildKustomization(BASE);
+	const mutate = (fn: (copy: K8sObject[]) => void) => {
+		const copy = structuredClone(objects);
+		fn(copy);
+		return copy;
+	};
+	const container = (objs: K8sObject[], name: string) => {
+		const c = workloads(objs).find(w => w.name === name)?.pod.containers[0];
+		if (!c) throw new Error(`no ${name}`);
+		return c;
+	};
+
+	it("a readiness probe on a path chatmesh does not serve", () => {
+		const broken = mutate(o => {
+			const probe = container(o, "chatmesh-gateway").readinessProbe;
+			if (probe?.httpGet) probe.httpGet.path = "/readyz";
+		});
+		expect(checkProperties(broken, APP, OUTSIDE)).toEqual([
+			"Deployment chatmesh-gateway container chatmesh: readinessProbe path /readyz is not what chatmesh serves for it on PORT (/ready)"
+		]);
+	});
+
+	it("a probe on a port the container does not declare, or one its configuration does not open", () => {
+		const undeclared = mutate(o => {
+			const probe = container(o, "chatmesh-core").livenessProbe;
+			if (probe?.httpGet) probe.httpGet.port = 9999;
+		});
+		expect(checkProperties(undeclared, APP, OUTSIDE).join("\n")).toMatch(
+			/chatmesh-core container chatmesh: livenessProbe port 9999 is not a declared containerPort/
+		);
+		// The core node runs no gateway: PORT opens nothing there even when declared.
+		const wrongPort = mutate(o => {
+			const c = container(o, "chatmesh-core");
+			c.ports = [...(c.ports ?? []), { name: "http", containerPort: 3000 }];
+			if (c.readinessProbe?.httpGet) c.readinessProbe.httpGet = { path: "/ready", port: "http" };
+		});
+		expect(checkProperties(wrongPort, APP, OUTSIDE).join("\n")).toMatch(
+			/chatmesh-core container chatmesh: readinessProbe port 3000 is not opened by this node's configuration/
+		);
+	});
+
+	it("a container without limits", () => {
+		const broken = mutate(o => {
+			const c = container(o, "chatmesh-llm");
+			if (c.resources) delete c.resources.limits;
+		});
+		const problems = checkProperties(broken, APP, OUTSIDE);
+		expect(problems).toContain("Deployment chatmesh-llm container chatmesh: no cpu limit (resources.limits.cpu)");
+		expect(problems).toContain("Deployment chatmesh-llm container chatmesh: no memory limit (resources.limits.memory)");
+	});
+
+	it("a container that may run as root or escalate", () => {
+		const broken = mutate(o => {
+			const w = workloads(o).find(x => x.name === "chatmesh-core");
+			if (!w) return;
+			w.pod.securityContext = {};
+			const c = w.pod.containers[0];
+			c.securityContext = { readOnlyRootFilesystem: true, capabilities: { drop: ["ALL"] } };
+		});
+		const problems = checkProperties(broken, APP, OUTSIDE);
+		expect(problems).toContain("Deployment chatmesh-core container chatmesh: runAsNonRoot is not true");
+		expect(problems).toContain("Deployment chatmesh-core container chatmesh: allowPrivilegeEscalation is not false");
+	});
+
+	it("a selector that misses its pods, a Service port nobody declares, an HPA on a missing Deployment", () => {
+		const broken = mutate(o => {
+			const gw = find(o, "Deployment", "chatmesh-gateway") as unknown as { spec: { selector: { matchLabels: Record<string, string> } } };
+			gw.spec.selector.matchLabels["app.kubernetes.io/component"] = "gw";
+			(find(o, "Service", "chatmesh-gateway").spec as { ports: Array<{ targetPort: string }> }).ports[0].targetPort = "web";
+			(find(o, "HorizontalPodAutoscaler", "chatmesh-llm").spec as { scaleTargetRef: { name: string } }).scaleTargetRef.name = "chatmesh-llms";
+		});
+		const problems = checkProperties(broken, APP, OUTSIDE).join("\n");
+		expect(problems).toMatch(/Deployment chatmesh-gateway: selector .* does not match its pod labels/);
+		expect(problems).toMatch(/Service chatmesh-gateway: targetPort web is not declared by chatmesh-gateway/);
+		expect(problems).toMatch(/HorizontalPodAutoscaler chatmesh-llm: target Deployment chatmesh-llms does not exist/);
+	});
+
+	it("a namespace without the default deny lets every pod take outside traffic", () => {
+		const broken = mutate(o => {
+			o.splice(
+				o.findIndex(x => x.kind === "NetworkPolicy" && x.metadata.name === "chatmesh-default-deny-ingress"),
+				1
+			);
+		});
+		expect(admittedFromOutside(broken)).toEqual(["chatmesh-gateway", "chatmesh-core", "chatmesh-llm"]);
+		expect(checkProperties(broken, APP, OUTSIDE)).toContain("NetworkPolicy: chatmesh-core takes traffic from outside the namespace");
+	});
+
+	it("an object that breaks the schema", () => {
+		const broken = mutate(o => {
+			(find(o, "Deployment", "chatmesh-core").spec as { replicas: unknown }).replicas = "two";
+		});
+		expect(validateSchemas(broken)).toEqual(["Deployment chatmesh-core: data/spec/replicas must be integer"]);
+	});
+});
+
+describe("kubectl kustomize, when installed, builds the same objects", () => {
+	// The resolver above stands in for kustomize in CI; where kubectl exists it must agree with it.
+	let kubectl = true;
+	try {
+		execFileSync("kubectl", ["version", "--client"], { stdio: "ignore" });
+	} catch {
+		kubectl = false;
+	}
+	it.each([BASE, DEV])("%s", async dir => {
+		if (!kubectl) return;
+		const { parseAllDocuments } = await import("yaml");
+		const output = execFileSync("kubectl", ["kustomize", dir], { encoding: "utf8" });
+		const theirs = parseAllDocuments(output).map(d => d.toJS() as K8sObject);
+		const key = (o: K8sObject) => `${o.kind}/${o.metadata.name}`;
+		const sort = (list: K8sObject[]) => [...list].sort((a, b) => key(a).localeCompare(key(b)));
+		expect(sort(buildKustomization(dir))).toEqual(sort(theirs));
+	});
+});
