@@ -101,7 +101,7 @@ export async function startNode(config: ChatmeshConfig): Promise<ChatmeshNode> {
 			healthPort: opened.health?.port,
 			stop() {
 				stopping ??= (async () => {
-					// Readiness goes false first (the gateway's /api/ready and the listener's /ready), and
+					// Readiness goes false first (the gateway's /ready on PORT and the listener's /ready), and
 					// stays so for the configured delay while balancers take the node out of rotation.
 					markStopping(broker);
 					if (config.shutdownUnreadyDelayMs > 0) {

@@ -5,13 +5,14 @@
  * NATS (BENCH_NATS_URL, default the local one). Each variant starts BENCH_RUNS times (default 7),
  * alternating, after one warm-up start that migrates its embedded database, so the numbers are
  * the loader's and not PGlite's first initdb. Start: spawn → the broker's "started successfully"
- * line. RSS: the process's resident set once its /ready (HEALTH_PORT) is 200.
+ * line, and the CPU time the process used until then. RSS: its resident set once its /ready
+ * (HEALTH_PORT) is 200.
  * Prints a markdown table (medians, min–max) and one JSON line.
  */
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
-import { baseEnv, REPO_ROOT, rssBytes, spawnNode } from "./lib/procs";
+import { baseEnv, cpuMs, REPO_ROOT, rssBytes, spawnNode } from "./lib/procs";
 import { median, round } from "./lib/stats";
 import { table } from "./lib/table";
 
@@ -45,6 +46,8 @@ const SCENARIOS: Scenario[] = [
 
 interface Sample {
 	startMs: number;
+	/** CPU time the process spent to get there: unlike wall time, barely moved by other load on the machine. */
+	cpuMs: number;
 	rssMiB: number;
 }
 
@@ -56,13 +59,14 @@ async function once(variant: Variant, scenario: Scenario, dataDir: string): Prom
 	try {
 		await proc.waitFor(/ServiceBroker with \d+ service\(s\) started successfully/, 60_000);
 		const startMs = performance.now() - start;
+		const startCpuMs = cpuMs(proc.pid);
 		const port = (await proc.waitFor(/Health listener on http:\/\/[^:]+:(\d+)/))[1];
 		const deadline = Date.now() + 20_000;
 		while ((await fetch(`http://127.0.0.1:${port}/ready`).catch(() => undefined))?.status !== 200) {
 			if (Date.now() > deadline) throw new Error(`${variant.name}: /ready not 200 within 20 s`);
 			await new Promise(r => setTimeout(r, 100));
 		}
-		return { startMs, rssMiB: rssBytes(proc.pid) / 1024 / 1024 };
+		return { startMs, cpuMs: startCpuMs, rssMiB: rssBytes(proc.pid) / 1024 / 1024 };
 	} finally {
 		await proc.stop(5000);
 	}
@@ -74,8 +78,8 @@ if (!fs.existsSync(path.join(REPO_ROOT, "dist", "server.js"))) {
 }
 
 const range = (v: number[]) => `${round(Math.min(...v), 0)}–${round(Math.max(...v), 0)}`;
-const rows: Array<[string, string, number, string, number, string]> = [];
-const json: Record<string, Record<string, { startMs: number; rssMiB: number }>> = {};
+const rows: Array<[string, string, number, string, number, number, string]> = [];
+const json: Record<string, Record<string, { startMs: number; cpuMs: number; rssMiB: number }>> = {};
 for (const scenario of SCENARIOS) {
 	const samples = new Map<string, Sample[]>(VARIANTS.map(v => [v.name, []]));
 	const dirs = new Map(VARIANTS.map(v => [v.name, fs.mkdtempSync(path.join(os.tmpdir(), "chatmesh-startup-"))]));
@@ -95,16 +99,17 @@ for (const scenario of SCENARIOS) {
 	for (const variant of VARIANTS) {
 		const list = samples.get(variant.name) ?? [];
 		const start = list.map(s => s.startMs);
+		const cpu = list.map(s => s.cpuMs);
 		const rss = list.map(s => s.rssMiB);
-		rows.push([scenario.name, variant.name, round(median(start), 0), range(start), round(median(rss), 1), range(rss)]);
-		json[scenario.name][variant.name] = { startMs: round(median(start), 0), rssMiB: round(median(rss), 1) };
+		rows.push([scenario.name, variant.name, round(median(start), 0), range(start), round(median(cpu), 0), round(median(rss), 1), range(rss)]);
+		json[scenario.name][variant.name] = { startMs: round(median(start), 0), cpuMs: round(median(cpu), 0), rssMiB: round(median(rss), 1) };
 	}
 }
 
 process.stdout.write(
 	`${table(
 		`Start (spawn to broker started) and RSS once ready, median of ${RUNS} alternating runs (${os.cpus().length} CPUs, Node ${process.versions.node})`,
-		["node", "run from", "start ms", "start range", "RSS MiB", "RSS range"],
+		["node", "run from", "start ms", "start range", "CPU ms to start", "RSS MiB", "RSS range"],
 		rows
 	)}\n`
 );

@@ -1,5 +1,5 @@
 /**
- * The dependency checks behind every readiness answer: the gateway's /api/ready and the health
+ * The dependency checks behind every readiness answer: the gateway's /ready (on PORT) and the health
  * listener's /ready of the other nodes. Each check is bounded by a timeout and they run in
  * parallel, so an answer comes in about that time even when a dependency hangs.
  */

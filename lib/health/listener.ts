@@ -2,8 +2,8 @@
  * The health listener of a node (HEALTH_PORT): `GET /health` answers while the process is alive,
  * `GET /ready` says whether this node can do its work: not stopping, started, its database when it
  * uses one, its transporter, and for an llm node at least one model endpoint of its own. Nodes
- * without the gateway have no other HTTP face for probes; the gateway keeps /api/health and
- * /api/ready on PORT. Plain node:http: the listener must answer while the broker starts and stops.
+ * without the gateway have no other HTTP face for probes; the gateway keeps /health and
+ * /ready on PORT. Plain node:http: the listener must answer while the broker starts and stops.
  */
 import http from "node:http";
 import type { ServiceBroker } from "moleculer";

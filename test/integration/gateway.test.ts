@@ -73,7 +73,7 @@ describe("gateway", () => {
 		expect(res.status).toBe(200);
 		const body = (await res.json()) as { status: string; checks: Record<string, { status: string }> };
 		expect(body.status).toBe("ready");
-		expect(Object.keys(body.checks).sort()).toEqual(["cacher", "database", "models", "transporter"]);
+		expect(Object.keys(body.checks).sort()).toEqual(["cacher", "database", "lifecycle", "models", "transporter"]);
 	});
 
 	it("turns not-ready with 503 when the model endpoint stops answering", async () => {
