@@ -1,4 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { ConfigError, loadConfig } from "../../lib/config";
 import { freePort, startNats, type Dependency } from "../faults/deps";
 import { withProcesses } from "../helpers/fixtures";
 import { clusterEnv, uniqueNamespace } from "../helpers/infra";
@@ -157,4 +158,16 @@ describe("the gateway's own readiness on SIGTERM", () => {
 		expect((await get(`${base}/health`)).status).toBe(200);
 		expect(await gateway.exited).toBe(0);
 	}, 60_000);
+});
+
+describe("HEALTH_PORT and SHUTDOWN_UNREADY_DELAY_MS configuration", () => {
+	it("has no listener and no delay by default, and refuses values of the wrong form", () => {
+		const defaults = loadConfig({});
+		expect(defaults.healthPort).toBeUndefined();
+		expect(defaults.shutdownUnreadyDelayMs).toBe(0);
+		expect(loadConfig({ HEALTH_PORT: "8081", SHUTDOWN_UNREADY_DELAY_MS: "5000" })).toMatchObject({ healthPort: 8081, shutdownUnreadyDelayMs: 5000 });
+		expect(() => loadConfig({ HEALTH_PORT: "http" })).toThrow(ConfigError);
+		expect(() => loadConfig({ HEALTH_PORT: "70000" })).toThrow(/HEALTH_PORT must be a port number/);
+		expect(() => loadConfig({ SHUTDOWN_UNREADY_DELAY_MS: "-1" })).toThrow(/SHUTDOWN_UNREADY_DELAY_MS/);
+	});
 });
