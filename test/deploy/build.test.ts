@@ -6,7 +6,7 @@ import { beforeAll, describe, expect, it } from "vitest";
 import { readSse } from "../helpers/chat";
 import { withProcesses } from "../helpers/fixtures";
 import { apiClient, signUp } from "../helpers/http";
-import { REPO_ROOT } from "../helpers/infra";
+import { REPO_ROOT, TEST_JWT_SECRET, TEST_NATS_URL, uniqueNamespace } from "../helpers/infra";
 import { spawnProcess } from "../helpers/processes";
 import { waitFor } from "../helpers/wait";
 
@@ -14,7 +14,7 @@ import { waitFor } from "../helpers/wait";
 // plain JavaScript in dist/, and `node dist/server.js` (the image's CMD) runs chatmesh on the
 // embedded defaults with no TypeScript loader: health, readiness, the web app, a chat turn.
 const run = promisify(execFile);
-const cluster = withProcesses({ label: "build", dataDir: true });
+const cluster = withProcesses({ label: "build", dataDir: true, simulator: {} });
 const DIST = path.join(REPO_ROOT, "dist");
 
 beforeAll(async () => {
@@ -72,5 +72,39 @@ describe("node dist/server.js on the embedded defaults", () => {
 
 		proc.kill("SIGTERM");
 		expect(await proc.exited).toBe(0);
+	}, 80_000);
+});
+
+describe("node dist/server.js as one role of a cluster, probed the way the image's HEALTHCHECK does", () => {
+	it("an llm node over NATS answers on HEALTH_PORT, and dist/healthcheck.js passes on it and fails once it is gone", async () => {
+		const env = {
+			NODE_ENV: "production",
+			LOG_FORMAT: "json",
+			JWT_SECRET: TEST_JWT_SECRET,
+			SERVICES: "llm",
+			TRANSPORTER: TEST_NATS_URL,
+			NAMESPACE: uniqueNamespace("build"),
+			LLM_PROVIDERS: JSON.stringify([{ name: "sim", baseURL: cluster.sim.baseURL, models: ["sim-small"] }])
+		};
+		const proc = spawnProcess({ command: [process.execPath, "dist/server.js"], env: { ...env, HEALTH_PORT: "0" } });
+		cluster.procs.push(proc);
+		const port = (await proc.waitForOutput(/Health listener on http:\/\/[^:]+:(\d+)/, 40_000))[1];
+		await waitFor(async () => (await fetch(`http://127.0.0.1:${port}/ready`)).status === 200, { timeoutMs: 20_000, what: "/ready 200" });
+
+		const probe = (extra: string[] = []) =>
+			run(process.execPath, ["dist/healthcheck.js", ...extra], {
+				cwd: REPO_ROOT,
+				env: { PATH: process.env.PATH ?? "", ...env, HEALTH_PORT: port },
+				timeout: 20_000
+			}).then(
+				() => 0,
+				(err: { code: number }) => err.code
+			);
+		expect(await probe()).toBe(0);
+		expect(await probe(["live"])).toBe(0);
+
+		proc.kill("SIGTERM");
+		expect(await proc.exited).toBe(0);
+		expect(await probe()).toBe(1);
 	}, 80_000);
 });

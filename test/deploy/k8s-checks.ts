@@ -260,6 +260,13 @@ function checkContainers(objects: K8sObject[], app: AppEndpoints): string[] {
 			for (const m of c.volumeMounts ?? []) if (!w.pod.volumes?.some(v => v.name === m.name)) problems.push(`${where}: mounts undeclared volume ${m.name}`);
 
 			const isApp = c.image.split(":")[0] === app.image;
+			if (isApp && sc.readOnlyRootFilesystem) {
+				// chatmesh writes only under DATA_DIR (the embedded database, a generated JWT secret).
+				const dataDir = environment(c, objects).get("DATA_DIR");
+				const mounts = (c.volumeMounts ?? []).map(m => m.mountPath.replace(/\/$/, ""));
+				if (!dataDir || !mounts.some(m => dataDir === m || dataDir.startsWith(`${m}/`)))
+					problems.push(`${where}: DATA_DIR ${dataDir ?? "(unset: ./data)"} is not on a writable volume, and the root filesystem is read-only`);
+			}
 			for (const probeName of ["startupProbe", "livenessProbe", "readinessProbe"] as const) {
 				const probe = c[probeName];
 				if (!probe) {

@@ -1,4 +1,5 @@
 import { execFileSync } from "node:child_process";
+import fs from "node:fs";
 import path from "node:path";
 import { describe, expect, it } from "vitest";
 import { assertNodeConfig, ConfigError, loadConfig, SERVICE_NAMES } from "../../lib/config";
@@ -100,6 +101,17 @@ describe.each([
 });
 
 describe("configuration the manifests give chatmesh", () => {
+	it("opens the ports the image exposes, and runs the image's user", () => {
+		const dockerfile = fs.readFileSync(path.join(REPO_ROOT, "Dockerfile"), "utf8");
+		const exposed = [...dockerfile.matchAll(/^EXPOSE\s+(.+)$/gm)].flatMap(m => m[1].trim().split(/\s+/));
+		const config = find(buildKustomization(BASE), "ConfigMap", "chatmesh-config").data as Record<string, string>;
+		expect(exposed).toContain(config.PORT);
+		expect(exposed).toContain(config.HEALTH_PORT);
+		// USER node in the image is uid 1000: runAsNonRoot needs the number to verify it.
+		expect(dockerfile).toMatch(/^USER node$/m);
+		for (const w of workloads(buildKustomization(BASE))) expect(w.pod.securityContext?.runAsUser, w.name).toBe(1000);
+	});
+
 	it("the dev overlay's environment is a valid configuration for every role", () => {
 		const objects = buildKustomization(DEV);
 		for (const role of ROLES) {
@@ -169,6 +181,16 @@ describe("the checks catch broken manifests", () => {
 		});
 		expect(checkProperties(wrongPort, APP, OUTSIDE).join("\n")).toMatch(
 			/chatmesh-core container chatmesh: readinessProbe port 3000 is not opened by this node's configuration/
+		);
+	});
+
+	it("a data directory on the read-only root filesystem", () => {
+		const broken = mutate(o => {
+			const c = container(o, "chatmesh-core");
+			c.volumeMounts = [];
+		});
+		expect(checkProperties(broken, APP, OUTSIDE)).toContain(
+			"Deployment chatmesh-core container chatmesh: DATA_DIR /tmp/chatmesh is not on a writable volume, and the root filesystem is read-only"
 		);
 	});
 
