@@ -1,8 +1,9 @@
 # chatmesh: one image for every role. SERVICES chooses what a container runs (unset: everything on
 # the embedded defaults; "gateway", "llm", "user,conversation,quota,moderation,tool" in a cluster).
+# NODE_ENV is production, so JWT_SECRET must be set (the same on every node of a cluster).
 #   docker build -t chatmesh .
-#   docker run -p 3000:3000 chatmesh                      # one process, PGlite, built-in simulator
-#   docker run -e SERVICES=llm -e TRANSPORTER=nats://nats:4222 -e NAMESPACE=prod chatmesh
+#   docker run -p 3000:3000 -e JWT_SECRET="$(openssl rand -hex 32)" chatmesh   # one process, PGlite, simulator
+#   docker run -e SERVICES=llm -e TRANSPORTER=nats://nats:4222 -e JWT_SECRET=… chatmesh
 
 # Build stage: the full dependency set compiles TypeScript to plain JavaScript in dist/.
 FROM node:22-slim AS build

@@ -5,13 +5,18 @@ import path from "node:path";
 import { promisify } from "node:util";
 import { type Copy, DockerfileParser, type Env, type Instruction } from "dockerfile-ast";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { REPO_ROOT } from "../helpers/infra";
+import { freePort } from "../faults/deps";
+import { withProcesses } from "../helpers/fixtures";
+import { REPO_ROOT, TEST_JWT_SECRET } from "../helpers/infra";
+import { spawnProcess } from "../helpers/processes";
+import { waitFor } from "../helpers/wait";
 
 // No container engine runs here, so the Dockerfile is checked by reading it: the runtime stage's
 // base, user, health check, dependencies and command, and — by replaying the build stage's
 // COPYs into an empty directory and running its build there — that the build stage has every
 // file `npm run build` needs and produces every file the runtime stage copies and runs.
 const run = promisify(execFile);
+const cluster = withProcesses({ label: "image", dataDir: true });
 const text = fs.readFileSync(path.join(REPO_ROOT, "Dockerfile"), "utf8");
 const dockerfile = DockerfileParser.parse(text);
 
@@ -123,7 +128,7 @@ describe("Dockerfile", () => {
 	});
 });
 
-describe("the build stage, replayed in an empty directory", () => {
+describe("the build stage, replayed in an empty directory, and the final stage run on it", () => {
 	let dir: string;
 	beforeAll(async () => {
 		dir = fs.mkdtempSync(path.join(os.tmpdir(), "chatmesh-image-"));
@@ -172,4 +177,31 @@ describe("the build stage, replayed in an empty directory", () => {
 		expect(probe.code).toBe(1);
 		expect(probe.stderr).toMatch(/HEALTH_PORT is unset/);
 	}, 60_000);
+
+	it("starts on the image's environment (plus JWT_SECRET) and its HEALTHCHECK passes, then SIGTERM exits 0", async () => {
+		// The image's ENV, with the ports moved to free ones and the data directory to a temporary one.
+		const env: Record<string, string> = {};
+		for (const i of of(final, "ENV")) for (const p of (i as Env).getProperties()) env[p.getName()] = p.getValue() ?? "";
+		const [port, healthPort] = [await freePort(), await freePort()];
+		Object.assign(env, { PORT: String(port), HEALTH_PORT: String(healthPort), DATA_DIR: cluster.dataDir, JWT_SECRET: TEST_JWT_SECRET });
+		const [cmd, ...cmdArgs] = execForm(of(final, "CMD")[0]);
+		expect(cmd).toBe("node");
+		const proc = spawnProcess({ command: [process.execPath, ...cmdArgs], cwd: dir, env });
+		cluster.procs.push(proc);
+		expect(await proc.httpPort(40_000)).toBe(port);
+
+		const check = execForm({ getArgumentsContent: () => (of(final, "HEALTHCHECK")[0].getArgumentsContent() ?? "").replace(/^.*?CMD\s+/, "") } as Instruction);
+		expect(check[0]).toBe("node");
+		const healthcheck = () =>
+			run(process.execPath, check.slice(1), { cwd: dir, env: { PATH: process.env.PATH ?? "", ...env }, timeout: 20_000 }).then(
+				() => 0,
+				(err: { code: number }) => err.code
+			);
+		await waitFor(async () => (await healthcheck()) === 0, { timeoutMs: 30_000, intervalMs: 500, what: "HEALTHCHECK passing" });
+		expect((await fetch(`http://127.0.0.1:${healthPort}/health`)).status).toBe(200);
+
+		proc.kill("SIGTERM");
+		expect(await proc.exited).toBe(0);
+		expect(await healthcheck()).toBe(1);
+	}, 80_000);
 });
