@@ -40,11 +40,11 @@ async function healthBase(proc: NodeProcess): Promise<string> {
 }
 
 /** Polls /ready until it answers `status`; returns that answer. */
-async function readyWith(base: string, status: number, timeoutMs = 40_000): Promise<ReadyBody> {
+async function readyWith(base: string, status: number, timeoutMs = 40_000, also: (body: ReadyBody) => boolean = () => true): Promise<ReadyBody> {
 	const answer = await waitFor(
 		async () => {
 			const res = await get<ReadyBody>(`${base}/ready`);
-			return res.status === status ? res : undefined;
+			return res.status === status && also(res.body) ? res : undefined;
 		},
 		{ timeoutMs, intervalMs: 200, what: `/ready ${status}` }
 	);
@@ -87,7 +87,8 @@ describe("health listener of nodes without the gateway", () => {
 
 		// Alive, but of no use: the other llm node's model does not count for this one.
 		expect((await get(`${badBase}/health`)).status).toBe(200);
-		const notReady = await readyWith(badBase, 503);
+		// Started (a starting node is not ready either), and still not ready.
+		const notReady = await readyWith(badBase, 503, 40_000, body => body.checks.lifecycle?.status === "ok");
 		expect(notReady.status).toBe("not_ready");
 		expect(notReady.checks.models.status).toBe("fail");
 		expect(notReady.checks.transporter.status).toBe("ok");
