@@ -106,10 +106,14 @@ export interface CommandResult {
  * `stdoutTo`, its stdout goes to that file: nginx opens /dev/stdout for its access log, which
  * works for a file or a terminal but not for the socket Node gives a child as a pipe.
  */
-export function runCommand(cmd: string, args: string[], opts: { cwd?: string; timeoutMs?: number; stdoutTo?: string } = {}): Promise<CommandResult> {
+export function runCommand(
+	cmd: string,
+	args: string[],
+	opts: { cwd?: string; timeoutMs?: number; stdoutTo?: string; env?: Record<string, string> } = {}
+): Promise<CommandResult> {
 	return new Promise(resolve => {
 		const out = opts.stdoutTo ? fs.openSync(opts.stdoutTo, "a") : "pipe";
-		const child = spawn(cmd, args, { cwd: opts.cwd, env: cleanEnv(), stdio: ["ignore", out, "pipe"] });
+		const child = spawn(cmd, args, { cwd: opts.cwd, env: { ...cleanEnv(), ...opts.env }, stdio: ["ignore", out, "pipe"] });
 		if (typeof out === "number") fs.closeSync(out);
 		let stdout = "";
 		let stderr = "";
