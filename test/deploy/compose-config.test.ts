@@ -63,7 +63,7 @@ describe("docker-compose.yml", () => {
 			"llm-2": "llm"
 		});
 		expect(file.services.nats.command).toContain("-js");
-		expect(file.services.simulator.command).toEqual(expect.arrayContaining(["node", "dist/simulator/main.js"]));
+		expect(file.services.simulator.command).toEqual(expect.arrayContaining(["node", "dist/simulator.js"]));
 		// The llm nodes' default model server is the simulator service.
 		const providers = JSON.parse(file.services["llm-1"].environment?.LLM_PROVIDERS ?? "[]") as Array<{ baseURL: string }>;
 		expect(providers.map(p => p.baseURL)).toEqual(["http://simulator:8100/v1"]);

@@ -101,7 +101,7 @@ export async function startTopology(label: string): Promise<Topology> {
 		// The simulator: the file's command, run from source instead of the image's dist/.
 		const sim = file.services.simulator;
 		const simCommand = sim.command as string[];
-		if (simCommand[0] !== "node" || simCommand[1] !== "dist/simulator/main.js") throw new Error(`unexpected simulator command ${simCommand.join(" ")}`);
+		if (simCommand[0] !== "node" || simCommand[1] !== "dist/simulator.js") throw new Error(`unexpected simulator command ${simCommand.join(" ")}`);
 		const simPort = await freePort();
 		const simArgs = simCommand.slice(2).map((arg, i, all) => (all[i - 1] === "--port" ? String(simPort) : all[i - 1] === "--host" ? "127.0.0.1" : arg));
 		const simulator = spawnProcess({ command: [process.execPath, "--import", "tsx", "simulator/main.ts", ...simArgs] });
