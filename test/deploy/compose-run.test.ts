@@ -20,6 +20,8 @@ let session: Session;
 beforeAll(async () => {
 	topology = await startTopology("compose");
 	api = apiClient(topology.url);
+	// Sign-up through nginx; each test below runs on this user.
+	session = await signUp(api, "compose");
 }, 180_000);
 
 afterAll(async () => {
@@ -140,7 +142,14 @@ describe("the compose topology behind nginx", () => {
 		// nginx's routing cookie: the client stays on the gateway it was given.
 		expect(made.headers.get("set-cookie")).toMatch(/^chatmesh_gw=gateway_[12]; Path=\/; HttpOnly; SameSite=Lax$/);
 
-		session = await signUp(api, "compose");
+		// nginx replaces X-Forwarded-For with the peer's address: a client claiming another address
+		// still spends its own per-address budget (an appended header would give it a fresh one).
+		const remaining = async (headers: Record<string, string>) =>
+			Number((await api.post("/api/auth/login", { body: {}, headers })).headers.get("ratelimit-remaining"));
+		const before = await remaining({});
+		expect(before).toBeGreaterThan(1);
+		expect(await remaining({ "x-forwarded-for": "203.0.113.9" })).toBe(before - 1);
+
 		const me = await api.get<{ id: string }>("/api/me", { token: session.accessToken });
 		expect(me.status).toBe(200);
 		expect(me.body.id).toBe(session.userId);
