@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # `./chatmesh test`: prepares the machine, then runs the suite. Starts PostgreSQL, Redis and NATS
 # when they are installed but not answering, installs Debian's Chromium when it is missing (as
+# root), installs nginx, promtool and docker-compose for the deployment checks when missing (as
 # root), type-checks, lints, then runs `npm test` with the given arguments. `npm test` alone
 # runs only the last step, for machines where everything already runs.
 #
 # The services are looked for where the tests look (TEST_POSTGRES_URL, TEST_REDIS_URL,
 # TEST_NATS_URL; default 127.0.0.1:5432, :6379, :4222), and Redis and NATS are started on those
 # ports. Where they write: TEST_ENV_STATE_DIR (default /var/lib) and TEST_ENV_LOG_DIR (default
-# /var/log). TEST_ENV_SKIP=chromium,typecheck,lint skips steps.
+# /var/log). TEST_ENV_SKIP=chromium,deploy,typecheck,lint skips steps.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -78,6 +79,18 @@ if [[ $SKIP != *,chromium,* ]] && [ ! -x /usr/bin/chromium ]; then
 	[ "$(id -u)" = 0 ] || fail "Chromium is missing: run 'sudo apt-get install chromium' (the browser tests use /usr/bin/chromium)"
 	say "installing Chromium"
 	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+fi
+
+# The deployment checks run Debian's nginx, promtool (package prometheus) and docker-compose (a
+# validator here: no container engine is needed).
+DEPLOY_TOOLS=()
+[ -x /usr/sbin/nginx ] || DEPLOY_TOOLS+=(nginx)
+command -v promtool >/dev/null || DEPLOY_TOOLS+=(prometheus)
+command -v docker-compose >/dev/null || DEPLOY_TOOLS+=(docker-compose)
+if [[ $SKIP != *,deploy,* ]] && [ ${#DEPLOY_TOOLS[@]} -gt 0 ]; then
+	[ "$(id -u)" = 0 ] || fail "${DEPLOY_TOOLS[*]} missing: run 'sudo apt-get install ${DEPLOY_TOOLS[*]}' (the deployment tests use them)"
+	say "installing ${DEPLOY_TOOLS[*]}"
+	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${DEPLOY_TOOLS[@]}" >/dev/null
 fi
 
 if [[ $SKIP != *,typecheck,* ]]; then
