@@ -102,13 +102,17 @@ function scrubber(secrets: readonly string[]): (line: string) => string {
 	};
 }
 
-/** The JSON line of one log call. */
-export function jsonLine(level: string, args: readonly unknown[], bindings: Bindings | undefined): string {
+/**
+ * The JSON line of one log call. `traced`: this node runs the tracer; a request then has a trace
+ * unless it was not sampled (its root span's own start is logged before the decision is made).
+ */
+export function jsonLine(level: string, args: readonly unknown[], bindings: Bindings | undefined, traced = false): string {
 	const line: Record<string, unknown> = { ts: Date.now(), level, msg: "", ...bindings };
 	const scope = currentRequest();
+	const inTrace = traced && scope?.tracing !== false;
 	if (scope?.requestID) {
 		line.requestId = scope.requestID;
-		if (scope.tracing) line.traceId = traceIdOf(scope.requestID);
+		if (inTrace) line.traceId = traceIdOf(scope.requestID);
 	}
 	const words: string[] = [];
 	for (const arg of args) {
@@ -121,7 +125,7 @@ export function jsonLine(level: string, args: readonly unknown[], bindings: Bind
 	line.msg = words.join(" ");
 	// A field given explicitly (a request id logged after its scope ended) names the same request.
 	if (typeof line.requestId === "string" && scope?.requestID !== line.requestId) {
-		if (scope?.tracing) line.traceId = traceIdOf(line.requestId);
+		if (inTrace) line.traceId = traceIdOf(line.requestId);
 		else delete line.traceId;
 	}
 	return JSON.stringify(line, replacer());
@@ -154,11 +158,12 @@ export function configuredSecrets(config: ChatmeshConfig): string[] {
 export function loggerOptions(config: ChatmeshConfig): LoggerConfig {
 	const json = config.logFormat === "json";
 	const scrub = scrubber(configuredSecrets(config));
+	const traced = config.tracing !== undefined;
 	return {
 		type: "Console",
 		options: {
 			level: config.logLevel,
-			formatter: json ? (level: string, args: unknown[], bindings?: Bindings) => [scrub(jsonLine(level, args, bindings))] : "short",
+			formatter: json ? (level: string, args: unknown[], bindings?: Bindings) => [scrub(jsonLine(level, args, bindings, traced))] : "short",
 			objectPrinter: json ? undefined : redactedInspect,
 			colors: !json,
 			moduleColors: false,
