@@ -21,8 +21,16 @@ export function currentRequest(): RequestScope | undefined {
 	return storage.getStore();
 }
 
+/** Scopes cost a little on every promise once used: they are kept only where something reads them. */
+let scopesOn = false;
+
+/** Called by the request-context middleware, which is registered when JSON logs or tracing are on. */
+export function enableRequestScopes(): void {
+	scopesOn = true;
+}
+
 export function runInRequest<A extends unknown[], R>(scope: RequestScope, fn: (...args: A) => R, ...args: A): R {
-	return storage.run(scope, fn, ...args);
+	return scopesOn ? storage.run(scope, fn, ...args) : fn(...args);
 }
 
 /** Work that must not carry the request that happened to start it (a long-lived reader loop, a timer). */
@@ -32,6 +40,7 @@ export function outsideRequests<R>(fn: () => R): R {
 
 /** Calling options that keep a call in its request: under the calling action's span, in its trace. */
 export interface CallOrigin {
+	requestID?: string;
 	parentSpan?: { id: string; traceID: string; sampled: boolean };
 }
 
@@ -40,8 +49,10 @@ export interface CallOrigin {
  * `conversation.send` answered): the same request id, and, when traced, a child of that action's
  * span (an action's span id is its context id), as ctx.call would make it.
  */
-export function callOriginOf(ctx: { id: string; requestID: string | null; tracing: boolean | null }): CallOrigin {
-	return { parentSpan: { id: ctx.id, traceID: ctx.requestID ?? ctx.id, sampled: ctx.tracing === true } };
+export function callOriginOf(ctx: RequestScope): CallOrigin {
+	// Not traced (tracing off, or a scope that is no action, such as a socket.io event): the id alone.
+	if (ctx.tracing === null) return ctx.requestID ? { requestID: ctx.requestID } : {};
+	return { parentSpan: { id: ctx.id, traceID: ctx.requestID ?? ctx.id, sampled: ctx.tracing } };
 }
 
 /** Client-given request ids: short, and only characters safe in headers, logs and trace tags. */

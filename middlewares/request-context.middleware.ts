@@ -7,7 +7,7 @@
  * AsyncLocalStorage.run per handler and no allocation there: the context itself is the scope.
  */
 import type { ActionHandler, CallingOptions, Context, Middleware, Service } from "moleculer";
-import { callOriginOf, currentRequest, runInRequest } from "../lib/request-context";
+import { callOriginOf, currentRequest, enableRequestScopes, runInRequest } from "../lib/request-context";
 
 type EventSchemaHandler = NonNullable<Middleware["localEvent"]> extends (next: infer H, ...rest: never[]) => unknown ? H : never;
 type Send = (name: string, payload: unknown, opts?: CallingOptions) => unknown;
@@ -25,6 +25,7 @@ const joinRequest = (next: Send): Send =>
 	};
 
 export function RequestContextMiddleware(): Middleware {
+	enableRequestScopes();
 	return {
 		name: "RequestContext",
 		localAction(next: ActionHandler<Service>): ActionHandler<Service> {

@@ -1,6 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { traceIdOf } from "../../lib/request-context";
 import { relaxedRateLimits, withProcesses } from "../helpers/fixtures";
+import { openSocket } from "../helpers/chat";
 import { apiClient, signUp, type ApiClient, type Session } from "../helpers/http";
 import { clusterEnv, uniqueNamespace } from "../helpers/infra";
 import type { NodeProcess } from "../helpers/processes";
@@ -107,6 +108,22 @@ describe("JSON logs", () => {
 			timeoutMs: 15_000,
 			what: "the turn's trace"
 		});
+	});
+
+	it("a socket.io turn is one request too: the event's calls and the turn log under one id on every node", async () => {
+		const socket = await openSocket(gw.url, user.accessToken);
+		try {
+			const ack = await socket.timeout(5000).emitWithAck("chat:send", { conversationId, content: "over a socket" });
+			const ended = await waitFor(() => lines().find(l => l.msg === "Turn ended" && l.generationId === ack.generationId), {
+				timeoutMs: 10_000,
+				what: "the socket turn's end"
+			});
+			expect(ended.requestId).toMatch(/^[0-9a-f-]{36}$/);
+			const mine = ofRequest(ended.requestId as string);
+			expect(new Set(mine.map(l => l.nodeID))).toEqual(new Set(["log-gw", "log-conv", "log-llm"]));
+		} finally {
+			socket.disconnect();
+		}
 	});
 
 	it("a failing provider is one WARN line across the cluster, with its cause and type, no stack and no API key", async () => {
