@@ -3,13 +3,14 @@
  * object: `ts`, `level`, `msg`, the logger's bindings (`nodeID`, `ns`, `mod`, `svc`), the fields of
  * an object argument, and — inside a request (lib/request-context.ts) — `requestId`, plus
  * `traceId` when the request is traced, so one turn can be followed across gateway, conversation
- * and llm nodes. Errors become `{name, message, type, code, data}`; only errors of no known kind
- * (no `type`) keep their stack. Secrets never leave: fields named like credentials are replaced,
+ * and llm nodes. Errors become `{name, message, type, code, data}`; only unexpected ones (a 500
+ * by the error table) keep their stack. Secrets never leave: fields named like credentials are replaced,
  * and the configured secret values are cut out of every JSON line wherever they appear.
  */
 import { inspect } from "node:util";
 import type { LoggerConfig } from "moleculer";
 import type { ChatmeshConfig } from "./config";
+import { httpStatusOf } from "./errors";
 import { currentRequest, traceIdOf } from "./request-context";
 
 const REDACTED = "[redacted]";
@@ -44,8 +45,9 @@ interface ErrorFields {
 }
 
 /**
- * Typed errors (chatmesh's and Moleculer's) are expected kinds: their type and message say what
- * happened, and a stack would only repeat the same frames on every occurrence.
+ * Errors of a kind the error table knows (chatmesh's and Moleculer's types, a 4xx or 5xx code) are
+ * expected: their type and message say what happened, and a stack would only repeat the same frames
+ * on every occurrence. Only what would be a 500 INTERNAL_ERROR keeps its stack.
  */
 export function errorFields(err: Error): ErrorFields {
 	const e = err as Error & { type?: unknown; code?: unknown; data?: unknown; nodeID?: unknown };
@@ -54,7 +56,7 @@ export function errorFields(err: Error): ErrorFields {
 	if (e.code !== undefined) fields.code = e.code;
 	if (e.data !== undefined) fields.data = e.data;
 	if (e.nodeID !== undefined) fields.nodeID = e.nodeID;
-	if (fields.type === undefined && err.stack) fields.stack = err.stack;
+	if (httpStatusOf(err) === 500 && err.stack) fields.stack = err.stack;
 	return fields;
 }
 
