@@ -45,6 +45,13 @@ function answeredBySelf(_ctx: Context, err: Error): true {
 	throw err;
 }
 
+const UUID_SEGMENT = /\/[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}(?=\/|$)/gi;
+
+/** A request as a span name: method and path, no query, ids folded (`POST /api/conversations/:id/messages`). */
+export function requestSpanName(req: IncomingMessage): string {
+	return `${req.method} ${(req.url ?? "/").split("?")[0].replace(UUID_SEGMENT, "/:id")}`;
+}
+
 const GatewayService: ServiceSchema<ApiSettingsSchema, GatewayMethods & Record<string, never>, GatewayVars> = {
 	name: "gateway",
 	mixins: [ApiGateway],
@@ -69,6 +76,11 @@ const GatewayService: ServiceSchema<ApiSettingsSchema, GatewayMethods & Record<s
 	},
 
 	actions: {
+		/** moleculer-web's request action (its handler comes from the mixin): spans named so a collector can group them. */
+		rest: {
+			tracing: { spanName: (ctx: Context) => requestSpanName((ctx.params as { req: IncomingMessage }).req) }
+		},
+
 		health: {
 			params: {},
 			handler(): Health {

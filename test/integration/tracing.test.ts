@@ -91,6 +91,8 @@ describe("tracing across nodes", () => {
 		const rest = named(spans, "gateway.rest") as ZipkinSpan;
 		const send = named(spans, "conversation.send") as ZipkinSpan;
 		const stream = named(spans, "llm.stream") as ZipkinSpan;
+		// Named so a collector can group requests: no ids, no query.
+		expect(rest.name).toBe("POST /api/conversations/:id/messages");
 		expect(send.parentId).toBe(rest.id);
 		expect(send.tags).toMatchObject({ nodeID: "trace-conv", callerNodeID: "trace-gw", remoteCall: "true" });
 		expect(stream.parentId).toBe(send.id);
