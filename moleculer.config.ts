@@ -11,6 +11,9 @@ import { isNodeLoss } from "./lib/node-loss";
 import { INTERNAL_MIDDLEWARES, PacketBatchedMetrics } from "./middlewares/metrics.middleware";
 import { ResilientRedisCacher } from "./lib/cacher";
 import { redisOptions } from "./lib/redis";
+import { loggerOptions } from "./lib/logger";
+import { tracingOptions } from "./lib/tracing";
+import { RequestContextMiddleware } from "./middlewares/request-context.middleware";
 
 export function brokerOptions(config: ChatmeshConfig): BrokerOptions {
 	const clustered = config.transporter.length > 0;
@@ -27,16 +30,7 @@ export function brokerOptions(config: ChatmeshConfig): BrokerOptions {
 			? new ResilientRedisCacher({ prefix: `${config.namespace}-cache`, ttl: 300, redis: redisOptions(config.redisUrl) })
 			: { type: "Memory", options: { ttl: 300, maxParamsLength: 100 } },
 		serializer: "JSON",
-		logger: {
-			type: "Console",
-			options: {
-				level: config.logLevel,
-				formatter: config.logFormat === "json" ? "json" : "short",
-				colors: config.logFormat !== "json",
-				moduleColors: false,
-				autoPadding: false
-			}
-		},
+		logger: loggerOptions(config),
 		errorRegenerator: new ChatmeshRegenerator(),
 		requestTimeout: config.requestTimeoutMs,
 		// A call whose node died or was stopping before it answered goes to a live node (see
@@ -65,7 +59,12 @@ export function brokerOptions(config: ChatmeshConfig): BrokerOptions {
 		skipProcessEventRegistration: true,
 		// Moleculer's internal middlewares in their order, with per-packet metrics batched (see middlewares/metrics.middleware.ts).
 		internalMiddlewares: false,
-		middlewares: [AuthMiddleware(), ...INTERNAL_MIDDLEWARES.map(name => (name === "Metrics" ? (PacketBatchedMetrics() as unknown as Middleware) : name))],
+		middlewares: [
+			AuthMiddleware(),
+			...INTERNAL_MIDDLEWARES.map(name => (name === "Metrics" ? (PacketBatchedMetrics() as unknown as Middleware) : name)),
+			// Outermost: what a handler logs or starts carries its request (read by JSON lines and traces only).
+			...(config.logFormat === "json" || config.tracing ? [RequestContextMiddleware()] : [])
+		],
 		metrics:
 			config.metricsPort === undefined
 				? { enabled: false }
@@ -85,6 +84,6 @@ export function brokerOptions(config: ChatmeshConfig): BrokerOptions {
 							}
 						]
 					},
-		tracing: { enabled: false }
+		tracing: tracingOptions(config.tracing)
 	};
 }

@@ -94,6 +94,19 @@ export interface ChatmeshConfig {
 	healthPort?: number;
 	/** After SIGTERM, how long the node answers not ready before it drains, so balancers stop sending it work first. */
 	shutdownUnreadyDelayMs: number;
+	/** Where action spans go; undefined: tracing off (the embedded default). */
+	tracing?: TracingConfig;
+}
+
+export const TRACING_EXPORTERS = ["none", "console", "zipkin"] as const;
+
+export interface TracingConfig {
+	/** `zipkin`: Zipkin v2 JSON over HTTP (Zipkin, Jaeger's Zipkin collector, Tempo); `console`: printed by each node. */
+	exporter: Exclude<(typeof TRACING_EXPORTERS)[number], "none">;
+	/** Base URL of the Zipkin-compatible collector; spans are posted to `<endpoint>/api/v2/spans`. */
+	endpoint: string;
+	/** Fraction of requests traced, 0 to 1; the decision is made once per request, at its first action. */
+	sampleRate: number;
 }
 
 const rateRuleSchema = z.object({ points: z.number().int().min(1), durationS: z.number().int().min(1) }).strict();
@@ -290,6 +303,21 @@ function parseCorsOrigins(env: Env): string[] {
 	return [...new Set(origins)];
 }
 
+/** TRACING_EXPORTER, TRACING_ENDPOINT, TRACING_SAMPLE_RATE: off unless an exporter is named. */
+function parseTracing(env: Env): TracingConfig | undefined {
+	const exporter = parseWith(env, "TRACING_EXPORTER", z.enum(TRACING_EXPORTERS), `one of ${TRACING_EXPORTERS.join(", ")}`) ?? "none";
+	const endpoint =
+		parseWith(
+			env,
+			"TRACING_ENDPOINT",
+			urlWithProtocols(["http:", "https:"]),
+			"an http(s) base URL of a Zipkin-compatible collector such as http://127.0.0.1:9411"
+		) ?? "http://127.0.0.1:9411";
+	const sampleRate = parseWith(env, "TRACING_SAMPLE_RATE", z.coerce.number().min(0).max(1), "a number from 0 to 1") ?? 1;
+	if (exporter === "none") return undefined;
+	return { exporter, endpoint: endpoint.replace(/\/+$/, ""), sampleRate };
+}
+
 /** Reads and validates the environment. Throws ConfigError for the first bad value. */
 export function loadConfig(env: Env = process.env): ChatmeshConfig {
 	const nodeEnv = parseWith(env, "NODE_ENV", z.enum(["development", "production", "test"]), "one of development, production, test") ?? "development";
@@ -356,7 +384,8 @@ export function loadConfig(env: Env = process.env): ChatmeshConfig {
 		moderationProviderApiKey: parseWith(env, "MODERATION_PROVIDER_API_KEY", z.string().regex(/^\S+$/), "an API key without spaces"),
 		corsOrigins: parseCorsOrigins(env),
 		healthPort: parseWith(env, "HEALTH_PORT", integer(0, 65535), "a port number from 0 to 65535"),
-		shutdownUnreadyDelayMs: parseWith(env, "SHUTDOWN_UNREADY_DELAY_MS", integer(0, 300_000), "a whole number of milliseconds (0-300000)") ?? 0
+		shutdownUnreadyDelayMs: parseWith(env, "SHUTDOWN_UNREADY_DELAY_MS", integer(0, 300_000), "a whole number of milliseconds (0-300000)") ?? 0,
+		tracing: parseTracing(env)
 	};
 	if (config.moderationProviderApiKey !== undefined && config.moderationProviderUrl === undefined)
 		throw new ConfigError("MODERATION_PROVIDER_API_KEY", "unset unless MODERATION_PROVIDER_URL is set");

@@ -14,6 +14,7 @@
 import { setTimeout as sleep } from "node:timers/promises";
 import type { Redis } from "ioredis";
 import { type GenerationEvent, isTerminal } from "../chat-protocol";
+import { outsideRequests } from "../request-context";
 import { GenerationNotFoundError, type GenerationLogLogger, type Unsubscribe } from "./log";
 import { asError, decode, decodeOrSkip, type Entry, type Keys, noop, repliesOf, seqOf, streamId } from "./redis-stream";
 import { type SubscriberCallbacks, Subscription } from "./subscriber";
@@ -159,7 +160,8 @@ export class RedisStreamReader {
 	/** A stream has joined: the loop must include it now, not after its current XREAD times out. */
 	#join(): void {
 		this.#readStale = true;
-		this.#loop ??= this.#run();
+		// The node's one loop belongs to no request, whichever subscriber happened to start it.
+		this.#loop ??= outsideRequests(() => this.#run());
 		if (this.#wakeIdle) this.#wakeIdle();
 		else if (this.#read) void this.#interrupt();
 	}

@@ -122,7 +122,16 @@ export class Turn {
 			// The rest of the output is checked before the answer counts as complete.
 			await this.output.finish();
 			const stop = this.reader.stopped;
-			await this.finish(stop?.status === "blocked" ? { ...outcome, status: stop.status, error: { code: stop.code, message: stop.message } } : outcome);
+			const final = stop?.status === "blocked" ? { ...outcome, status: stop.status, error: { code: stop.code, message: stop.message } } : outcome;
+			await this.finish(final);
+			// Failures were logged where they happened (the llm node for a provider's); this only closes the turn.
+			logger.debug("Turn ended", {
+				generationId: this.plan.generationId,
+				status: final.status,
+				model: final.model,
+				code: final.error?.code,
+				usage: final.usage
+			});
 		} catch (err) {
 			logger.error("Chat turn could not be finished", { generationId: this.plan.generationId, err });
 		}

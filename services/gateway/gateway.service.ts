@@ -6,16 +6,17 @@
  */
 import type { IncomingMessage, ServerResponse } from "node:http";
 import { Redis } from "ioredis";
-import type { Context, ServiceSchema } from "moleculer";
+import type { CallingOptions, Context, ServiceSchema } from "moleculer";
 import ApiGateway, { type ApiSettingsSchema, type IncomingRequest } from "moleculer-web";
 import type { Socket } from "socket.io";
 import { CREDENTIALS_CHANGED_EVENT, type AuthUser, type ChatmeshMeta, type CredentialsChangedEvent } from "../../lib/auth";
 import { ERR_INVALID_CREDENTIALS, ERR_INVALID_TOKEN, ERR_TOKEN_EXPIRED, UnauthorizedError } from "../../lib/errors";
 import { redisOptions } from "../../lib/redis";
+import { acceptRequestId } from "../../lib/request-context";
 import { NODE_STOPPING_EVENT, runtimeOf } from "../../lib/runtime";
 import type { ResolvedCredential } from "../user/user.service";
 import { edgeMiddleware } from "./edge";
-import { retryAfterOf, toPublicError } from "./http-errors";
+import { failureLog, retryAfterOf, toPublicError } from "./http-errors";
 import { openAiError } from "./openai-compat";
 import { DEFAULT_RATE_LIMITS, RateLimiter, type RateLimitSettings, type RouteClass } from "./rate-limit";
 import { checkReadiness, type Readiness } from "./readiness";
@@ -33,6 +34,23 @@ export interface Health {
 }
 
 const HTTP_KEEPALIVE_TIMEOUT_MS = 65_000;
+
+/**
+ * Handlers that answer a request themselves end with the RESPONSE_SENT marker (routes.ts): the
+ * request succeeded, so its span must not count it as failed. `true` is what moleculer-web's
+ * rest action resolves with for an answered request.
+ */
+function answeredBySelf(_ctx: Context, err: Error): true {
+	if (err === RESPONSE_SENT) return true;
+	throw err;
+}
+
+const UUID_SEGMENT = /\/[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}(?=\/|$)/gi;
+
+/** A request as a span name: method and path, no query, ids folded (`POST /api/conversations/:id/messages`). */
+export function requestSpanName(req: IncomingMessage): string {
+	return `${req.method} ${(req.url ?? "/").split("?")[0].replace(UUID_SEGMENT, "/:id")}`;
+}
 
 const GatewayService: ServiceSchema<ApiSettingsSchema, GatewayMethods & Record<string, never>, GatewayVars> = {
 	name: "gateway",
@@ -52,7 +70,17 @@ const GatewayService: ServiceSchema<ApiSettingsSchema, GatewayMethods & Record<s
 		}
 	},
 
+	hooks: {
+		// Moleculer resolves the action with what an error hook returns (its type says void).
+		error: { rest: answeredBySelf as (ctx: Context, err: Error) => void }
+	},
+
 	actions: {
+		/** moleculer-web's request action (its handler comes from the mixin): spans named so a collector can group them. */
+		rest: {
+			tracing: { spanName: (ctx: Context) => requestSpanName((ctx.params as { req: IncomingMessage }).req) }
+		},
+
 		health: {
 			params: {},
 			handler(): Health {
@@ -141,12 +169,20 @@ const GatewayService: ServiceSchema<ApiSettingsSchema, GatewayMethods & Record<s
 			return socket.handshake.address || "unknown";
 		},
 
+		/** moleculer-web's own handler logs every 5xx with its stack before replying; replyError logs once, by kind. */
+		errorHandler(req: IncomingRequest, res: ServerResponse, err: Error) {
+			this.sendError(req, res, err);
+		},
+
 		/** The one way errors leave over HTTP: status from the type, public shape, headers kept. */
 		async replyError(req: IncomingRequest, res: ServerResponse, err: Error, format: "chatmesh" | "openai") {
 			if (err === RESPONSE_SENT) return;
 			const ctx = req.$ctx as Context<unknown, ChatmeshMeta> | undefined;
-			const body = toPublicError(err, ctx?.requestID ?? undefined);
-			if (body.code >= 500) this.logger.error("Request failed", { requestId: ctx?.requestID, url: req.url, err });
+			const requestId = ctx?.requestID ?? undefined;
+			const body = toPublicError(err, requestId);
+			const log = failureLog(body, err);
+			if (log)
+				this.logger[log.level]("Request failed", { requestId, method: req.method, path: (req.originalUrl ?? req.url ?? "").split("?")[0], ...log.fields });
 			if (body.type === ERR_INVALID_CREDENTIALS) {
 				const email = loginEmail(req);
 				if (email) {
@@ -185,7 +221,12 @@ const GatewayService: ServiceSchema<ApiSettingsSchema, GatewayMethods & Record<s
 			routes: apiRoutes(config.bodyLimitBytes),
 			assets: webAppAssets,
 			// Every route: security headers, CORS, and the input checks on body and query.
-			use: [edgeMiddleware(config.corsOrigins)]
+			use: [edgeMiddleware(config.corsOrigins)],
+			// A client's X-Request-Id names the request when it is acceptable; otherwise a fresh id does
+			// (moleculer-web takes the header as it is, and answers it in X-Request-ID).
+			rootCallOptions: ((options: CallingOptions, req: IncomingMessage) => {
+				options.requestID = acceptRequestId(req.headers["x-request-id"]);
+			}) as unknown as CallingOptions
 		};
 	},
 

@@ -7,6 +7,10 @@
 import {
 	ERR_BAD_REQUEST,
 	ERR_INTERNAL,
+	ERR_UPSTREAM_BAD_REQUEST,
+	ERR_UPSTREAM_ERROR,
+	ERR_UPSTREAM_RATE_LIMITED,
+	ERR_UPSTREAM_TIMEOUT,
 	ERR_INVALID_JSON,
 	ERR_PAYLOAD_TOO_LARGE,
 	ERR_UNSUPPORTED_MEDIA_TYPE,
@@ -86,4 +90,33 @@ export function retryAfterOf(body: PublicError): number | undefined {
 	if (body.code !== 503) return undefined;
 	const retryAfter = (body.data as { retryAfter?: unknown } | undefined)?.retryAfter;
 	return typeof retryAfter === "number" ? retryAfter : OUTAGE_RETRY_AFTER_S;
+}
+
+/** Failures the llm node already logged where their cause is known (one line per provider attempt). */
+const LOGGED_UPSTREAM: ReadonlySet<string> = new Set([ERR_UPSTREAM_ERROR, ERR_UPSTREAM_TIMEOUT, ERR_UPSTREAM_RATE_LIMITED, ERR_UPSTREAM_BAD_REQUEST]);
+
+export interface FailureLog {
+	level: "error" | "warn";
+	fields: Record<string, unknown>;
+}
+
+/**
+ * How a failed request is logged, once: an unexpected error at ERROR with its stack (the 500's
+ * requestId leads here); a known server-side kind (a dependency down, a full queue) at WARN with
+ * its type and cause and no stack; nothing for client errors (4xx) and for upstream failures,
+ * which the llm node logged with the provider's own words.
+ */
+export function failureLog(body: PublicError, original: unknown): FailureLog | undefined {
+	if (body.code < 500 || LOGGED_UPSTREAM.has(body.type)) return undefined;
+	if (body.type === ERR_INTERNAL) return { level: "error", fields: { status: body.code, err: original } };
+	const cause = original as { message?: unknown; type?: unknown } | undefined;
+	return {
+		level: "warn",
+		fields: {
+			status: body.code,
+			type: body.type,
+			cause: typeof cause?.message === "string" ? cause.message : String(original),
+			...(typeof cause?.type === "string" && cause.type !== body.type ? { causeType: cause.type } : {})
+		}
+	};
 }

@@ -9,12 +9,14 @@
  * answered, even before the broadcast closing the socket (socket-revocation.ts) reaches this node.
  * Only the events registered here exist: there is no bridge that lets a client call arbitrary actions.
  */
+import { randomUUID } from "node:crypto";
 import type { Server as HttpServer } from "node:http";
 import type { ServiceBroker } from "moleculer";
 import { Server, type Socket } from "socket.io";
 import type { AuthUser } from "../../lib/auth";
 import { ERR_INTERNAL, ERR_TOKEN_EXPIRED, ERR_UNAUTHORIZED, UnauthorizedError } from "../../lib/errors";
 import { assertCleanInput } from "../../lib/input";
+import { runInRequest } from "../../lib/request-context";
 import type { ResolvedCredential } from "../user/user.service";
 import { toPublicError } from "./http-errors";
 import { RateLimiter, type RouteClass } from "./rate-limit";
@@ -168,7 +170,7 @@ export function createSocketServer(opts: SocketServerOptions): ChatServer {
 		});
 
 		for (const [event, { rateClass, handle }] of Object.entries(opts.handlers)) {
-			socket.on(event, async (payload: unknown, ack?: Ack) => {
+			const handleEvent = async (payload: unknown, ack?: Ack) => {
 				let checked = false;
 				try {
 					RateLimiter.assertAllowed(await opts.rateLimiter.consume(rateClass, socket.data.ip, socket.data.user.id));
@@ -183,6 +185,11 @@ export function createSocketServer(opts: SocketServerOptions): ChatServer {
 					// A credential that no longer holds ends the connection, after the refusal; a failing check only fails the event.
 					if (!checked && refusesCredential(err)) endSocket(socket, err.type);
 				}
+			};
+			// Each event is a request of its own: its calls and log lines share one fresh request id.
+			socket.on(event, (payload: unknown, ack?: Ack) => {
+				const requestId = randomUUID();
+				return runInRequest({ id: requestId, requestID: requestId, tracing: null }, handleEvent, payload, ack);
 			});
 		}
 	});

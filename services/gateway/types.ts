@@ -40,6 +40,9 @@ export interface GatewayMethods {
 	socketIp(socket: Socket): string;
 	limit(ctx: Context<unknown, ChatmeshMeta>, routeClass: RouteClass, ip: string, userId?: string): Promise<void>;
 	replyError(req: IncomingRequest, res: ServerResponse, err: Error, format: "chatmesh" | "openai"): Promise<void>;
+	errorHandler(req: IncomingRequest, res: ServerResponse, err: Error): void;
+	/** moleculer-web's: hands the error to the route's (or the gateway's) onError. */
+	sendError(req: IncomingRequest, res: ServerResponse, err: Error): void;
 }
 
 export type GatewayThis = GatewayVars & GatewayMethods & { logger: Context["broker"]["logger"]; broker: Context["broker"] };

@@ -144,12 +144,21 @@ export class Generation {
 				if (!fault)
 					breaker.success(); // it answered: the request is what it refused
 				else if (breaker.failure()) this.deps.logger.warn(`Circuit opened for provider "${name}" after repeated failures`);
-				this.deps.logger.warn(`Generation ${this.id}: ${error.message}: ${attempt.detail}`);
+				// The one line about this failure: callers and the gateway leave upstream failures to it.
+				this.deps.logger.warn("Model provider failed", {
+					generationId: this.id,
+					provider: name,
+					model: this.request.model,
+					type: error.type,
+					status: (error.data as { status?: number }).status,
+					cause: withoutSecret(attempt.detail, provider.config.apiKey)
+				});
 				if (this.committed || !fault) return this.result("failed", error);
 				attempts.push({ provider: name, type: error.type, status: (error.data as { status?: number }).status });
 				lastError = error;
 			}
 			if (this.stopKind) return this.result("stopped");
+			if (!lastError) this.deps.logger.warn("No provider could be tried: every circuit is open", { generationId: this.id, model: this.request.model });
 			return this.result("failed", this.exhausted(attempts, lastError));
 		} finally {
 			release?.();
@@ -250,4 +259,9 @@ export class Generation {
 			...this.accumulator.usage()
 		};
 	}
+}
+
+/** A provider's error text may quote the key it was sent (some echo it back); it never reaches a log. */
+function withoutSecret(text: string, secret: string | undefined): string {
+	return secret ? text.replaceAll(secret, "[redacted]") : text;
 }
