@@ -32,6 +32,7 @@ import { OrphanSweeper } from "./orphans";
 import { drainTurns, Turn } from "./turn";
 import { offeredTools, type TurnPlan } from "./turn-steps";
 import { countPromptTokens } from "../../lib/token-count";
+import { onScrape, setGauge } from "../../lib/metrics";
 
 export interface SendParams {
 	conversationId?: string;
@@ -85,6 +86,8 @@ interface ConversationVars {
 	orphans: OrphanSweeper;
 	partitionTimer?: NodeJS.Timeout;
 	sweepTimer?: NodeJS.Timeout;
+	/** Removes this service's scrape collector. */
+	stopMetrics?: () => void;
 }
 
 interface ConversationMethods extends CacheCleanerMethods {
@@ -562,9 +565,14 @@ const ConversationService: ServiceSchema<ConversationSettings, ConversationMetho
 		await this.leases.start();
 		this.sweepTimer = setInterval(() => void this.sweepOrphans(), Math.floor(runtimeOf(this.broker).config.turnLeaseTtlMs / 3));
 		this.sweepTimer.unref();
+		// active_conversations: conversations with an answer streaming on this node, read at scrape time.
+		this.stopMetrics = onScrape(this.broker, () =>
+			setGauge(this.broker, "activeConversations", new Set(Array.from(this.turns.values(), turn => turn.plan.conversationId)).size)
+		);
 	},
 
 	async stopped() {
+		this.stopMetrics?.();
 		clearInterval(this.partitionTimer);
 		clearInterval(this.sweepTimer);
 		await drainTurns(this.turns.values(), runtimeOf(this.broker).config.shutdownGraceMs);

@@ -14,6 +14,7 @@ import type { Redis } from "ioredis";
 import type { MetricRegistry } from "moleculer";
 import { RateLimiterMemory, RateLimiterRedis, RateLimiterRes, RLWrapperTimeouts, type RateLimiterAbstract } from "rate-limiter-flexible";
 import { RateLimitedError } from "../../lib/errors";
+import { incrementIn } from "../../lib/metrics";
 
 export type RouteClass = "chat" | "auth" | "default";
 
@@ -309,7 +310,13 @@ export class RateLimiter {
 	async consume(routeClass: RouteClass, ip: string, userId?: string): Promise<RateLimitDecision> {
 		const checks = [this.#consume(this.#perIp[routeClass], digest(ipBucket(ip)), "ip")];
 		if (userId !== undefined) checks.push(this.#consume(this.#perUser[routeClass], digest(userId), "user"));
-		return mostRestrictive(await Promise.all(checks));
+		const decision = mostRestrictive(await Promise.all(checks));
+		if (!decision.allowed) this.#refused(decision);
+		return decision;
+	}
+
+	#refused(decision: RateLimitDecision): void {
+		incrementIn(this.#metrics, "rateLimitRefusals", { scope: decision.scope ?? "unknown" });
 	}
 
 	#loginKey(email: string, ip: string): string {
@@ -322,7 +329,11 @@ export class RateLimiter {
 		const { value: res } = await this.#run(() => limiter.get(this.#loginKey(email, ip)));
 		// A memory record can outlive its expiry by a timer tick; an expired one counts as none.
 		const current = res && res.msBeforeNext > 0 ? res : null;
-		if (current && current.consumedPoints >= points) return refusedDecision(points, current.msBeforeNext, "login");
+		if (current && current.consumedPoints >= points) {
+			const refused = refusedDecision(points, current.msBeforeNext, "login");
+			this.#refused(refused);
+			return refused;
+		}
 		return allowedDecision(points, current, "login");
 	}
 

@@ -15,6 +15,7 @@ import { Server, type Socket } from "socket.io";
 import type { AuthUser } from "../../lib/auth";
 import { ERR_INTERNAL, ERR_TOKEN_EXPIRED, ERR_UNAUTHORIZED, UnauthorizedError } from "../../lib/errors";
 import { assertCleanInput } from "../../lib/input";
+import { increment } from "../../lib/metrics";
 import type { ResolvedCredential } from "../user/user.service";
 import { toPublicError } from "./http-errors";
 import { RateLimiter, type RouteClass } from "./rate-limit";
@@ -155,6 +156,7 @@ export function createSocketServer(opts: SocketServerOptions): ChatServer {
 
 		// A fresh access token keeps the connection open past the old token's expiry.
 		socket.on("auth:refresh", async (payload: unknown, ack?: Ack) => {
+			increment(opts.broker, "socketEvents", { event: "auth:refresh" });
 			try {
 				const resolved = await resolve(opts.broker, (payload as { token?: unknown } | undefined)?.token);
 				if (resolved.user.id !== socket.data.user.id) throw new UnauthorizedError("The token belongs to another user");
@@ -169,6 +171,7 @@ export function createSocketServer(opts: SocketServerOptions): ChatServer {
 
 		for (const [event, { rateClass, handle }] of Object.entries(opts.handlers)) {
 			socket.on(event, async (payload: unknown, ack?: Ack) => {
+				increment(opts.broker, "socketEvents", { event });
 				let checked = false;
 				try {
 					RateLimiter.assertAllowed(await opts.rateLimiter.consume(rateClass, socket.data.ip, socket.data.user.id));
