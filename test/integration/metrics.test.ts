@@ -110,7 +110,8 @@ describe("chatmesh metrics", () => {
 		expect(text).toMatch(/^chatmesh_process_cpu_seconds_total\{[^}]*\} [0-9.]+$/m);
 		expect(text).not.toContain(ack.conversationId);
 		expect(text).not.toContain(user.userId);
-		for (const leaky of ["process_arguments", "os_user_homedir", "os_network_address", "os_hostname", "process_pid"]) expect(text).not.toMatch(new RegExp(`^${leaky}[{ ]`, "m"));
+		for (const leaky of ["process_arguments", "os_user_homedir", "os_network_address", "os_hostname", "process_pid"])
+			expect(text).not.toMatch(new RegExp(`^${leaky}[{ ]`, "m"));
 	});
 
 	it("listen on METRICS_HOST only", async () => {
