@@ -252,8 +252,8 @@ function metricOf<T>(broker: ServiceBroker, key: MetricKey): T | undefined {
 }
 
 /** `increment` for code that holds the registry rather than the broker. */
-export function incrementIn(registry: MetricRegistry | undefined, key: MetricKey, labels?: Labels): void {
-	(registry?.getMetric(METRICS[key].name) as { increment(l?: Labels): void } | null | undefined)?.increment(labels);
+export function incrementIn(registry: MetricRegistry | undefined, key: MetricKey, labels?: Labels, value = 1): void {
+	(registry?.getMetric(METRICS[key].name) as { increment(l?: Labels, v?: number): void } | null | undefined)?.increment(labels, value);
 }
 
 export function increment(broker: ServiceBroker, key: MetricKey, labels?: Labels, value = 1): void {

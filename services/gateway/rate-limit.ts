@@ -237,6 +237,8 @@ export class RateLimiter {
 		this.#logger = opts.logger;
 		this.#redisTimeoutMs = opts.redisTimeoutMs ?? DEFAULT_REDIS_TIMEOUT_MS;
 		this.#metrics = opts.metrics;
+		// Every scope's refusal series exists from the start (at 0), so rates over it read 0, not nothing.
+		for (const scope of ["ip", "user", "login"]) incrementIn(this.#metrics, "rateLimitRefusals", { scope }, 0);
 		if (this.#metrics && !this.#metrics.hasMetric(METRIC_LOGIN_FAILURES_UNCOUNTED))
 			this.#metrics.register({
 				type: "counter",

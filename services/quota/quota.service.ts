@@ -137,6 +137,8 @@ const QuotaService: ServiceSchema<QuotaSettings, QuotaMethods & Record<string, n
 		const { database, config } = runtimeOf(this.broker);
 		if (!database) throw new Error("quota service needs the database");
 		this.store = new QuotaStore(database, { tokensLimit: config.quotaDefaultTokens, period: config.quotaPeriod });
+		// The refusal series exists from the start (at 0), so rates over it read 0, not nothing.
+		increment(this.broker, "quotaRefusals", undefined, 0);
 	},
 
 	async started() {
