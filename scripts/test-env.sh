@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
 # `./chatmesh test`: prepares the machine, then runs the suite. Starts PostgreSQL, Redis and NATS
-# when they are installed but not answering, installs Debian's Chromium and Prometheus when they
-# are missing (as root), type-checks, lints, then runs `npm test` with the given arguments. `npm test` alone
+# when they are installed but not answering, installs Debian's Chromium when it is missing (as
+# root), type-checks, lints, then runs `npm test` with the given arguments. `npm test` alone
 # runs only the last step, for machines where everything already runs.
 #
 # The services are looked for where the tests look (TEST_POSTGRES_URL, TEST_REDIS_URL,
 # TEST_NATS_URL; default 127.0.0.1:5432, :6379, :4222), and Redis and NATS are started on those
 # ports. Where they write: TEST_ENV_STATE_DIR (default /var/lib) and TEST_ENV_LOG_DIR (default
-# /var/log). TEST_ENV_SKIP=chromium,prometheus,typecheck,lint skips steps.
+# /var/log). TEST_ENV_SKIP=chromium,typecheck,lint skips steps.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
