@@ -4,7 +4,9 @@
  *   the process's CPU time, so gauges of live state cost nothing between scrapes;
  * - histograms are printed as Prometheus histograms: `_bucket`, `_sum` and `_count`. The built-in
  *   one prints `_sum`/`_count` only beside its own quantile series (which are not part of the
- *   histogram type), so `rate(x_sum)/rate(x_count)` had nothing to read.
+ *   histogram type), so `rate(x_sum)/rate(x_count)` had nothing to read. They are read from the
+ *   histogram's items, not its snapshot: a snapshot also sorts the last minute's samples of every
+ *   action for quantiles nobody prints (milliseconds per scrape under load).
  * The listener itself (host, port, path, gzip) is the built-in one.
  */
 import moleculer, { type ServiceBroker } from "moleculer";
@@ -16,9 +18,13 @@ interface Snapshot {
 	labels: Record<string, unknown>;
 	value?: unknown;
 	rate?: number;
-	count?: number;
-	sum?: number;
-	buckets?: Record<string, number>;
+}
+
+interface HistogramItem {
+	labels: Record<string, unknown>;
+	count: number;
+	sum: number;
+	bucketValues?: Record<number, number>;
 }
 
 interface StoredMetric {
@@ -27,6 +33,9 @@ interface StoredMetric {
 	description?: string;
 	unit?: string;
 	snapshot(): Snapshot[];
+	/** Histograms: the upper bounds, and the items by label hash. */
+	buckets?: number[];
+	values: Map<string, HistogramItem>;
 }
 
 /**
@@ -49,27 +58,39 @@ export class ChatmeshPrometheusReporter extends Prometheus {
 		if (this.registry.hasMetric(METRICS.processCpu.name)) this.registry.set(METRICS.processCpu.name, (cpu.user + cpu.system) / 1e6);
 
 		const lines: string[] = [];
-		const num = (value: unknown) => (value == null ? "NaN" : String(value));
 		for (const metric of (this.registry as unknown as { store: Map<string, StoredMetric> }).store.values()) {
 			if (!this.matchMetricName(metric.name)) continue;
+			if (metric.type === "histogram") {
+				if (metric.values.size > 0) this.printHistogram(metric, lines);
+				continue;
+			}
 			const snapshot = metric.snapshot();
 			if (snapshot.length === 0) continue;
 			const name = this.formatMetricName(metric.name).replace(/[.-]/g, "_");
-			const help = metric.description ?? metric.name + (metric.unit ? ` (${metric.unit})` : "");
-			const type = metric.type === "info" ? "gauge" : metric.type;
-			lines.push(`# HELP ${name} ${help}`, `# TYPE ${name} ${type}`);
+			lines.push(`# HELP ${name} ${helpOf(metric)}`, `# TYPE ${name} ${metric.type === "info" ? "gauge" : metric.type}`);
 			for (const item of snapshot) {
 				const labels = this.labelsToStr(item.labels);
 				if (metric.type === "info") lines.push(`${name}${this.labelsToStr(item.labels, { value: item.value })} 1`);
-				else if (metric.type === "histogram") {
-					for (const [le, count] of Object.entries(item.buckets ?? {})) lines.push(`${name}_bucket${this.labelsToStr(item.labels, { le })} ${num(count)}`);
-					lines.push(`${name}_bucket${this.labelsToStr(item.labels, { le: "+Inf" })} ${num(item.count)}`);
-					lines.push(`${name}_sum${labels} ${num(item.sum)}`, `${name}_count${labels} ${num(item.count)}`);
-				} else lines.push(`${name}${labels} ${num(item.value)}`);
-				if (item.rate && metric.type !== "histogram") lines.push(`${name}_rate${labels} ${num(item.rate)}`);
+				else lines.push(`${name}${labels} ${num(item.value)}`);
+				if (item.rate) lines.push(`${name}_rate${labels} ${num(item.rate)}`);
 			}
 			lines.push("");
 		}
 		return lines.join("\n");
 	}
+
+	private printHistogram(metric: StoredMetric, lines: string[]): void {
+		const name = this.formatMetricName(metric.name).replace(/[.-]/g, "_");
+		lines.push(`# HELP ${name} ${helpOf(metric)}`, `# TYPE ${name} histogram`);
+		for (const item of metric.values.values()) {
+			for (const le of metric.buckets ?? []) lines.push(`${name}_bucket${this.labelsToStr(item.labels, { le })} ${num(item.bucketValues?.[le])}`);
+			const labels = this.labelsToStr(item.labels);
+			lines.push(`${name}_bucket${this.labelsToStr(item.labels, { le: "+Inf" })} ${num(item.count)}`);
+			lines.push(`${name}_sum${labels} ${num(item.sum)}`, `${name}_count${labels} ${num(item.count)}`);
+		}
+		lines.push("");
+	}
 }
+
+const num = (value: unknown) => (value == null ? "NaN" : String(value));
+const helpOf = (metric: StoredMetric) => metric.description ?? metric.name + (metric.unit ? ` (${metric.unit})` : "");

@@ -303,11 +303,12 @@ export class GapRecorder {
 	private readonly counts = new Array<number>(GAP_BUCKETS.length + 1).fill(0);
 	private sum = 0;
 	private count = 0;
-	private last = 0;
+	/** The previous chunk's time; negative before the first. */
+	private last = -1;
 
 	/** A chunk arrived at `now` (ms, performance.now()). */
 	chunk(now: number): void {
-		if (this.last !== 0) {
+		if (this.last >= 0) {
 			const gap = (now - this.last) / 1000;
 			let i = 0;
 			while (i < GAP_BUCKETS.length && gap > GAP_BUCKETS[i]) i++;
