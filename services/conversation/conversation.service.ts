@@ -32,7 +32,7 @@ import { OrphanSweeper } from "./orphans";
 import { drainTurns, Turn } from "./turn";
 import { offeredTools, type TurnPlan } from "./turn-steps";
 import { countPromptTokens } from "../../lib/token-count";
-import { onScrape, setGauge } from "../../lib/metrics";
+import { onScrape, recordChatRequest, setGauge } from "../../lib/metrics";
 
 export interface SendParams {
 	conversationId?: string;
@@ -550,7 +550,9 @@ const ConversationService: ServiceSchema<ConversationSettings, ConversationMetho
 						reservationId,
 						usage: { promptTokens: 0, completionTokens }
 					}),
-				logger: this.logger
+				logger: this.logger,
+				// The node that ran it never counted it: the request ends here, interrupted.
+				onFinished: row => recordChatRequest(this.broker, "interrupted", row.model, null, (Date.now() - row.created_at.getTime()) / 1000)
 			},
 			// A turn's model calls: the first and one after each tool round.
 			{ maxSteps: config.maxToolSteps + 1, graceMs: config.turnLeaseTtlMs, batch: 50 }
