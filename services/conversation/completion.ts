@@ -86,6 +86,13 @@ export async function complete(ctx: Context<CompleteParams, ChatmeshMeta>, limit
 
 type RecordRequest = (status: RequestStatus, model: string | null, provider: string | null) => void;
 
+/** How a streamed completion ended, by its last line (none: the consumer left, which stops it). */
+function streamStatus(last: LlmStreamLine | undefined): RequestStatus {
+	if (last?.type === "end") return last.finishReason === "cancelled" ? "cancelled" : "completed";
+	if (last?.type === "error") return last.code === ERR_STREAM_INTERRUPTED ? "interrupted" : "failed";
+	return "cancelled";
+}
+
 /** The provider named in a model failure's data, when there is one. */
 function providerOf(err: unknown): string | null {
 	const provider = (err as { data?: { provider?: unknown } }).data?.provider;
@@ -184,21 +191,7 @@ function pipeChecked(
 		.then(async () => {
 			if (!blocked && last) out.send(last);
 			if (!blocked) out.finish();
-			record(
-				blocked
-					? "blocked"
-					: last?.type === "end"
-						? last.finishReason === "cancelled"
-							? "cancelled"
-							: "completed"
-						: last?.type === "error"
-							? last.code === ERR_STREAM_INTERRUPTED
-								? "interrupted"
-								: "failed"
-							: "cancelled",
-				answeredBy?.model ?? params.model ?? null,
-				answeredBy?.provider ?? null
-			);
+			record(blocked ? "blocked" : streamStatus(last), answeredBy?.model ?? params.model ?? null, answeredBy?.provider ?? null);
 			// A stream that ended without usage (the client left, the producer died) pays for what it produced.
 			await settle(charged ?? (produced ? { promptTokens: countPromptTokens(params.messages), completionTokens: countTokens(produced) } : NO_USAGE));
 		})

@@ -24,7 +24,7 @@ const freePort = () =>
 
 const fixture = withChatNode({
 	label: "metrics",
-	models: ["sim-small"],
+	models: ["sim-small", "sim-medium"],
 	nats: true,
 	env: async () => {
 		port = await freePort();
@@ -88,14 +88,26 @@ describe("chatmesh metrics", () => {
 		const res = await fetch(`${node.baseUrl}/api/conversations/${ack.conversationId}`, { headers: { authorization: `Bearer ${user.accessToken}` } });
 		expect(res.status).toBe(200);
 
+		// The OpenAI-compatible surface counts too, streamed or not.
+		const v1 = (stream: boolean) =>
+			fetch(`${node.baseUrl}/v1/chat/completions`, {
+				method: "POST",
+				headers: { authorization: `Bearer ${user.accessToken}`, "content-type": "application/json" },
+				body: JSON.stringify({ model: "sim-medium", stream, messages: [{ role: "user", content: "count me too" }] })
+			}).then(r => r.text());
+		await v1(false);
+		await v1(true);
+
 		let text = "";
 		await waitUntil(async () => {
 			text = await scrape();
-			return /llm_requests_total\{/.test(text);
+			return /llm_requests_total\{[^}]*model="sim-medium"[^}]*\} 2/.test(text);
 		}, 5000);
 		expect(text).toMatch(/^llm_requests_total\{[^}]*model="sim-small",status="completed",provider="sim"\} 1$/m);
+		expect(text).toMatch(/^llm_requests_total\{[^}]*model="sim-medium",status="completed",provider="sim"\} 2$/m);
 		expect(text).toMatch(/^llm_latency_seconds_count\{[^}]*model="sim-small",provider="sim"\} 1$/m);
-		expect(text).toMatch(/^llm_latency_seconds_bucket\{[^}]*le="\+Inf"\} 1$/m);
+		expect(text).toMatch(/^llm_latency_seconds_bucket\{[^}]*model="sim-small",provider="sim",le="\+Inf"\} 1$/m);
+		expect(text).toMatch(/^chatmesh_http_requests_total\{[^}]*route="\/v1\/chat\/completions",method="POST",status="200"\} 2$/m);
 		expect(text).toMatch(/^chatmesh_llm_time_to_first_token_seconds_count\{[^}]*model="sim-small"\} 1$/m);
 		expect(text).toMatch(/^chatmesh_llm_inter_token_seconds_count\{[^}]*model="sim-small"\} [1-9]/m);
 		expect(text).toMatch(/^chatmesh_llm_completion_tokens_total\{[^}]*model="sim-small"\} [1-9]/m);

@@ -49,7 +49,7 @@ async function query(expr: string): Promise<PromSample[]> {
 	return body.data.result;
 }
 
-const valueOf = (samples: PromSample[]) => samples.reduce((sum, s) => sum + Number(s.value[1]), 0);
+const sumOf = (samples: PromSample[]) => samples.reduce((sum, s) => sum + Number(s.value[1]), 0);
 
 beforeAll(async () => {
 	tmp = await fs.mkdtemp(path.join(os.tmpdir(), "chatmesh-prometheus-"));
@@ -109,7 +109,7 @@ beforeAll(async () => {
 	await waitUntil(async () => (await gateway.api.get("/ready")).status === 200, 60_000);
 	await waitUntil(async () => (await fetch(`${promUrl}/-/ready`)).ok, 30_000);
 	// Every target scraped at least once.
-	await waitUntil(async () => valueOf(await query('sum(up{job="chatmesh"})')) === 3, 30_000);
+	await waitUntil(async () => sumOf(await query('sum(up{job="chatmesh"})')) === 3, 30_000);
 }, 120_000);
 
 afterAll(async () => {
@@ -184,20 +184,20 @@ describe("metrics scraped by a real Prometheus from a three-node cluster", () =>
 			"sim-broken/broken": 5,
 			"sim-medium/sim": 1
 		});
-		expect(valueOf(await query(`sum(llm_latency_seconds_bucket{${ns},le="+Inf"})`))).toBe(11);
-		expect(valueOf(await query(`histogram_quantile(0.5, sum by (le) (llm_latency_seconds_bucket{${ns}}))`))).toBeGreaterThan(0);
+		expect(sumOf(await query(`sum(llm_latency_seconds_bucket{${ns},le="+Inf"})`))).toBe(11);
+		expect(sumOf(await query(`histogram_quantile(0.5, sum by (le) (llm_latency_seconds_bucket{${ns}}))`))).toBeGreaterThan(0);
 
 		const active = await query(`active_conversations{${ns}}`);
 		expect(active.map(s => [s.metric.nodeID, Number(s.value[1])])).toEqual([["prom-core", 0]]);
 
 		// The other families, where the events happened.
-		expect(valueOf(await query(`chatmesh_llm_provider_errors_total{${ns},provider="broken",kind="UPSTREAM_ERROR"}`))).toBe(5);
-		expect(valueOf(await query(`chatmesh_llm_breaker_state{${ns},provider="broken",state="open"}`))).toBe(1);
-		expect(valueOf(await query(`chatmesh_tool_executions_total{${ns},tool="calculator",status="success"}`))).toBe(1);
-		expect(valueOf(await query(`chatmesh_moderation_verdicts_total{${ns},check="deny_list",verdict="block",direction="output"}`))).toBeGreaterThanOrEqual(1);
-		expect(valueOf(await query(`chatmesh_socketio_events_total{${ns},event="chat:send"}`))).toBe(11);
-		expect(valueOf(await query(`chatmesh_http_requests_total{${ns},route="/api/auth/register",status="201"}`))).toBe(1);
-		expect(valueOf(await query(`sum(chatmesh_llm_completion_tokens_total{${ns},model="sim-small"})`))).toBeGreaterThan(0);
+		expect(sumOf(await query(`chatmesh_llm_provider_errors_total{${ns},provider="broken",kind="UPSTREAM_ERROR"}`))).toBe(5);
+		expect(sumOf(await query(`chatmesh_llm_breaker_state{${ns},provider="broken",state="open"}`))).toBe(1);
+		expect(sumOf(await query(`chatmesh_tool_executions_total{${ns},tool="calculator",status="success"}`))).toBe(1);
+		expect(sumOf(await query(`chatmesh_moderation_verdicts_total{${ns},check="deny_list",verdict="block",direction="output"}`))).toBeGreaterThanOrEqual(1);
+		expect(sumOf(await query(`chatmesh_socketio_events_total{${ns},event="chat:send"}`))).toBe(11);
+		expect(sumOf(await query(`chatmesh_http_requests_total{${ns},route="/api/auth/register",status="201"}`))).toBe(1);
+		expect(sumOf(await query(`sum(chatmesh_llm_completion_tokens_total{${ns},model="sim-small"})`))).toBeGreaterThan(0);
 
 		// Every query of the dashboard, with its variables filled in, returns data.
 		const dashboard = JSON.parse(await fs.readFile(path.join(REPO_ROOT, "deploy/grafana/dashboards/chatmesh.json"), "utf8")) as {
