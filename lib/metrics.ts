@@ -183,6 +183,18 @@ export const METRICS = define({
 		labelNames: ["state"],
 		description: "Database pool connections on this node (idle, busy)"
 	},
+	moderationFailOpen: {
+		name: "chatmesh_moderation_failopen_total",
+		type: "counter",
+		labelNames: ["direction"],
+		description: "Output and tool checks allowed because moderation.check failed"
+	},
+	loginFailuresUncounted: {
+		name: "chatmesh_login_failures_uncounted_total",
+		type: "counter",
+		labelNames: [],
+		description: "Failed sign-ins that the brute-force limit could not count"
+	},
 	processCpu: {
 		name: "chatmesh_process_cpu_seconds_total",
 		type: "counter",
@@ -218,22 +230,25 @@ function stateOf(broker: ServiceBroker): NodeMetrics {
 
 /** Registers every chatmesh metric in the broker's registry (once; nothing when metrics are off). */
 export function registerChatmeshMetrics(broker: ServiceBroker, knownModels: Iterable<string> = []): void {
-	const registry = broker.metrics;
 	if (!broker.isMetricsEnabled()) return;
-	for (const def of Object.values(METRICS) as MetricDefinition[]) {
-		if (registry.hasMetric(def.name)) continue;
-		registry.register({
-			name: def.name,
-			type: def.type,
-			labelNames: [...def.labelNames],
-			description: def.description,
-			...(def.buckets ? { buckets: [...def.buckets] } : {}),
-			// The reporter would print a `_rate` series beside each; Prometheus computes rates itself.
-			rate: false
-		} as unknown as Parameters<MetricRegistry["register"]>[0]);
-	}
+	for (const key of Object.keys(METRICS) as MetricKey[]) ensureMetric(broker.metrics, key);
 	const { models } = stateOf(broker);
 	for (const model of knownModels) if (models.size < MAX_MODEL_LABELS) models.add(model);
+}
+
+/** Registers one metric unless it is there (for code handed a registry alone, e.g. in unit tests). */
+export function ensureMetric(registry: MetricRegistry, key: MetricKey): void {
+	const def: MetricDefinition = METRICS[key];
+	if (!registry.isEnabled() || registry.hasMetric(def.name)) return;
+	registry.register({
+		name: def.name,
+		type: def.type,
+		labelNames: [...def.labelNames],
+		description: def.description,
+		...(def.buckets ? { buckets: [...def.buckets] } : {}),
+		// The reporter would print a `_rate` series beside each; Prometheus computes rates itself.
+		rate: false
+	} as unknown as Parameters<MetricRegistry["register"]>[0]);
 }
 
 /** A model name as a label value: one of the first MAX_MODEL_LABELS seen on this node, else "other". */

@@ -14,7 +14,7 @@ import type { Redis } from "ioredis";
 import type { MetricRegistry } from "moleculer";
 import { RateLimiterMemory, RateLimiterRedis, RateLimiterRes, RLWrapperTimeouts, type RateLimiterAbstract } from "rate-limiter-flexible";
 import { RateLimitedError } from "../../lib/errors";
-import { incrementIn } from "../../lib/metrics";
+import { ensureMetric, incrementIn, METRICS } from "../../lib/metrics";
 
 export type RouteClass = "chat" | "auth" | "default";
 
@@ -79,7 +79,7 @@ export interface RateLimiterLogger {
 }
 
 /** Failed sign-ins the limiter could not count (see `recordLoginFailure`). */
-export const METRIC_LOGIN_FAILURES_UNCOUNTED = "chatmesh_login_failures_uncounted_total";
+export const METRIC_LOGIN_FAILURES_UNCOUNTED = METRICS.loginFailuresUncounted.name;
 
 export interface RateLimiterOptions {
 	settings: RateLimitSettings;
@@ -239,12 +239,7 @@ export class RateLimiter {
 		this.#metrics = opts.metrics;
 		// Every scope's refusal series exists from the start (at 0), so rates over it read 0, not nothing.
 		for (const scope of ["ip", "user", "login"]) incrementIn(this.#metrics, "rateLimitRefusals", { scope }, 0);
-		if (this.#metrics && !this.#metrics.hasMetric(METRIC_LOGIN_FAILURES_UNCOUNTED))
-			this.#metrics.register({
-				type: "counter",
-				name: METRIC_LOGIN_FAILURES_UNCOUNTED,
-				description: "Failed sign-ins that the brute-force limit could not count"
-			});
+		if (this.#metrics) ensureMetric(this.#metrics, "loginFailuresUncounted");
 		const classes: RouteClass[] = ["chat", "auth", "default"];
 		const perClass = (scope: "user" | "ip", rules: Record<RouteClass, RateLimitRule>) =>
 			Object.fromEntries(classes.map(c => [c, this.#bucket(`${scope}:${c}`, rules[c])])) as Record<RouteClass, Bucket>;
@@ -376,7 +371,7 @@ export class RateLimiter {
 		try {
 			return await this.loginFailed(email, ip);
 		} catch (err) {
-			this.#metrics?.increment(METRIC_LOGIN_FAILURES_UNCOUNTED);
+			incrementIn(this.#metrics, "loginFailuresUncounted");
 			const log = this.#logger?.error ?? this.#logger?.warn;
 			log?.call(this.#logger, "Rate limiter: a failed sign-in could not be counted; the brute-force limit misses it", err);
 			return undefined;
