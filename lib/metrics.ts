@@ -229,11 +229,9 @@ function stateOf(broker: ServiceBroker): NodeMetrics {
 }
 
 /** Registers every chatmesh metric in the broker's registry (once; nothing when metrics are off). */
-export function registerChatmeshMetrics(broker: ServiceBroker, knownModels: Iterable<string> = []): void {
+export function registerChatmeshMetrics(broker: ServiceBroker): void {
 	if (!broker.isMetricsEnabled()) return;
 	for (const key of Object.keys(METRICS) as MetricKey[]) ensureMetric(broker.metrics, key);
-	const { models } = stateOf(broker);
-	for (const model of knownModels) if (models.size < MAX_MODEL_LABELS) models.add(model);
 }
 
 /** Registers one metric unless it is there (for code handed a registry alone, e.g. in unit tests). */
