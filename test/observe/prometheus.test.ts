@@ -28,6 +28,7 @@ let promUrl: string;
 let denied = "";
 const sockets: Socket[] = [];
 let tmp: string;
+let ports: { gateway: number; core: number; llm: number; prometheus: number };
 
 const freePort = () =>
 	new Promise<number>(resolve => {
@@ -65,7 +66,7 @@ beforeAll(async () => {
 	denied = words.slice(8, 11).join(" ");
 	expect(denied.split(" ")).toHaveLength(3);
 
-	const ports = { gateway: await freePort(), core: await freePort(), llm: await freePort(), prometheus: await freePort() };
+	ports = { gateway: await freePort(), core: await freePort(), llm: await freePort(), prometheus: await freePort() };
 	const env = {
 		...clusterEnv(namespace, cluster.db.url),
 		LLM_PROVIDERS: JSON.stringify([
@@ -124,12 +125,13 @@ async function socketFor(user: Session): Promise<Socket> {
 	return socket;
 }
 
-async function chat(socket: Socket, content: string, model: string, opts: { cancelAfterChunks?: number } = {}) {
+async function chat(socket: Socket, content: string, model: string, opts: { cancelAfterChunks?: number; whileStreaming?: () => Promise<void> } = {}) {
 	const ack = await socket.timeout(10_000).emitWithAck("chat:send", { content, model });
 	expect(ack.error).toBeUndefined();
 	const generation = collectGeneration(socket, ack.generationId, { stopAfterChunks: opts.cancelAfterChunks });
 	if (opts.cancelAfterChunks !== undefined) {
 		await generation.enough;
+		await opts.whileStreaming?.();
 		expect(await socket.timeout(10_000).emitWithAck("generation:cancel", { generationId: ack.generationId })).not.toHaveProperty("error");
 	}
 	const end = await Promise.race([
@@ -155,7 +157,14 @@ describe("metrics scraped by a real Prometheus from a three-node cluster", () =>
 		// A provider failing before its first token, five times: the fifth opens its breaker.
 		for (let i = 0; i < 5; i++) expect(await chat(socket, `fail number ${i}`, "sim-broken")).toMatchObject({ status: "failed" });
 		cluster.sim.configure({ outputTokens: 400, tokenIntervalMs: 20 });
-		expect(await chat(socket, "a long answer to stop", "sim-medium", { cancelAfterChunks: 3 })).toMatchObject({ status: "cancelled" });
+		// While it streams, the nodes' own endpoints count it as live.
+		const whileStreaming = async () => {
+			const core = await (await fetch(`http://127.0.0.1:${ports.core}/metrics`)).text();
+			expect(core).toMatch(/^active_conversations\{[^}]*\} 1$/m);
+			const llm = await (await fetch(`http://127.0.0.1:${ports.llm}/metrics`)).text();
+			expect(llm).toMatch(/^chatmesh_llm_generations_in_flight\{[^}]*\} 1$/m);
+		};
+		expect(await chat(socket, "a long answer to stop", "sim-medium", { cancelAfterChunks: 3, whileStreaming })).toMatchObject({ status: "cancelled" });
 		cluster.sim.configure({ outputTokens: 80, tokenIntervalMs: 0 });
 		expect(await chat(socket, PROMPT_TO_BLOCK, "sim-small")).toMatchObject({ status: "blocked" });
 
