@@ -3,7 +3,7 @@
  * defaults live here; actions override them where it matters (the llm bulkhead, idempotent
  * retries).
  */
-import type { BrokerOptions, Middleware } from "moleculer";
+import type { BrokerOptions, MetricRegistry, Middleware } from "moleculer";
 import type { ChatmeshConfig } from "./lib/config";
 import { AuthMiddleware } from "./middlewares/auth.middleware";
 import { ChatmeshRegenerator } from "./lib/errors";
@@ -14,6 +14,7 @@ import { redisOptions } from "./lib/redis";
 import { loggerOptions } from "./lib/logger";
 import { tracingOptions } from "./lib/tracing";
 import { RequestContextMiddleware } from "./middlewares/request-context.middleware";
+import { ChatmeshPrometheusReporter, LEAKY_METRICS } from "./lib/metrics-reporter";
 
 export function brokerOptions(config: ChatmeshConfig): BrokerOptions {
 	const clustered = config.transporter.length > 0;
@@ -70,18 +71,20 @@ export function brokerOptions(config: ChatmeshConfig): BrokerOptions {
 				? { enabled: false }
 				: {
 						enabled: true,
+						// Per-node CPU and memory for the dashboard, also under NODE_ENV=test (where Moleculer turns them off).
+						collectProcessMetrics: true,
+						// Moleculer takes a reporter instance too; its typings list only the named reporters.
 						reporter: [
-							{
-								type: "Prometheus",
-								options: {
-									port: config.metricsPort,
-									path: "/metrics",
-									defaultLabels: (registry: { broker: { namespace: string; nodeID: string } }) => ({
-										namespace: registry.broker.namespace,
-										nodeID: registry.broker.nodeID
-									})
-								}
-							}
+							new ChatmeshPrometheusReporter({
+								host: config.metricsHost,
+								port: config.metricsPort,
+								path: "/metrics",
+								excludes: LEAKY_METRICS,
+								defaultLabels: (registry: { broker: { namespace: string; nodeID: string } }) => ({
+									namespace: registry.broker.namespace,
+									nodeID: registry.broker.nodeID
+								})
+							}) as unknown as MetricRegistry.MetricsReporter
 						]
 					},
 		tracing: tracingOptions(config.tracing)

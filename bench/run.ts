@@ -4,7 +4,7 @@
  * generator (this process) and the simulator run on CPU 0, chatmesh on CPU 1. Prints the tables
  * and, last, one JSON line; progress goes to stderr.
  *
- * BENCH_FULL=1 runs the long version. Parts: BENCH_ONLY=latency,writes,connections (default all);
+ * BENCH_FULL=1 runs the long version. Parts: BENCH_ONLY=latency,writes,connections,metrics (default all);
  * topologies: BENCH_TOPOLOGIES=embedded,cluster; BENCH_CONC=1,16,64,256 and BENCH_REPS=3 override
  * the latency points; BENCH_CHATMESH_DIR measures another checkout (e.g. a scratch copy);
  * BENCH_METRICS=0 runs chatmesh without its Prometheus metrics.
@@ -21,6 +21,7 @@ import { CHATMESH_DIR, pinSelf, REPO_ROOT } from "./lib/procs";
 import { aggregate, evaluateTargets } from "./lib/report";
 import { round } from "./lib/stats";
 import { table } from "./lib/table";
+import { measureMetricsCost, type MetricsCostResult } from "./metrics-cost";
 import { measureWrites, type WritesResult } from "./writes";
 
 const FULL = process.env.BENCH_FULL === "1";
@@ -29,7 +30,7 @@ const list = (name: string, fallback: string) =>
 		.split(",")
 		.map(s => s.trim())
 		.filter(Boolean);
-const ONLY = new Set(list("BENCH_ONLY", "latency,writes,connections"));
+const ONLY = new Set(list("BENCH_ONLY", "latency,writes,connections,metrics"));
 const TOPOLOGIES = list("BENCH_TOPOLOGIES", "embedded,cluster") as Array<Topology["kind"]>;
 const KNOBS = { ttftMs: 50, tokenIntervalMs: 5, outputTokens: 64 };
 const LOADGEN_CPU = "0";
@@ -51,7 +52,14 @@ const CONFIG = {
 	},
 	gapLimitMs: 2 * KNOBS.tokenIntervalMs,
 	gapMarginMs: KNOBS.tokenIntervalMs,
-	metrics: process.env.BENCH_METRICS !== "0"
+	metrics: process.env.BENCH_METRICS !== "0",
+	// The cost of the metrics themselves: passthrough CPU per stream, metrics on (scraped) vs off.
+	metricsCost: {
+		rounds: FULL ? 15 : 9,
+		concurrency: 16,
+		limits: FULL ? { minMs: 5000, minStreams: 200, maxMs: 15_000 } : { minMs: 3000, minStreams: 120, maxMs: 8000 },
+		scrapeMs: 1000
+	}
 };
 
 const log = (msg: string) => process.stderr.write(`[bench ${new Date().toISOString().slice(11, 19)}] ${msg}\n`);
@@ -90,6 +98,7 @@ async function main(): Promise<void> {
 	let writes: WritesResult | undefined;
 	let idle: IdleResult | undefined;
 	let active: { steps: ActiveStep[]; maxUnderLimit: number | null } | undefined;
+	let metricsCost: MetricsCostResult | undefined;
 	try {
 		for (const kind of TOPOLOGIES) {
 			const wantsWrites = ONLY.has("writes") && kind === "cluster";
@@ -142,6 +151,11 @@ async function main(): Promise<void> {
 			} finally {
 				await topo.stop();
 			}
+		}
+		if (ONLY.has("metrics")) {
+			log("starting two embedded nodes for the metrics cost (on, scraped, and off)");
+			metricsCost = await measureMetricsCost(sim, { ...CONFIG.metricsCost, expectedChunks: KNOBS.outputTokens, cpu: CHATMESH_CPU }, log);
+			log(`metrics cost: ${round((metricsCost.ratio - 1) * 100, 1)} % more CPU per stream`);
 		}
 	} finally {
 		await sim.stop();
@@ -231,7 +245,33 @@ async function main(): Promise<void> {
 				])
 			)
 		);
+	if (metricsCost)
+		out.push(
+			table(
+				`Metrics cost: passthrough CPU per stream on one embedded node, metrics on (scraped every ${metricsCost.scrapeMs / 1000} s) vs off; ${metricsCost.rounds} alternating rounds at ${metricsCost.concurrency} streams, medians`,
+				["CPU ms/stream on", "CPU ms/stream off", "on / off", "extra", "best on / best off", "rounds on", "rounds off", "scrapes", "errors"],
+				[
+					[
+						metricsCost.medianOnMs,
+						metricsCost.medianOffMs,
+						metricsCost.ratio,
+						`${round((metricsCost.ratio - 1) * 100, 1)} %`,
+						`${round(metricsCost.bestOnMs, 2)} / ${round(metricsCost.bestOffMs, 2)}`,
+						metricsCost.onMs.map(v => round(v, 2)).join(" "),
+						metricsCost.offMs.map(v => round(v, 2)).join(" "),
+						metricsCost.scrapes,
+						metricsCost.errors
+					]
+				]
+			)
+		);
 	const targets = evaluateTargets(lines, idle);
+	if (metricsCost)
+		targets.push({
+			name: "metrics on: passthrough CPU per stream < 5 % more than off",
+			measured: `${round((metricsCost.ratio - 1) * 100, 1)} % (${round(metricsCost.medianOnMs, 3)} vs ${round(metricsCost.medianOffMs, 3)} ms)`,
+			met: metricsCost.ratio < 1.05
+		});
 	out.push(
 		table(
 			"Targets",
@@ -255,6 +295,7 @@ async function main(): Promise<void> {
 		direct,
 		writes: writes && { ...writes, point: undefined, cpuMsPerTurn: writes.point.cpuPerStream, errors: writes.point.errors },
 		idle,
+		metricsCost,
 		active: active && {
 			maxUnderLimit: active.maxUnderLimit,
 			steps: active.steps.map(s => ({

@@ -62,6 +62,8 @@ export interface ChatmeshConfig {
 	trustProxy: boolean;
 	/** Prometheus metrics endpoint port (Moleculer's reporter); undefined: metrics off. */
 	metricsPort?: number;
+	/** Address the metrics endpoint listens on (METRICS_HOST); loopback unless a scraper elsewhere needs it. */
+	metricsHost: string;
 	/** Generations one llm node runs at once (its GPU pool's width); more wait in its queue. */
 	llmConcurrency: number;
 	/** Every user's token budget per period until an admin sets another. */
@@ -361,6 +363,7 @@ export function loadConfig(env: Env = process.env): ChatmeshConfig {
 			) ?? false,
 		rateLimits: parseRateLimits(env),
 		metricsPort: parseWith(env, "METRICS_PORT", integer(0, 65535), "a port number from 0 to 65535"),
+		metricsHost: parseWith(env, "METRICS_HOST", z.string().regex(/^[\w.:-]+$/), "a host name or IP address to listen on") ?? "127.0.0.1",
 		llmConcurrency: parseWith(env, "LLM_CONCURRENCY", integer(1, 100_000), "a whole number from 1 to 100000") ?? 64,
 		quotaDefaultTokens: parseWith(env, "QUOTA_DEFAULT_TOKENS", integer(0, 1e12), "a whole number of tokens") ?? 1_000_000,
 		quotaPeriod: parseWith(env, "QUOTA_PERIOD", z.enum(["day", "week", "month"]), "day, week or month") ?? "month",

@@ -29,6 +29,10 @@ export function attachRuntime(broker: ServiceBroker, runtime: Runtime): void {
 	runtimes.set(broker, runtime);
 }
 
+export function hasRuntime(broker: ServiceBroker): boolean {
+	return runtimes.has(broker);
+}
+
 export function runtimeOf(broker: ServiceBroker): Runtime {
 	const runtime = runtimes.get(broker);
 	if (!runtime) throw new Error(`broker ${broker.nodeID} has no chatmesh runtime attached`);

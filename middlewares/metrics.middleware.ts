@@ -6,10 +6,15 @@
  * (`moleculer_transit_*`, `moleculer_transporter_*`) are counted in plain numbers and written to the
  * registry once per `flushMs`; the action, event and broker metrics are the built-in ones, unchanged.
  *
+ * It also registers chatmesh's own metrics (lib/metrics.ts) on every node.
+ *
  * Registered in place of the built-in "Metrics" in the broker's internal middleware list
  * (moleculer.config.ts), so the order of the others stays Moleculer's.
  */
 import moleculer, { METRIC, type Middleware, type ServiceBroker } from "moleculer";
+import { generationLogStats } from "../lib/generations/stats";
+import { onScrape, registerChatmeshMetrics, setGauge, setTotal } from "../lib/metrics";
+import { hasRuntime, runtimeOf } from "../lib/runtime";
 
 type MiddlewareFactory = (broker: ServiceBroker) => Middleware & Record<string, unknown>;
 type Wrapper = (next: (...args: unknown[]) => unknown) => (...args: unknown[]) => unknown;
@@ -59,6 +64,8 @@ export function PacketBatchedMetrics(flushMs = 1000): (broker: ServiceBroker) =>
 	return broker => {
 		const builtIn = builtInMetrics(broker);
 		if (!broker.isMetricsEnabled()) return builtIn;
+		// chatmesh's own metrics (lib/metrics.ts) exist from the broker's start, on every node.
+		registerChatmeshMetrics(broker);
 		const metrics = broker.metrics;
 		let counts = new PacketCounts();
 		let timer: NodeJS.Timeout | undefined;
@@ -109,16 +116,34 @@ export function PacketBatchedMetrics(flushMs = 1000): (broker: ServiceBroker) =>
 					return next(...args);
 				}
 		};
+		let stopCollecting = () => {};
 		return {
 			...builtIn,
 			...(hooks as Middleware),
 			async started() {
 				timer = setInterval(flush, flushMs).unref();
+				stopCollecting = onScrape(broker, () => collectNodeState(broker));
 			},
 			async stopped() {
 				clearInterval(timer);
+				stopCollecting();
 				flush();
 			}
 		};
 	};
+}
+
+/** The node's shared parts, read at scrape time: the replay log's traffic and the database pool. */
+function collectNodeState(broker: ServiceBroker): void {
+	const { appended, stored, delivered } = generationLogStats;
+	setTotal(broker, "logEventsWritten", stored);
+	setTotal(broker, "logEventsDelivered", delivered);
+	setGauge(broker, "logWriteBacklog", appended - stored);
+	const database = hasRuntime(broker) ? runtimeOf(broker).database : undefined;
+	if (database) {
+		const { total, idle, waiting } = database.poolStats;
+		setGauge(broker, "dbPoolWaiting", waiting);
+		setGauge(broker, "dbPoolConnections", idle, { state: "idle" });
+		setGauge(broker, "dbPoolConnections", total - idle, { state: "busy" });
+	}
 }

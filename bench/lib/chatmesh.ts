@@ -62,7 +62,7 @@ export async function startSimulator(knobs: SimulatorKnobs, cpu: string): Promis
 	};
 }
 
-async function freePort(): Promise<number> {
+export async function freePort(): Promise<number> {
 	return new Promise((resolve, reject) => {
 		const server = net.createServer();
 		server.once("error", reject);
@@ -82,6 +82,8 @@ export interface TopologyOptions {
 	/** Extra node arguments before the entry (e.g. --inspect). */
 	nodeArgs?: string[];
 	extraEnv?: Record<string, string>;
+	/** Prometheus metrics on (METRICS_PORT set); default: on unless BENCH_METRICS=0. */
+	metrics?: boolean;
 }
 
 /** The environment every chatmesh process of a benchmark shares. */
@@ -104,7 +106,7 @@ async function commonEnv(opts: TopologyOptions, jwtSecret: string): Promise<Reco
 		// (default 64 generations) would otherwise cap 256 streams at 64 / 0.37 s ≈ 173 streams/s.
 		LLM_CONCURRENCY: "1024",
 		// Metrics on (BENCH_METRICS=0 turns them off, to measure what they cost).
-		...(process.env.BENCH_METRICS === "0" ? {} : { METRICS_PORT: String(await freePort()) }),
+		...((opts.metrics ?? process.env.BENCH_METRICS !== "0") ? { METRICS_PORT: String(await freePort()) } : {}),
 		...opts.extraEnv
 	};
 }

@@ -65,6 +65,11 @@ export class Database {
 		this.pool.on("error", err => opts.onIdleError?.(err));
 	}
 
+	/** The pool's connections and the queries waiting for one (read for the metrics). */
+	get poolStats(): { total: number; idle: number; waiting: number } {
+		return { total: this.pool.totalCount, idle: this.pool.idleCount, waiting: this.pool.waitingCount };
+	}
+
 	/** A parameterised statement, or a named prepared one (`{name, text, values}`) for the hot path. */
 	query<T extends QueryResultRow = QueryResultRow>(text: string, values?: readonly unknown[]): Promise<T[]>;
 	query<T extends QueryResultRow = QueryResultRow>(statement: PreparedStatement): Promise<T[]>;

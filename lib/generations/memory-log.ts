@@ -15,6 +15,7 @@ import {
 	type Unsubscribe
 } from "./log";
 import { afterOf, failedSubscription, type SubscriberCallbacks, Subscription } from "./subscriber";
+import { generationLogStats } from "./stats";
 
 // setTimeout holds at most 2^31-1 ms (24.8 days); anything longer would fire at once.
 const MAX_TIMER_MS = 2 ** 31 - 1;
@@ -48,6 +49,8 @@ class MemoryWriter implements GenerationWriter {
 		const seq = ++this.#seq;
 		if (isTerminal(event)) this.#ended = true;
 		this.store({ seq, ...event });
+		generationLogStats.appended++;
+		generationLogStats.stored++;
 		return seq;
 	}
 

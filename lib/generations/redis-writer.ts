@@ -9,6 +9,7 @@ import type { ChainableCommander, Redis } from "ioredis";
 import { isTerminal, type GenerationEventInput, type GenerationMeta } from "../chat-protocol";
 import type { GenerationLogLogger, GenerationLogOptions, GenerationWriter } from "./log";
 import { asError, FIELD, type Keys, type PipelineResults, repliesOf, streamId } from "./redis-stream";
+import { generationLogStats } from "./stats";
 
 export interface WriterContext {
 	opts: GenerationLogOptions;
@@ -66,6 +67,7 @@ export class RedisWriter implements GenerationWriter {
 	append(event: GenerationEventInput): number {
 		if (this.#ended) throw new Error(`generation ${this.generationId} has ended: nothing can be appended after its terminal event`);
 		const seq = ++this.#seq;
+		generationLogStats.appended++;
 		const terminal = isTerminal(event);
 		if (terminal) this.#ended = true;
 		this.#queue.push({ seq, json: JSON.stringify(event), terminal });
@@ -111,6 +113,7 @@ export class RedisWriter implements GenerationWriter {
 			return;
 		}
 		this.#queue.splice(0, batch.length);
+		generationLogStats.stored += batch.length;
 		this.#stored = batch[batch.length - 1].seq;
 		this.#streamExpirySet = true;
 		if (this.#failing) {

@@ -8,6 +8,7 @@
  */
 import { isTerminal, type GenerationEvent } from "../chat-protocol";
 import { GenerationNotFoundError, type GenerationLogLogger, type Unsubscribe } from "./log";
+import { generationLogStats } from "./stats";
 
 export interface SubscriberCallbacks {
 	onEvent: (e: GenerationEvent) => void;
@@ -108,6 +109,7 @@ export class Subscription {
 	#deliver(event: GenerationEvent): void {
 		if (event.seq <= this.#cursor) return;
 		this.#cursor = event.seq;
+		generationLogStats.delivered++;
 		callSubscriber(this.logger, "onEvent", () => this.callbacks.onEvent(event));
 		if (!this.#done && isTerminal(event)) this.#end();
 	}

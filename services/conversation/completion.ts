@@ -15,6 +15,7 @@ import type { Context, ServiceBroker } from "moleculer";
 import type { ChatmeshMeta } from "../../lib/auth";
 import type { ChatMessage, FinishReason, LlmStreamLine, ToolCall, Usage } from "../../lib/chat-protocol";
 import { ContentBlockedError, ERR_CONTENT_BLOCKED, ERR_STREAM_INTERRUPTED } from "../../lib/errors";
+import { recordChatRequest, type RequestStatus } from "../../lib/metrics";
 import { persistOrGiveUp } from "../../lib/persist";
 import { countPromptTokens, countTokens } from "../../lib/token-count";
 import { callLlmStream } from "../llm/client";
@@ -71,12 +72,31 @@ export async function complete(ctx: Context<CompleteParams, ChatmeshMeta>, limit
 	const reservationId = `${params.generationId}:1`;
 	await ctx.call("quota.reserve", { reservationId, tokens: countPromptTokens(params.messages) + maxTokens });
 	const settle = settler(ctx, reservationId);
-	if (!stream) return completeWhole(ctx, params, settle);
+	const started = performance.now();
+	const record = (status: RequestStatus, model: string | null, provider: string | null) =>
+		recordChatRequest(ctx.broker, status, model, provider, (performance.now() - started) / 1000);
+	if (!stream) return completeWhole(ctx, params, settle, record);
 	const upstream = await callLlmStream(ctx, params, { timeout: limits.firstTokenTimeoutMs + STREAM_MARGIN_MS }).catch(async (err: unknown) => {
+		record("failed", params.model ?? null, providerOf(err));
 		await settle(NO_USAGE);
 		throw err;
 	});
-	return pipeChecked(ctx.broker, params, upstream, settle, limits.idleTimeoutMs + STREAM_MARGIN_MS);
+	return pipeChecked(ctx.broker, params, upstream, settle, limits.idleTimeoutMs + STREAM_MARGIN_MS, record);
+}
+
+type RecordRequest = (status: RequestStatus, model: string | null, provider: string | null) => void;
+
+/** How a streamed completion ended, by its last line (none: the consumer left, which stops it). */
+function streamStatus(last: LlmStreamLine | undefined): RequestStatus {
+	if (last?.type === "end") return last.finishReason === "cancelled" ? "cancelled" : "completed";
+	if (last?.type === "error") return last.code === ERR_STREAM_INTERRUPTED ? "interrupted" : "failed";
+	return "cancelled";
+}
+
+/** The provider named in a model failure's data, when there is one. */
+function providerOf(err: unknown): string | null {
+	const provider = (err as { data?: { provider?: unknown } }).data?.provider;
+	return typeof provider === "string" ? provider : null;
 }
 
 /**
@@ -97,11 +117,17 @@ function settler(ctx: Context<unknown, ChatmeshMeta>, reservationId: string): (u
 	};
 }
 
-async function completeWhole(ctx: Context<unknown, ChatmeshMeta>, params: StreamParams, settle: (usage: Usage) => Promise<void>): Promise<CompletionResult> {
+async function completeWhole(
+	ctx: Context<unknown, ChatmeshMeta>,
+	params: StreamParams,
+	settle: (usage: Usage) => Promise<void>,
+	record: RecordRequest
+): Promise<CompletionResult> {
 	let answer: ChatResult;
 	try {
 		answer = await ctx.call<ChatResult, ChatParams>("llm.chat", params);
 	} catch (err) {
+		record("failed", params.model ?? null, providerOf(err));
 		await settle(NO_USAGE);
 		throw err;
 	}
@@ -110,13 +136,22 @@ async function completeWhole(ctx: Context<unknown, ChatmeshMeta>, params: Stream
 	const checks = new OutputChecks(ctx.broker, ctx.broker.logger, () => {});
 	checks.push(answer.content);
 	await checks.finish();
+	record(checks.blocked ? "blocked" : answer.finishReason === "cancelled" ? "cancelled" : "completed", answer.model, answer.provider);
 	if (checks.blocked) throw new ContentBlockedError(COMPLETION_BLOCKED_MESSAGE, { reasons: checks.blocked });
 	const { generationId, content, toolCalls, finishReason, usage, model } = answer;
 	return { generationId, content, toolCalls, finishReason, usage, model };
 }
 
 /** Forwards the model's lines, checking the output as it goes; settles the quota at the end. */
-function pipeChecked(broker: ServiceBroker, params: StreamParams, upstream: Readable, settle: (usage: Usage) => Promise<void>, idleMs: number): Readable {
+function pipeChecked(
+	broker: ServiceBroker,
+	params: StreamParams,
+	upstream: Readable,
+	settle: (usage: Usage) => Promise<void>,
+	idleMs: number,
+	record: RecordRequest
+): Readable {
+	let answeredBy: { model: string; provider: string } | undefined;
 	let charged: Usage | undefined;
 	let produced = "";
 	let blocked = false;
@@ -129,7 +164,8 @@ function pipeChecked(broker: ServiceBroker, params: StreamParams, upstream: Read
 		upstream.destroy();
 	});
 	const forward = (line: LlmStreamLine) => {
-		if (line.type === "delta") {
+		if (line.type === "start") answeredBy = { model: line.model, provider: line.provider };
+		else if (line.type === "delta") {
 			produced += line.content;
 			checks.push(line.content);
 		} else if (line.type === "end" || line.type === "error") charged = line.usage ?? charged;
@@ -155,6 +191,7 @@ function pipeChecked(broker: ServiceBroker, params: StreamParams, upstream: Read
 		.then(async () => {
 			if (!blocked && last) out.send(last);
 			if (!blocked) out.finish();
+			record(blocked ? "blocked" : streamStatus(last), answeredBy?.model ?? params.model ?? null, answeredBy?.provider ?? null);
 			// A stream that ended without usage (the client left, the producer died) pays for what it produced.
 			await settle(charged ?? (produced ? { promptTokens: countPromptTokens(params.messages), completionTokens: countTokens(produced) } : NO_USAGE));
 		})

@@ -32,6 +32,7 @@ import { OrphanSweeper } from "./orphans";
 import { drainTurns, Turn } from "./turn";
 import { offeredTools, type TurnPlan } from "./turn-steps";
 import { countPromptTokens } from "../../lib/token-count";
+import { onScrape, recordChatRequest, setGauge } from "../../lib/metrics";
 
 export interface SendParams {
 	conversationId?: string;
@@ -85,6 +86,8 @@ interface ConversationVars {
 	orphans: OrphanSweeper;
 	partitionTimer?: NodeJS.Timeout;
 	sweepTimer?: NodeJS.Timeout;
+	/** Removes this service's scrape collector. */
+	stopMetrics?: () => void;
 }
 
 interface ConversationMethods extends CacheCleanerMethods {
@@ -547,7 +550,9 @@ const ConversationService: ServiceSchema<ConversationSettings, ConversationMetho
 						reservationId,
 						usage: { promptTokens: 0, completionTokens }
 					}),
-				logger: this.logger
+				logger: this.logger,
+				// The node that ran it never counted it: the request ends here, interrupted.
+				onFinished: row => recordChatRequest(this.broker, "interrupted", row.model, null, (Date.now() - row.created_at.getTime()) / 1000)
 			},
 			// A turn's model calls: the first and one after each tool round.
 			{ maxSteps: config.maxToolSteps + 1, graceMs: config.turnLeaseTtlMs, batch: 50 }
@@ -562,9 +567,14 @@ const ConversationService: ServiceSchema<ConversationSettings, ConversationMetho
 		await this.leases.start();
 		this.sweepTimer = setInterval(() => void this.sweepOrphans(), Math.floor(runtimeOf(this.broker).config.turnLeaseTtlMs / 3));
 		this.sweepTimer.unref();
+		// active_conversations: conversations with an answer streaming on this node, read at scrape time.
+		this.stopMetrics = onScrape(this.broker, () =>
+			setGauge(this.broker, "activeConversations", new Set(Array.from(this.turns.values(), turn => turn.plan.conversationId)).size)
+		);
 	},
 
 	async stopped() {
+		this.stopMetrics?.();
 		clearInterval(this.partitionTimer);
 		clearInterval(this.sweepTimer);
 		await drainTurns(this.turns.values(), runtimeOf(this.broker).config.shutdownGraceMs);

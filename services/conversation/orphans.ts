@@ -19,6 +19,8 @@ export interface OrphanSweeperDeps {
 	/** Settles one quota reservation (quota.settle); a reservation that is not held is a no-op. */
 	settle(reservationId: string, completionTokens: number): Promise<{ charged: number }>;
 	logger: { warn(...args: unknown[]): void; info(...args: unknown[]): void };
+	/** An orphan was finished here (its request counts as interrupted in the metrics). */
+	onFinished?(row: MessageRow): void;
 }
 
 export interface OrphanSettings {
@@ -65,6 +67,7 @@ export class OrphanSweeper {
 		const content = events ? textOf(events) : row.content;
 		const claimed = await messages.finish(row.id, row.created_at, { content, status: "interrupted", model: row.model, usage: null, error: ORPHAN_ERROR });
 		if (!claimed) return false; // another node finished it first
+		this.deps.onFinished?.(row);
 		if (generationId) {
 			await this.endLog(generationId, row.id);
 			await this.settleReservations(generationId, countTokens(content));

@@ -17,6 +17,8 @@ export interface StepOutcome {
 	/** Provider usage, or undefined when the call ended without it. */
 	usage?: Usage;
 	model: string | null;
+	/** The provider that answered, when one did. */
+	provider: string | null;
 	toolCalls: ToolCall[];
 	/** The text this call produced. */
 	text: string;
@@ -81,6 +83,7 @@ export class TurnReader {
 	async read(stream: Readable): Promise<StepOutcome> {
 		this.stream = stream;
 		let model: string | null = null;
+		let provider: string | null = null;
 		let toolCalls: ToolCall[] = [];
 		let text = "";
 		let end: Extract<LlmStreamLine, { type: "end" }> | undefined;
@@ -96,6 +99,7 @@ export class TurnReader {
 						switch (line.type) {
 							case "start":
 								model = line.model;
+								provider = line.provider;
 								this.hooks.onProducer(line.nodeID);
 								break;
 							case "delta":
@@ -125,7 +129,7 @@ export class TurnReader {
 		} catch (err) {
 			broken = (err as Error).message;
 		}
-		const base = { model, toolCalls, text };
+		const base = { model, provider, toolCalls, text };
 		// A cancel answered by the llm node ends normally with "cancelled" and its usage.
 		if (end) return { ...base, kind: "end", finishReason: end.finishReason, usage: end.usage };
 		if (this.stopReason) return { ...base, kind: "stopped", error: { code: this.stopReason.code, message: this.stopReason.message } };

@@ -43,6 +43,8 @@ export interface TurnOutcome {
 	content: string;
 	usage: Usage;
 	model: string | null;
+	/** The provider of the last model call, when known (also from a refusal's error data). */
+	provider: string | null;
 	finishReason?: FinishReason;
 	toolCalls: ToolCall[];
 	toolResults: ToolResult[];
@@ -104,11 +106,13 @@ export async function runSteps(
 	const toolResults: ToolResult[] = [];
 	let messages = plan.context;
 	let model: string | null = plan.model ?? null;
+	let provider: string | null = null;
 	const outcome = (status: FinalStatus, error: TurnOutcome["error"], finishReason?: FinishReason): TurnOutcome => ({
 		status,
 		content: reader.text,
 		usage: total,
 		model,
+		provider,
 		finishReason,
 		toolCalls,
 		toolResults,
@@ -141,10 +145,11 @@ export async function runSteps(
 			charged = step_.usage ?? { promptTokens: countPromptTokens(messages), completionTokens: countTokens(step_.text) };
 		} catch (err) {
 			// Refused before the first token (no provider answered): nothing was produced.
-			const e = err as { type?: string; message?: string };
+			const e = err as { type?: string; message?: string; data?: { provider?: unknown } };
 			step_ = {
 				kind: "error",
 				model,
+				provider: typeof e.data?.provider === "string" ? e.data.provider : null,
 				toolCalls: [],
 				text: "",
 				error: { code: e.type ?? ERR_INTERNAL, message: e.message ?? "The answer could not be produced" }
@@ -162,6 +167,7 @@ export async function runSteps(
 		total.promptTokens += charged.promptTokens;
 		total.completionTokens += charged.completionTokens;
 		model = step_.model ?? model;
+		provider = step_.provider ?? provider;
 
 		const stopped = reader.stopped;
 		if (stopped) return outcome(stopped.status, stopped.status === "cancelled" ? null : { code: stopped.code, message: stopped.message });

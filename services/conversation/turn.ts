@@ -9,6 +9,7 @@ import { setTimeout as sleep } from "node:timers/promises";
 import type { Logger, ServiceBroker } from "moleculer";
 import { ERR_CONTENT_BLOCKED, ERR_INTERNAL, ERR_INTERRUPTED } from "../../lib/errors";
 import type { GenerationWriter } from "../../lib/generations/log";
+import { recordChatRequest } from "../../lib/metrics";
 import { persist, persistOrGiveUp } from "../../lib/persist";
 import { CANCEL_EVENT } from "../llm/client";
 import { OutputChecks } from "../moderation/client";
@@ -54,6 +55,7 @@ export class Turn {
 	private readonly output: OutputChecks;
 	private producer?: string;
 	private finished?: Promise<void>;
+	private readonly startedAt = performance.now();
 
 	constructor(
 		readonly plan: TurnPlan,
@@ -147,6 +149,7 @@ export class Turn {
 		const { messages, writer, logger } = this.deps;
 		const details = { generationId: plan.generationId };
 		const blocked = outcome.status === "blocked";
+		recordChatRequest(this.deps.broker, outcome.status, outcome.model, outcome.provider, (performance.now() - this.startedAt) / 1000);
 		const stored = persist(
 			() =>
 				messages.finish(plan.assistant.id, plan.assistant.created_at, {

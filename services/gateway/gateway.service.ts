@@ -16,6 +16,7 @@ import { acceptRequestId } from "../../lib/request-context";
 import { NODE_STOPPING_EVENT, runtimeOf } from "../../lib/runtime";
 import type { ResolvedCredential } from "../user/user.service";
 import { edgeMiddleware } from "./edge";
+import { collectConnections, countHttpRequests } from "./http-metrics";
 import { failureLog, retryAfterOf, toPublicError } from "./http-errors";
 import { openAiError } from "./openai-compat";
 import { DEFAULT_RATE_LIMITS, RateLimiter, type RateLimitSettings, type RouteClass } from "./rate-limit";
@@ -252,6 +253,10 @@ const GatewayService: ServiceSchema<ApiSettingsSchema, GatewayMethods & Record<s
 		// first races the client's next request on it, which then fails with a reset.
 		this.server.keepAliveTimeout = HTTP_KEEPALIVE_TIMEOUT_MS;
 		this.server.headersTimeout = HTTP_KEEPALIVE_TIMEOUT_MS + 1000;
+		this.stopMetrics = [
+			countHttpRequests(this.broker, this.server),
+			collectConnections(this.broker, { sockets: () => this.io?.engine.clientsCount ?? 0, sseStreams: () => this.sseStreams.size })
+		];
 		this.io = createSocketServer({
 			broker: this.broker,
 			server: this.server,
@@ -266,6 +271,7 @@ const GatewayService: ServiceSchema<ApiSettingsSchema, GatewayMethods & Record<s
 	},
 
 	async stopped() {
+		for (const stop of this.stopMetrics ?? []) stop();
 		// Close the sockets but leave the HTTP server to moleculer-web's own stopped().
 		this.io?.disconnectSockets(true);
 		this.io?.engine.close();

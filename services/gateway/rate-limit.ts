@@ -14,6 +14,7 @@ import type { Redis } from "ioredis";
 import type { MetricRegistry } from "moleculer";
 import { RateLimiterMemory, RateLimiterRedis, RateLimiterRes, RLWrapperTimeouts, type RateLimiterAbstract } from "rate-limiter-flexible";
 import { RateLimitedError } from "../../lib/errors";
+import { ensureMetric, incrementIn, METRICS } from "../../lib/metrics";
 
 export type RouteClass = "chat" | "auth" | "default";
 
@@ -78,7 +79,7 @@ export interface RateLimiterLogger {
 }
 
 /** Failed sign-ins the limiter could not count (see `recordLoginFailure`). */
-export const METRIC_LOGIN_FAILURES_UNCOUNTED = "chatmesh_login_failures_uncounted_total";
+export const METRIC_LOGIN_FAILURES_UNCOUNTED = METRICS.loginFailuresUncounted.name;
 
 export interface RateLimiterOptions {
 	settings: RateLimitSettings;
@@ -236,12 +237,9 @@ export class RateLimiter {
 		this.#logger = opts.logger;
 		this.#redisTimeoutMs = opts.redisTimeoutMs ?? DEFAULT_REDIS_TIMEOUT_MS;
 		this.#metrics = opts.metrics;
-		if (this.#metrics && !this.#metrics.hasMetric(METRIC_LOGIN_FAILURES_UNCOUNTED))
-			this.#metrics.register({
-				type: "counter",
-				name: METRIC_LOGIN_FAILURES_UNCOUNTED,
-				description: "Failed sign-ins that the brute-force limit could not count"
-			});
+		// Every scope's refusal series exists from the start (at 0), so rates over it read 0, not nothing.
+		for (const scope of ["ip", "user", "login"]) incrementIn(this.#metrics, "rateLimitRefusals", { scope }, 0);
+		if (this.#metrics) ensureMetric(this.#metrics, "loginFailuresUncounted");
 		const classes: RouteClass[] = ["chat", "auth", "default"];
 		const perClass = (scope: "user" | "ip", rules: Record<RouteClass, RateLimitRule>) =>
 			Object.fromEntries(classes.map(c => [c, this.#bucket(`${scope}:${c}`, rules[c])])) as Record<RouteClass, Bucket>;
@@ -309,7 +307,13 @@ export class RateLimiter {
 	async consume(routeClass: RouteClass, ip: string, userId?: string): Promise<RateLimitDecision> {
 		const checks = [this.#consume(this.#perIp[routeClass], digest(ipBucket(ip)), "ip")];
 		if (userId !== undefined) checks.push(this.#consume(this.#perUser[routeClass], digest(userId), "user"));
-		return mostRestrictive(await Promise.all(checks));
+		const decision = mostRestrictive(await Promise.all(checks));
+		if (!decision.allowed) this.#refused(decision);
+		return decision;
+	}
+
+	#refused(decision: RateLimitDecision): void {
+		incrementIn(this.#metrics, "rateLimitRefusals", { scope: decision.scope ?? "unknown" });
 	}
 
 	#loginKey(email: string, ip: string): string {
@@ -322,7 +326,11 @@ export class RateLimiter {
 		const { value: res } = await this.#run(() => limiter.get(this.#loginKey(email, ip)));
 		// A memory record can outlive its expiry by a timer tick; an expired one counts as none.
 		const current = res && res.msBeforeNext > 0 ? res : null;
-		if (current && current.consumedPoints >= points) return refusedDecision(points, current.msBeforeNext, "login");
+		if (current && current.consumedPoints >= points) {
+			const refused = refusedDecision(points, current.msBeforeNext, "login");
+			this.#refused(refused);
+			return refused;
+		}
 		return allowedDecision(points, current, "login");
 	}
 
@@ -363,7 +371,7 @@ export class RateLimiter {
 		try {
 			return await this.loginFailed(email, ip);
 		} catch (err) {
-			this.#metrics?.increment(METRIC_LOGIN_FAILURES_UNCOUNTED);
+			incrementIn(this.#metrics, "loginFailuresUncounted");
 			const log = this.#logger?.error ?? this.#logger?.warn;
 			log?.call(this.#logger, "Rate limiter: a failed sign-in could not be counted; the brute-force limit misses it", err);
 			return undefined;

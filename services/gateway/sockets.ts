@@ -17,6 +17,7 @@ import type { AuthUser } from "../../lib/auth";
 import { ERR_INTERNAL, ERR_TOKEN_EXPIRED, ERR_UNAUTHORIZED, UnauthorizedError } from "../../lib/errors";
 import { assertCleanInput } from "../../lib/input";
 import { runInRequest } from "../../lib/request-context";
+import { increment } from "../../lib/metrics";
 import type { ResolvedCredential } from "../user/user.service";
 import { toPublicError } from "./http-errors";
 import { RateLimiter, type RouteClass } from "./rate-limit";
@@ -157,6 +158,7 @@ export function createSocketServer(opts: SocketServerOptions): ChatServer {
 
 		// A fresh access token keeps the connection open past the old token's expiry.
 		socket.on("auth:refresh", async (payload: unknown, ack?: Ack) => {
+			increment(opts.broker, "socketEvents", { event: "auth:refresh" });
 			try {
 				const resolved = await resolve(opts.broker, (payload as { token?: unknown } | undefined)?.token);
 				if (resolved.user.id !== socket.data.user.id) throw new UnauthorizedError("The token belongs to another user");
@@ -171,6 +173,7 @@ export function createSocketServer(opts: SocketServerOptions): ChatServer {
 
 		for (const [event, { rateClass, handle }] of Object.entries(opts.handlers)) {
 			const handleEvent = async (payload: unknown, ack?: Ack) => {
+				increment(opts.broker, "socketEvents", { event });
 				let checked = false;
 				try {
 					RateLimiter.assertAllowed(await opts.rateLimiter.consume(rateClass, socket.data.ip, socket.data.user.id));

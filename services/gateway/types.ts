@@ -26,6 +26,8 @@ export interface GatewayVars {
 	generations: GenerationLog;
 	/** Open SSE responses, ended when the node stops. */
 	sseStreams: Set<ServerResponse>;
+	/** Stop the gateway's request counting and scrape collectors. */
+	stopMetrics?: Array<() => void>;
 }
 
 export interface GatewayMethods {

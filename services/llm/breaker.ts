@@ -13,7 +13,8 @@ export interface BreakerSettings {
 	openMs: number;
 }
 
-export type BreakerState = "closed" | "open" | "half-open";
+export const BREAKER_STATES = ["closed", "open", "half-open"] as const;
+export type BreakerState = (typeof BREAKER_STATES)[number];
 
 export class CircuitBreaker {
 	private current: BreakerState = "closed";

@@ -14,6 +14,7 @@ import type { Logger } from "moleculer";
 import type { ChatCompletionCreateParamsStreaming, ChatCompletionMessageParam } from "openai/resources/chat/completions";
 import { ERR_UPSTREAM_ERROR, UpstreamError } from "../../lib/errors";
 import type { ChatMessage, FinishReason, ToolCall, ToolDefinition, Usage } from "../../lib/chat-protocol";
+import { GapRecorder } from "../../lib/metrics";
 import { Accumulator, countPromptTokens } from "./accumulator";
 import type { CircuitBreaker } from "./breaker";
 import type { ConcurrencyGate } from "./gate";
@@ -39,6 +40,18 @@ export interface GenerationDeps {
 	firstTokenTimeoutMs: number;
 	idleTimeoutMs: number;
 	logger: Logger;
+	/** Where the generation's measurements go (the llm service writes them to the node's metrics). */
+	observer?: GenerationObserver;
+}
+
+/** Measurements of one generation, as they happen. */
+export interface GenerationObserver {
+	/** Seconds from run() (queueing included) to the first token. */
+	firstToken(seconds: number): void;
+	/** A provider attempt failed (`kind`: the error type) or was skipped with its circuit open. */
+	providerError(provider: string, kind: string): void;
+	/** The generation ended; `gaps` holds its inter-chunk gaps, to be added in one step. */
+	finished(result: GenerationResult, gaps: GapRecorder): void;
 }
 
 /** Why a generation was stopped from outside. */
@@ -99,6 +112,9 @@ export class Generation {
 	private attemptController?: AbortController;
 	private accumulator: Accumulator;
 	private promptTokens?: number;
+	private startedAt = 0;
+	/** Inter-chunk gaps, kept only when someone observes them. */
+	private readonly gaps?: GapRecorder;
 
 	constructor(
 		readonly request: GenerationRequest,
@@ -107,6 +123,7 @@ export class Generation {
 		this.id = request.generationId;
 		this.provider = deps.providers[0]?.config.name ?? "none";
 		this.accumulator = this.newAccumulator();
+		if (deps.observer) this.gaps = new GapRecorder();
 	}
 
 	/** Ends the generation from outside: aborts the upstream request (or the wait for a slot). Idempotent. */
@@ -118,6 +135,7 @@ export class Generation {
 	}
 
 	async run(sink: GenerationSink): Promise<GenerationResult> {
+		this.startedAt = performance.now();
 		const release = await this.deps.gate.acquire(this.stopper.signal);
 		try {
 			if (!release) return this.result("stopped");
@@ -128,6 +146,7 @@ export class Generation {
 				const name = provider.config.name;
 				const breaker = this.deps.breakerOf(name);
 				if (!breaker.tryAcquire()) {
+					this.deps.observer?.providerError(name, "CIRCUIT_OPEN");
 					attempts.push({ provider: name, type: ERR_UPSTREAM_ERROR, skipped: "circuit-open" });
 					continue;
 				}
@@ -140,6 +159,7 @@ export class Generation {
 				}
 
 				const { error } = attempt;
+				this.deps.observer?.providerError(name, error.type);
 				const fault = isProviderFault(error.type);
 				if (!fault)
 					breaker.success(); // it answered: the request is what it refused
@@ -189,9 +209,14 @@ export class Generation {
 
 		try {
 			await streamChatCompletion(provider.chat, this.body(), controller.signal, chunk => {
-				if (this.committed) rearm();
-				else if (Accumulator.isToken(chunk)) {
+				if (this.committed) {
+					rearm();
+					this.gaps?.chunk(performance.now());
+				} else if (Accumulator.isToken(chunk)) {
 					this.committed = true;
+					const now = performance.now();
+					this.gaps?.chunk(now);
+					this.deps.observer?.firstToken((now - this.startedAt) / 1000);
 					breaker.success();
 					sink.start(ctx.provider, ctx.model);
 					rearm();
@@ -246,7 +271,7 @@ export class Generation {
 	private result(outcome: GenerationResult["outcome"], error?: UpstreamError): GenerationResult {
 		this.done = true;
 		const finished = outcome === "finished";
-		return {
+		const result: GenerationResult = {
 			outcome,
 			stop: this.stopKind,
 			error,
@@ -258,6 +283,8 @@ export class Generation {
 			finishReason: finished ? this.accumulator.finishReason() : "cancelled",
 			...this.accumulator.usage()
 		};
+		if (this.gaps) this.deps.observer?.finished(result, this.gaps);
+		return result;
 	}
 }
 

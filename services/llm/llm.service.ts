@@ -16,10 +16,11 @@ import type { ModelTiers } from "../../lib/config";
 import { BadRequestError, ConflictError, ERR_MODEL_NOT_FOUND, ERR_UNAVAILABLE, ERR_UPSTREAM_TIMEOUT, UnavailableError, UpstreamError } from "../../lib/errors";
 import { NODE_STOPPING } from "../../lib/node-loss";
 import { runtimeOf } from "../../lib/runtime";
-import { CircuitBreaker, type BreakerSettings } from "./breaker";
+import { increment, modelLabel, observe, onScrape, setGauge } from "../../lib/metrics";
+import { BREAKER_STATES, CircuitBreaker, type BreakerSettings } from "./breaker";
 import { CANCEL_EVENT } from "./client";
 import { ConcurrencyGate } from "./gate";
-import { Generation, type GenerationResult } from "./generation";
+import { Generation, type GenerationObserver, type GenerationResult } from "./generation";
 import { LineStream } from "./ndjson";
 import {
 	cancelRules,
@@ -89,6 +90,8 @@ interface LlmVars {
 	/** Cancels that arrived before their generation: id → expiry (ms since the epoch). */
 	earlyCancels: Map<string, number>;
 	stopping: boolean;
+	/** Removes this service's scrape collector. */
+	stopMetrics?: () => void;
 }
 
 interface LlmMethods {
@@ -99,6 +102,7 @@ interface LlmMethods {
 	uncommittedFailure(result: GenerationResult): Error | undefined;
 	endStream(stream: LineStream, result: GenerationResult): void;
 	rememberCancel(generationId: string): void;
+	observer(model: string): GenerationObserver | undefined;
 }
 
 const LlmService: ServiceSchema<LlmSettings, LlmMethods, LlmVars> = {
@@ -263,7 +267,8 @@ const LlmService: ServiceSchema<LlmSettings, LlmMethods, LlmVars> = {
 					gate: this.gate,
 					firstTokenTimeoutMs: this.settings.firstTokenTimeoutMs,
 					idleTimeoutMs: this.settings.idleTimeoutMs,
-					logger: this.logger
+					logger: this.logger,
+					observer: this.observer(model)
 				}
 			);
 			if (this.earlyCancels.delete(params.generationId)) generation.stop("cancelled");
@@ -331,6 +336,22 @@ const LlmService: ServiceSchema<LlmSettings, LlmMethods, LlmVars> = {
 			stream.finish();
 		},
 
+		/** A generation's measurements into the node's metrics (lib/metrics.ts); none with metrics off. */
+		observer(model: string): GenerationObserver | undefined {
+			const broker = this.broker;
+			if (!broker.isMetricsEnabled()) return undefined;
+			const labels = { model: modelLabel(broker, model) };
+			return {
+				firstToken: seconds => observe(broker, "timeToFirstToken", seconds, labels),
+				providerError: (provider, kind) => increment(broker, "providerErrors", { provider, kind }),
+				finished: (result, gaps) => {
+					increment(broker, "promptTokens", labels, result.usage.promptTokens);
+					increment(broker, "completionTokens", labels, result.usage.completionTokens);
+					gaps.flush(broker, labels.model);
+				}
+			};
+		},
+
 		rememberCancel(generationId: string) {
 			const now = Date.now();
 			for (const [id, expiry] of this.earlyCancels) {
@@ -380,6 +401,17 @@ const LlmService: ServiceSchema<LlmSettings, LlmMethods, LlmVars> = {
 		this.stopping = false;
 	},
 
+	started() {
+		// Live state is read when Prometheus scrapes, not counted on the way.
+		this.stopMetrics = onScrape(this.broker, () => {
+			setGauge(this.broker, "generationsInFlight", this.running.size);
+			for (const [provider, breaker] of this.breakers) {
+				const current = breaker.state;
+				for (const state of BREAKER_STATES) setGauge(this.broker, "breakerState", state === current ? 1 : 0, { provider, state });
+			}
+		});
+	},
+
 	/**
 	 * Graceful stop. Moleculer has already waited for in-flight calls, but a stream's call ends
 	 * at its first token, so running generations are waited for here, up to the drain timeout;
@@ -388,6 +420,7 @@ const LlmService: ServiceSchema<LlmSettings, LlmMethods, LlmVars> = {
 	 * the transporter before the broker disconnects.
 	 */
 	async stopped() {
+		this.stopMetrics?.();
 		this.stopping = true;
 		const entries = [...this.running.values()];
 		if (entries.length > 0) {

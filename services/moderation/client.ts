@@ -11,12 +11,13 @@
  */
 import type { CallingOptions, Logger, ServiceBroker } from "moleculer";
 import { ContentBlockedError } from "../../lib/errors";
+import { ensureMetric, increment, METRICS } from "../../lib/metrics";
 import type { CheckParams, ModerationVerdict } from "./moderation.service";
 import { OutputWindow } from "./output-window";
 
 export type Verdict = Pick<ModerationVerdict, "action" | "reasons">;
 
-export const MODERATION_FAILOPEN_METRIC = "chatmesh_moderation_failopen_total";
+export const MODERATION_FAILOPEN_METRIC = METRICS.moderationFailOpen.name;
 
 /** Whatever can call an action: a broker or a context. */
 interface Caller {
@@ -34,14 +35,8 @@ export async function checkFailOpen(broker: ServiceBroker, logger: Logger, text:
 	try {
 		return await broker.call<Verdict, CheckParams>("moderation.check", { text, direction });
 	} catch (err) {
-		if (!broker.metrics.getMetric(MODERATION_FAILOPEN_METRIC))
-			broker.metrics.register({
-				name: MODERATION_FAILOPEN_METRIC,
-				type: "counter",
-				labelNames: ["direction"],
-				description: "Output and tool checks allowed because moderation.check failed"
-			});
-		broker.metrics.increment(MODERATION_FAILOPEN_METRIC, { direction });
+		ensureMetric(broker.metrics, "moderationFailOpen");
+		increment(broker, "moderationFailOpen", { direction });
 		logger.warn("Moderation check failed; allowing (fail-open)", { direction, err: (err as Error).message });
 		return { action: "allow", reasons: [] };
 	}

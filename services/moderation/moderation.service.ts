@@ -12,6 +12,7 @@
  */
 import type { Context, ServiceSchema, ServiceSettingSchema } from "moleculer";
 import { runtimeOf } from "../../lib/runtime";
+import { increment } from "../../lib/metrics";
 import { buildChecks, combine, DIRECTIONS, type Direction, type ModerationCheck, type ModerationVerdict } from "./checks";
 import { normalize } from "./normalize";
 
@@ -62,7 +63,9 @@ const ModerationService: ServiceSchema<ModerationSettings, ModerationMethods, Mo
 		async moderate(text: string, direction: Direction): Promise<ModerationVerdict> {
 			const checks = this.checks.filter(check => check.appliesTo.includes(direction));
 			const ctx = { normalized: normalize(text), logger: this.logger };
-			return combine(await Promise.all(checks.map(check => check.run(text, direction, ctx))));
+			const verdicts = await Promise.all(checks.map(check => check.run(text, direction, ctx)));
+			for (const verdict of verdicts) increment(this.broker, "moderationVerdicts", { check: verdict.check, verdict: verdict.action, direction });
+			return combine(verdicts);
 		}
 	},
 

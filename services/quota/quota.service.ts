@@ -8,6 +8,7 @@ import type { Context, ServiceSchema } from "moleculer";
 import { callerOf, ROLE_ADMIN, type ChatmeshMeta } from "../../lib/auth";
 import { NotFoundError, QuotaExceededError } from "../../lib/errors";
 import type { Usage } from "../../lib/chat-protocol";
+import { increment } from "../../lib/metrics";
 import { runtimeOf } from "../../lib/runtime";
 import { QuotaStore, quotaView, type Period, type QuotaView } from "./store";
 
@@ -66,8 +67,10 @@ const QuotaService: ServiceSchema<QuotaSettings, QuotaMethods & Record<string, n
 				const user = callerOf(ctx);
 				const { row, granted } = await this.store.reserve(user.id, ctx.params.reservationId, ctx.params.tokens);
 				const view = quotaView(row);
-				if (!granted)
+				if (!granted) {
+					increment(this.broker, "quotaRefusals");
 					throw new QuotaExceededError(view.resetAt, { tokensLimit: view.tokensLimit, tokensRemaining: view.tokensRemaining, requested: ctx.params.tokens });
+				}
 				return view;
 			}
 		},
@@ -134,6 +137,8 @@ const QuotaService: ServiceSchema<QuotaSettings, QuotaMethods & Record<string, n
 		const { database, config } = runtimeOf(this.broker);
 		if (!database) throw new Error("quota service needs the database");
 		this.store = new QuotaStore(database, { tokensLimit: config.quotaDefaultTokens, period: config.quotaPeriod });
+		// The refusal series exists from the start (at 0), so rates over it read 0, not nothing.
+		increment(this.broker, "quotaRefusals", undefined, 0);
 	},
 
 	async started() {

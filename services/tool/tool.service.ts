@@ -14,6 +14,7 @@ import { BadRequestError } from "../../lib/errors";
 import type { ToolCall, ToolDefinition } from "../../lib/chat-protocol";
 import { runtimeOf } from "../../lib/runtime";
 import { ToolRegistry, type ToolModule } from "./registry";
+import { increment, observe } from "../../lib/metrics";
 import { runToolCall, type Execution, type ToolRequest, type ToolResult } from "./runner";
 import { ToolExecutionStore, type ExecutionOrigin } from "./store";
 import { BUILTIN_TOOLS } from "./tools";
@@ -169,7 +170,16 @@ const ToolService: ServiceSchema<ToolSettings, ToolMethods & Record<string, neve
 			const { defaultTimeoutMs, maxOutputBytes } = this.settings;
 			const call = (action: string, params: Record<string, unknown> | undefined, timeout: number) =>
 				ctx.call(action, params, { timeout, meta: { user: { id: user.id, roles: user.roles } } });
-			return Promise.all(requests.map(request => runToolCall(this.registry, request, { defaultTimeoutMs, maxOutputBytes, userId: user.id, call })));
+			const executions = await Promise.all(
+				requests.map(request => runToolCall(this.registry, request, { defaultTimeoutMs, maxOutputBytes, userId: user.id, call }))
+			);
+			for (const { result } of executions) {
+				// The name comes from the model: only registered tools get their own label value.
+				const tool = this.registry.get(result.name) ? result.name : "unknown";
+				increment(this.broker, "toolExecutions", { tool, status: result.status });
+				observe(this.broker, "toolDuration", result.durationMs / 1000, { tool });
+			}
+			return executions;
 		},
 
 		/** A lost audit row must not cost the model its results: a failed write is logged, not thrown. */

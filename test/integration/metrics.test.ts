@@ -1,8 +1,11 @@
 import net from "node:net";
+import os from "node:os";
 import { ServiceBroker } from "moleculer";
 import { describe, expect, it } from "vitest";
 import { TEST_NATS_URL, uniqueNamespace } from "../helpers/infra";
 import { type TestNode, withChatNode } from "../helpers/fixtures";
+import { collectGeneration, openSocket } from "../helpers/chat";
+import { signUp } from "../helpers/http";
 import { waitUntil } from "../helpers/processes";
 
 // METRICS_PORT turns on Moleculer's Prometheus reporter; a scrape sees the node's requests and,
@@ -19,13 +22,13 @@ const freePort = () =>
 		});
 	});
 
-withChatNode({
+const fixture = withChatNode({
 	label: "metrics",
-	models: ["sim-small"],
+	models: ["sim-small", "sim-medium"],
 	nats: true,
 	env: async () => {
 		port = await freePort();
-		return { NAMESPACE: namespace, METRICS_PORT: String(port) };
+		return { NAMESPACE: namespace, METRICS_PORT: String(port), METRICS_HOST: "127.0.0.1" };
 	},
 	started: f => {
 		node = f.node;
@@ -69,5 +72,67 @@ describe("Prometheus metrics", () => {
 		expect(series(text, "moleculer_transit_publish_total", "RES")).toBeGreaterThanOrEqual(5);
 		expect(series(text, "moleculer_transporter_packets_received_total")).toBeGreaterThanOrEqual(5);
 		expect(series(text, "moleculer_transporter_packets_sent_bytes")).toBeGreaterThan(0);
+	});
+});
+
+describe("chatmesh metrics", () => {
+	const scrape = async () => (await fetch(`http://127.0.0.1:${port}/metrics`)).text();
+
+	it("count a chat turn under the seed's names, with route templates and no leaky series", async () => {
+		const user = await signUp(fixture.api, "metrics");
+		const socket = await openSocket(node.baseUrl, user.accessToken);
+		fixture.sockets.push(socket);
+		const ack = await socket.timeout(5000).emitWithAck("chat:send", { content: "count me", model: "sim-small" });
+		const end = await collectGeneration(socket, ack.generationId).ended;
+		expect(end.name).toBe("generation:done");
+		const res = await fetch(`${node.baseUrl}/api/conversations/${ack.conversationId}`, { headers: { authorization: `Bearer ${user.accessToken}` } });
+		expect(res.status).toBe(200);
+
+		// The OpenAI-compatible surface counts too, streamed or not.
+		const v1 = (stream: boolean) =>
+			fetch(`${node.baseUrl}/v1/chat/completions`, {
+				method: "POST",
+				headers: { authorization: `Bearer ${user.accessToken}`, "content-type": "application/json" },
+				body: JSON.stringify({ model: "sim-medium", stream, messages: [{ role: "user", content: "count me too" }] })
+			}).then(r => r.text());
+		await v1(false);
+		await v1(true);
+
+		let text = "";
+		await waitUntil(async () => {
+			text = await scrape();
+			return /llm_requests_total\{[^}]*model="sim-medium"[^}]*\} 2/.test(text);
+		}, 5000);
+		expect(text).toMatch(/^llm_requests_total\{[^}]*model="sim-small",status="completed",provider="sim"\} 1$/m);
+		expect(text).toMatch(/^llm_requests_total\{[^}]*model="sim-medium",status="completed",provider="sim"\} 2$/m);
+		expect(text).toMatch(/^llm_latency_seconds_count\{[^}]*model="sim-small",provider="sim"\} 1$/m);
+		expect(text).toMatch(/^llm_latency_seconds_bucket\{[^}]*model="sim-small",provider="sim",le="\+Inf"\} 1$/m);
+		expect(text).toMatch(/^chatmesh_http_requests_total\{[^}]*route="\/v1\/chat\/completions",method="POST",status="200"\} 2$/m);
+		expect(text).toMatch(/^chatmesh_llm_time_to_first_token_seconds_count\{[^}]*model="sim-small"\} 1$/m);
+		expect(text).toMatch(/^chatmesh_llm_inter_token_seconds_count\{[^}]*model="sim-small"\} [1-9]/m);
+		expect(text).toMatch(/^chatmesh_llm_completion_tokens_total\{[^}]*model="sim-small"\} [1-9]/m);
+		expect(text).toMatch(/^active_conversations\{[^}]*\} 0$/m);
+		expect(text).toMatch(/^chatmesh_socketio_connections\{[^}]*\} 1$/m);
+		expect(text).toMatch(/^chatmesh_socketio_events_total\{[^}]*event="chat:send"\} 1$/m);
+		expect(text).toMatch(/^chatmesh_http_requests_total\{[^}]*route="\/api\/conversations\/:id",method="GET",status="200"\} 1$/m);
+		expect(text).toMatch(/^chatmesh_moderation_verdicts_total\{[^}]*verdict="allow",direction="input"\} [1-9]/m);
+		expect(text).toMatch(/^chatmesh_llm_breaker_state\{[^}]*provider="sim",state="closed"\} 1$/m);
+		expect(text).toMatch(/^chatmesh_db_pool_waiting\{[^}]*\} 0$/m);
+		expect(text).toMatch(/^chatmesh_generation_log_events_written_total\{[^}]*\} [1-9]/m);
+		expect(text).toMatch(/^chatmesh_process_cpu_seconds_total\{[^}]*\} [0-9.]+$/m);
+		expect(text).not.toContain(ack.conversationId);
+		expect(text).not.toContain(user.userId);
+		for (const leaky of ["process_arguments", "os_user_homedir", "os_network_address", "os_hostname", "process_pid"])
+			expect(text).not.toMatch(new RegExp(`^${leaky}[{ ]`, "m"));
+	});
+
+	it("listen on METRICS_HOST only", async () => {
+		const reporters = (node.broker.metrics as unknown as { reporter: Array<{ server: net.Server }> }).reporter;
+		expect((reporters[0].server.address() as net.AddressInfo).address).toBe("127.0.0.1");
+		const outside = Object.values(os.networkInterfaces())
+			.flat()
+			.find(a => a && a.family === "IPv4" && !a.internal)?.address;
+		if (!outside) return; // no other address to try from here; the bound address above holds
+		await expect(fetch(`http://${outside}:${port}/metrics`, { signal: AbortSignal.timeout(2000) })).rejects.toThrow();
 	});
 });

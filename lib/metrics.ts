@@ -1,0 +1,368 @@
+/**
+ * chatmesh's own metrics: every name, label set and bucket list in one place, registered in the
+ * broker's Moleculer metric registry (exported by its Prometheus reporter, see
+ * ./metrics-reporter.ts) and written through the small helpers below from where things happen.
+ *
+ * The names are the exported Prometheus names as they are: the reporter adds no prefix and no
+ * suffix to a counter or gauge, and `_bucket`, `_sum` and `_count` to a histogram. The seed's
+ * three (`llm_requests_total`, `llm_latency_seconds`, `active_conversations`) keep its names; the
+ * rest carry a `chatmesh_` prefix. Label values are bounded: models beyond the first
+ * MAX_MODEL_LABELS seen are "other", routes are templates, errors are type codes.
+ *
+ * With metrics off (no METRICS_PORT) nothing is registered and every helper does nothing, so
+ * callers never check.
+ * Values that are cheaper to read than to count (gauges of live things) are read at scrape time
+ * by collectors (`onScrape`), so hot paths do not pay for them.
+ */
+import type { MetricRegistry, ServiceBroker } from "moleculer";
+
+type MetricType = "counter" | "gauge" | "histogram";
+
+interface MetricDefinition {
+	name: string;
+	type: MetricType;
+	labelNames: readonly string[];
+	description: string;
+	buckets?: readonly number[];
+}
+
+/** Seconds: from a few milliseconds to two minutes (first tokens, whole answers). */
+const LATENCY_BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120] as const;
+/** Seconds between two chunks of one answer: sub-millisecond to a stalled second. */
+export const GAP_BUCKETS = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5] as const;
+const TOOL_BUCKETS = [0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30] as const;
+
+const define = <T extends Record<string, MetricDefinition>>(defs: T) => defs;
+
+export const METRICS = define({
+	llmRequests: {
+		name: "llm_requests_total",
+		type: "counter",
+		labelNames: ["model", "status", "provider"],
+		description: "Chat requests (turns and completions) by the model that answered and their final status"
+	},
+	llmLatency: {
+		name: "llm_latency_seconds",
+		type: "histogram",
+		labelNames: ["model", "provider"],
+		buckets: LATENCY_BUCKETS,
+		description: "Time from a chat request to its final status"
+	},
+	activeConversations: {
+		name: "active_conversations",
+		type: "gauge",
+		labelNames: [],
+		description: "Conversations with an answer streaming now (on this conversation node)"
+	},
+	timeToFirstToken: {
+		name: "chatmesh_llm_time_to_first_token_seconds",
+		type: "histogram",
+		labelNames: ["model"],
+		buckets: LATENCY_BUCKETS,
+		description: "Time from a generation's start (queueing included) to its first token"
+	},
+	interTokenGap: {
+		name: "chatmesh_llm_inter_token_seconds",
+		type: "histogram",
+		labelNames: ["model"],
+		buckets: GAP_BUCKETS,
+		description: "Gap between two chunks of one streamed answer"
+	},
+	promptTokens: {
+		name: "chatmesh_llm_prompt_tokens_total",
+		type: "counter",
+		labelNames: ["model"],
+		description: "Prompt tokens sent to models"
+	},
+	completionTokens: {
+		name: "chatmesh_llm_completion_tokens_total",
+		type: "counter",
+		labelNames: ["model"],
+		description: "Completion tokens produced by models"
+	},
+	generationsInFlight: {
+		name: "chatmesh_llm_generations_in_flight",
+		type: "gauge",
+		labelNames: [],
+		description: "Generations running or queued on this llm node"
+	},
+	providerErrors: {
+		name: "chatmesh_llm_provider_errors_total",
+		type: "counter",
+		labelNames: ["provider", "kind"],
+		description: "Failed provider attempts by error type (timeouts, rate limits, errors, refusals, skipped with the circuit open)"
+	},
+	breakerState: {
+		name: "chatmesh_llm_breaker_state",
+		type: "gauge",
+		labelNames: ["provider", "state"],
+		description: "1 for the current circuit-breaker state of each provider on this llm node (closed, open, half-open), else 0"
+	},
+	httpRequests: {
+		name: "chatmesh_http_requests_total",
+		type: "counter",
+		labelNames: ["route", "method", "status"],
+		description: "HTTP requests answered by the gateway, by route template and status code"
+	},
+	socketConnections: {
+		name: "chatmesh_socketio_connections",
+		type: "gauge",
+		labelNames: [],
+		description: "socket.io connections open on this gateway"
+	},
+	socketEvents: {
+		name: "chatmesh_socketio_events_total",
+		type: "counter",
+		labelNames: ["event"],
+		description: "socket.io events received from clients, by event name"
+	},
+	sseStreams: {
+		name: "chatmesh_sse_streams_open",
+		type: "gauge",
+		labelNames: [],
+		description: "Server-sent event streams open on this gateway"
+	},
+	rateLimitRefusals: {
+		name: "chatmesh_rate_limit_refusals_total",
+		type: "counter",
+		labelNames: ["scope"],
+		description: "Requests refused by a rate limit (scope: ip, user, login)"
+	},
+	quotaRefusals: {
+		name: "chatmesh_quota_refusals_total",
+		type: "counter",
+		labelNames: [],
+		description: "Model calls refused because the user's token budget was spent"
+	},
+	moderationVerdicts: {
+		name: "chatmesh_moderation_verdicts_total",
+		type: "counter",
+		labelNames: ["check", "verdict", "direction"],
+		description: "Moderation verdicts of each check (allow, flag, block) by direction (input, output, tool)"
+	},
+	toolExecutions: {
+		name: "chatmesh_tool_executions_total",
+		type: "counter",
+		labelNames: ["tool", "status"],
+		description: "Tool executions by tool and status (success, error, timeout)"
+	},
+	toolDuration: {
+		name: "chatmesh_tool_execution_seconds",
+		type: "histogram",
+		labelNames: ["tool"],
+		buckets: TOOL_BUCKETS,
+		description: "Duration of tool executions"
+	},
+	logEventsWritten: {
+		name: "chatmesh_generation_log_events_written_total",
+		type: "counter",
+		labelNames: [],
+		description: "Events of streamed answers stored in the replay log by this node"
+	},
+	logEventsDelivered: {
+		name: "chatmesh_generation_log_events_delivered_total",
+		type: "counter",
+		labelNames: [],
+		description: "Replay-log events delivered to watching clients by this node"
+	},
+	logWriteBacklog: {
+		name: "chatmesh_generation_log_write_backlog",
+		type: "gauge",
+		labelNames: [],
+		description: "Events appended on this node but not yet confirmed stored by the replay log"
+	},
+	dbPoolWaiting: {
+		name: "chatmesh_db_pool_waiting",
+		type: "gauge",
+		labelNames: [],
+		description: "Queries waiting for a database connection on this node"
+	},
+	dbPoolConnections: {
+		name: "chatmesh_db_pool_connections",
+		type: "gauge",
+		labelNames: ["state"],
+		description: "Database pool connections on this node (idle, busy)"
+	},
+	moderationFailOpen: {
+		name: "chatmesh_moderation_failopen_total",
+		type: "counter",
+		labelNames: ["direction"],
+		description: "Output and tool checks allowed because moderation.check failed"
+	},
+	loginFailuresUncounted: {
+		name: "chatmesh_login_failures_uncounted_total",
+		type: "counter",
+		labelNames: [],
+		description: "Failed sign-ins that the brute-force limit could not count"
+	},
+	processCpu: {
+		name: "chatmesh_process_cpu_seconds_total",
+		type: "counter",
+		labelNames: [],
+		description: "CPU time of this node's process (user and system)"
+	}
+});
+
+export type MetricKey = keyof typeof METRICS;
+export type Labels = Record<string, string>;
+
+/** Chat request statuses (the assistant message's final states). */
+export type RequestStatus = "completed" | "cancelled" | "failed" | "blocked" | "interrupted";
+
+/** How many distinct model names get their own label value on one node; the rest are "other". */
+export const MAX_MODEL_LABELS = 32;
+
+interface NodeMetrics {
+	models: Set<string>;
+	collectors: Set<() => void>;
+}
+
+const nodes = new WeakMap<ServiceBroker, NodeMetrics>();
+
+function stateOf(broker: ServiceBroker): NodeMetrics {
+	let state = nodes.get(broker);
+	if (!state) {
+		state = { models: new Set(), collectors: new Set() };
+		nodes.set(broker, state);
+	}
+	return state;
+}
+
+/** Registers every chatmesh metric in the broker's registry (once; nothing when metrics are off). */
+export function registerChatmeshMetrics(broker: ServiceBroker): void {
+	if (!broker.isMetricsEnabled()) return;
+	for (const key of Object.keys(METRICS) as MetricKey[]) ensureMetric(broker.metrics, key);
+}
+
+/** Registers one metric unless it is there (for code handed a registry alone, e.g. in unit tests). */
+export function ensureMetric(registry: MetricRegistry, key: MetricKey): void {
+	const def: MetricDefinition = METRICS[key];
+	if (!registry.isEnabled() || registry.hasMetric(def.name)) return;
+	registry.register({
+		name: def.name,
+		type: def.type,
+		labelNames: [...def.labelNames],
+		description: def.description,
+		...(def.buckets ? { buckets: [...def.buckets] } : {}),
+		// The reporter would print a `_rate` series beside each; Prometheus computes rates itself.
+		rate: false
+	} as unknown as Parameters<MetricRegistry["register"]>[0]);
+}
+
+/** A model name as a label value: one of the first MAX_MODEL_LABELS seen on this node, else "other". */
+export function modelLabel(broker: ServiceBroker, model: string | null | undefined): string {
+	if (!model) return "unknown";
+	const { models } = stateOf(broker);
+	if (models.has(model)) return model;
+	if (models.size >= MAX_MODEL_LABELS) return "other";
+	models.add(model);
+	return model;
+}
+
+/** The registered metric, or undefined (metrics off, or a broker built without chatmesh's middlewares). */
+function metricOf<T>(broker: ServiceBroker, key: MetricKey): T | undefined {
+	return (broker.metrics.getMetric(METRICS[key].name) ?? undefined) as T | undefined;
+}
+
+/** `increment` for code that holds the registry rather than the broker. */
+export function incrementIn(registry: MetricRegistry | undefined, key: MetricKey, labels?: Labels, value = 1): void {
+	(registry?.getMetric(METRICS[key].name) as { increment(l?: Labels, v?: number): void } | null | undefined)?.increment(labels, value);
+}
+
+export function increment(broker: ServiceBroker, key: MetricKey, labels?: Labels, value = 1): void {
+	metricOf<{ increment(l?: Labels, v?: number): void }>(broker, key)?.increment(labels, value);
+}
+
+export function setGauge(broker: ServiceBroker, key: MetricKey, value: number, labels?: Labels): void {
+	metricOf<{ set(v: number, l?: Labels): void }>(broker, key)?.set(value, labels);
+}
+
+/** A counter kept elsewhere as a running total (read at scrape time), written as it is. */
+export function setTotal(broker: ServiceBroker, key: MetricKey, total: number): void {
+	metricOf<{ set(v: number): void }>(broker, key)?.set(total);
+}
+
+export function observe(broker: ServiceBroker, key: MetricKey, value: number, labels?: Labels): void {
+	metricOf<{ observe(v: number, l?: Labels): void }>(broker, key)?.observe(value, labels);
+}
+
+/**
+ * Runs `collect` before every scrape of this node's metrics (it sets gauges from live state).
+ * Returns the function that removes it.
+ */
+export function onScrape(broker: ServiceBroker, collect: () => void): () => void {
+	const { collectors } = stateOf(broker);
+	collectors.add(collect);
+	return () => collectors.delete(collect);
+}
+
+/** Called by the reporter before it prints the registry. A failing collector leaves its gauges as they were. */
+export function runScrapeCollectors(broker: ServiceBroker): void {
+	for (const collect of stateOf(broker).collectors) {
+		try {
+			collect();
+		} catch (err) {
+			broker.getLogger("metrics").warn("A metrics collector failed", { err: (err as Error).message });
+		}
+	}
+}
+
+/**
+ * Inter-token gaps of one answer, counted locally in the histogram's buckets and added to the
+ * registry once when the answer ends: per chunk this is a subtraction and a short scan, with no
+ * label hashing and no allocation.
+ */
+export class GapRecorder {
+	private readonly counts = new Array<number>(GAP_BUCKETS.length + 1).fill(0);
+	private sum = 0;
+	private count = 0;
+	/** The previous chunk's time; negative before the first. */
+	private last = -1;
+
+	/** A chunk arrived at `now` (ms, performance.now()). */
+	chunk(now: number): void {
+		if (this.last >= 0) {
+			const gap = (now - this.last) / 1000;
+			let i = 0;
+			while (i < GAP_BUCKETS.length && gap > GAP_BUCKETS[i]) i++;
+			this.counts[i]++;
+			this.sum += gap;
+			this.count++;
+		}
+		this.last = now;
+	}
+
+	/** Adds the gaps to `chatmesh_llm_inter_token_seconds{model}` in one step. */
+	flush(broker: ServiceBroker, model: string): void {
+		if (this.count === 0 || !broker.isMetricsEnabled()) return;
+		const histogram = broker.metrics.getMetric(METRICS.interTokenGap.name);
+		if (!histogram) return;
+		// One observe creates the labelled series (the registry's public path); the rest is added to it.
+		const item = (histogram as unknown as { observe(v: number, l: Labels): HistogramItem }).observe(0, { model });
+		item.count += this.count - 1;
+		item.sum += this.sum;
+		// observe(0) counted one in every bucket; the gaps replace it.
+		let cumulative = 0;
+		for (let i = 0; i < GAP_BUCKETS.length; i++) {
+			cumulative += this.counts[i];
+			item.bucketValues[GAP_BUCKETS[i]] += cumulative - 1;
+		}
+		this.counts.fill(0);
+		this.sum = 0;
+		this.count = 0;
+	}
+}
+
+interface HistogramItem {
+	count: number;
+	sum: number;
+	bucketValues: Record<number, number>;
+}
+
+/** One chat request (a turn or a completion) reached its final status: `llm_requests_total` and `llm_latency_seconds`. */
+export function recordChatRequest(broker: ServiceBroker, status: RequestStatus, model: string | null, provider: string | null, seconds: number): void {
+	if (!broker.isMetricsEnabled()) return;
+	const labels = { model: modelLabel(broker, model), provider: provider ?? "none" };
+	increment(broker, "llmRequests", { ...labels, status });
+	observe(broker, "llmLatency", seconds, labels);
+}

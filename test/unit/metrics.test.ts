@@ -1,0 +1,79 @@
+import { ServiceBroker } from "moleculer";
+import { afterAll, describe, expect, it } from "vitest";
+import { GAP_BUCKETS, GapRecorder, MAX_MODEL_LABELS, METRICS, modelLabel, recordChatRequest, registerChatmeshMetrics } from "../../lib/metrics";
+import { ChatmeshPrometheusReporter, LEAKY_METRICS } from "../../lib/metrics-reporter";
+
+// The metric helpers on a real registry, and the reporter's text as Prometheus reads it.
+const reporter = new ChatmeshPrometheusReporter({ port: 0, host: "127.0.0.1", excludes: LEAKY_METRICS });
+const broker = new ServiceBroker({
+	logger: false,
+	nodeID: "metrics-unit",
+	metrics: { enabled: true, collectProcessMetrics: true, reporter: [reporter as unknown as { type: "Prometheus" }] }
+});
+registerChatmeshMetrics(broker);
+
+afterAll(() => broker.stop());
+
+interface Item {
+	count: number;
+	sum: number;
+	bucketValues: Record<number, number>;
+}
+const itemOf = (name: string, labels: Record<string, string>) =>
+	(broker.metrics.getMetric(name) as unknown as { get(l: Record<string, string>): Item | undefined }).get(labels);
+
+describe("chatmesh metrics", () => {
+	it("GapRecorder adds an answer's gaps to the histogram as if each were observed", () => {
+		const gaps = new GapRecorder();
+		// Chunks at 0, 0.3, 2.3, 2.8 and 402.8 ms: gaps of 0.3 ms, 2 ms, 0.5 ms and 400 ms.
+		for (const at of [100, 100.3, 102.3, 102.8, 502.8]) gaps.chunk(at);
+		gaps.flush(broker, "gap-model");
+		const item = itemOf(METRICS.interTokenGap.name, { model: "gap-model" }) as Item;
+		expect(item.count).toBe(4);
+		expect(item.sum).toBeCloseTo(0.0003 + 0.002 + 0.0005 + 0.4, 6);
+		const expected = (bound: number) => [0.0003, 0.002, 0.0005, 0.4].filter(g => g <= bound + 1e-12).length;
+		for (const bound of GAP_BUCKETS) expect(item.bucketValues[bound]).toBe(expected(bound));
+		// A second answer adds to the same series.
+		const more = new GapRecorder();
+		more.chunk(0);
+		more.chunk(1);
+		more.flush(broker, "gap-model");
+		expect((itemOf(METRICS.interTokenGap.name, { model: "gap-model" }) as Item).count).toBe(5);
+	});
+
+	it("model labels are bounded: the first MAX_MODEL_LABELS names, then other", () => {
+		const fresh = new ServiceBroker({ logger: false, metrics: true });
+		const labels = Array.from({ length: MAX_MODEL_LABELS + 5 }, (_, i) => modelLabel(fresh, `model-${i}`));
+		expect(new Set(labels).size).toBe(MAX_MODEL_LABELS + 1);
+		expect(labels.at(-1)).toBe("other");
+		expect(modelLabel(fresh, "model-0")).toBe("model-0");
+		expect(modelLabel(fresh, null)).toBe("unknown");
+	});
+
+	it("helpers do nothing on a broker whose metrics are off or not registered", () => {
+		const off = new ServiceBroker({ logger: false, metrics: false });
+		expect(() => recordChatRequest(off, "completed", "m", "p", 1)).not.toThrow();
+		const bare = new ServiceBroker({ logger: false, metrics: true });
+		expect(() => recordChatRequest(bare, "failed", "m", "p", 1)).not.toThrow();
+		expect(bare.metrics.hasMetric(METRICS.llmRequests.name)).toBe(false);
+	});
+
+	it("the reporter prints the seed's names as they are, histograms with _bucket, _sum and _count, and no leaky series", () => {
+		recordChatRequest(broker, "completed", "sim-small", "sim", 0.42);
+		recordChatRequest(broker, "blocked", "sim-small", "sim", 1.5);
+		const text = reporter.generatePrometheusResponse();
+		expect(text).toMatch(/^# TYPE llm_requests_total counter$/m);
+		expect(text).toMatch(/^llm_requests_total\{[^}]*model="sim-small",status="completed",provider="sim"\} 1$/m);
+		expect(text).toMatch(/^# TYPE llm_latency_seconds histogram$/m);
+		expect(text).toMatch(/^llm_latency_seconds_bucket\{[^}]*model="sim-small",provider="sim",le="0\.5"\} 1$/m);
+		expect(text).toMatch(/^llm_latency_seconds_bucket\{[^}]*le="\+Inf"\} 2$/m);
+		expect(text).toMatch(/^llm_latency_seconds_sum\{[^}]*\} 1\.92$/m);
+		expect(text).toMatch(/^llm_latency_seconds_count\{[^}]*\} 2$/m);
+		// No extra `_rate` series beside ours, and no quantile series in a histogram family.
+		expect(text).not.toMatch(/^llm_requests_total_rate/m);
+		expect(text).not.toMatch(/quantile="/);
+		expect(text).toMatch(/^process_memory_rss\{/m);
+		for (const leaky of ["process_arguments", "process_pid", "os_user_homedir", "os_user_username", "os_network_address", "os_hostname"])
+			expect(text).not.toMatch(new RegExp(`^${leaky}[{ ]`, "m"));
+	});
+});
