@@ -44,6 +44,13 @@ interface ErrorFields {
 	stack?: string;
 }
 
+/** `scheme://user:password@` in a message: a driver's error may quote the URL it was given. */
+const URL_CREDENTIALS = /([a-z][a-z0-9+.-]*:\/\/[^\s:/@]*:)[^\s@/]+@/gi;
+
+function withoutUrlCredentials(text: string): string {
+	return text.includes("://") ? text.replace(URL_CREDENTIALS, `$1${REDACTED}@`) : text;
+}
+
 /**
  * Errors of a kind the error table knows (chatmesh's and Moleculer's types, a 4xx or 5xx code) are
  * expected: their type and message say what happened, and a stack would only repeat the same frames
@@ -51,12 +58,12 @@ interface ErrorFields {
  */
 export function errorFields(err: Error): ErrorFields {
 	const e = err as Error & { type?: unknown; code?: unknown; data?: unknown; nodeID?: unknown };
-	const fields: ErrorFields = { name: err.name, message: err.message };
+	const fields: ErrorFields = { name: err.name, message: withoutUrlCredentials(err.message) };
 	if (typeof e.type === "string" && e.type) fields.type = e.type;
 	if (e.code !== undefined) fields.code = e.code;
 	if (e.data !== undefined) fields.data = e.data;
 	if (e.nodeID !== undefined) fields.nodeID = e.nodeID;
-	if (httpStatusOf(err) === 500 && err.stack) fields.stack = err.stack;
+	if (httpStatusOf(err) === 500 && err.stack) fields.stack = withoutUrlCredentials(err.stack);
 	return fields;
 }
 

@@ -24,6 +24,15 @@ describe("JSON log lines", () => {
 		expect((unknown.err as { stack: string }).stack).toMatch(/\n\s+at /);
 	});
 
+	it("cut the password out of a URL an error's message quotes, in its message and its stack", () => {
+		const err = new Error("connect failed: postgres://admin:hunter2-hunter2@db:5432/chat and redis://:s3cret-pass@cache:6379");
+		const text = jsonLine("error", ["Request failed", { err }], bindings);
+		expect(text).not.toContain("hunter2");
+		expect(text).not.toContain("s3cret-pass");
+		expect(parse(text).err).toMatchObject({ message: "connect failed: postgres://admin:[redacted]@db:5432/chat and redis://:[redacted]@cache:6379" });
+		expect((parse(text).err as { stack: string }).stack).toContain("postgres://admin:[redacted]@db");
+	});
+
 	it("replace credentials by field name, at any depth, and survive a cycle", () => {
 		const cyclic: Record<string, unknown> = { name: "loop" };
 		cyclic.self = cyclic;
