@@ -11,6 +11,7 @@ import { isNodeLoss } from "./lib/node-loss";
 import { INTERNAL_MIDDLEWARES, PacketBatchedMetrics } from "./middlewares/metrics.middleware";
 import { ResilientRedisCacher } from "./lib/cacher";
 import { redisOptions } from "./lib/redis";
+import { jobsChannelMiddleware } from "./services/jobs/channel";
 
 export function brokerOptions(config: ChatmeshConfig): BrokerOptions {
 	const clustered = config.transporter.length > 0;
@@ -65,7 +66,12 @@ export function brokerOptions(config: ChatmeshConfig): BrokerOptions {
 		skipProcessEventRegistration: true,
 		// Moleculer's internal middlewares in their order, with per-packet metrics batched (see middlewares/metrics.middleware.ts).
 		internalMiddlewares: false,
-		middlewares: [AuthMiddleware(), ...INTERNAL_MIDDLEWARES.map(name => (name === "Metrics" ? (PacketBatchedMetrics() as unknown as Middleware) : name))],
+		middlewares: [
+			AuthMiddleware(),
+			...INTERNAL_MIDDLEWARES.map(name => (name === "Metrics" ? (PacketBatchedMetrics() as unknown as Middleware) : name)),
+			// The jobs.work channel, on nodes that run jobs workers.
+			...(config.services.includes("jobs") ? [jobsChannelMiddleware(config)] : [])
+		],
 		metrics:
 			config.metricsPort === undefined
 				? { enabled: false }
