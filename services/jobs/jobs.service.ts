@@ -337,14 +337,17 @@ const JobsService: ServiceSchema<JobsSettings, JobsMethods & Record<string, neve
 			return row ? { ...row, ownerId: row.owner_id } : undefined;
 		},
 
-		/** Tells a worker that work is waiting. The job is already recorded: a lost message only delays it until a poll. */
+		/**
+		 * Tells a worker that work is waiting, without waiting for the channel: the job is already
+		 * recorded, and a wake-up lost (NATS away or reconnecting) only delays it until a poll.
+		 */
 		async wake() {
 			const send = (this.broker as unknown as { sendToChannel?: (name: string, payload: unknown) => Promise<void> }).sendToChannel;
-			try {
-				await send?.call(this.broker, WORK_CHANNEL, { at: Date.now() });
-			} catch (err) {
-				this.logger.warn("Could not publish a job wake-up; workers will find the job by polling", err);
-			}
+			void Promise.resolve()
+				.then(() => send?.call(this.broker, WORK_CHANNEL, { at: Date.now() }))
+				.catch(err => this.logger.warn("Could not publish a job wake-up; workers will find the job by polling", err));
+			// A worker on this node with a free slot need not wait for the message to come back.
+			await this.runner.poll().catch(err => this.logger.warn("Job poll failed", err));
 		},
 
 		publishEvent(event: JobEvent) {

@@ -45,6 +45,7 @@ export class JobRunner {
 	private readonly slotWaiters: (() => void)[] = [];
 	private stopping = false;
 	private stopped?: Promise<void>;
+	private readonly retryTimers = new Set<NodeJS.Timeout>();
 
 	constructor(private readonly opts: RunnerOptions) {}
 
@@ -94,6 +95,7 @@ export class JobRunner {
 
 	private async drain(): Promise<void> {
 		this.stopping = true;
+		for (const timer of this.retryTimers) clearTimeout(timer);
 		for (const waiter of this.slotWaiters.splice(0)) waiter();
 		const running = [...this.running.values()];
 		for (const r of running) r.abort.abort("node-stopping");
@@ -239,6 +241,13 @@ export class JobRunner {
 		const delay = backoffMs(kind.retry, row.attempts);
 		logger.info(`Job ${row.id} (${row.kind}) attempt ${row.attempts} failed (${error.type}); retry in ${delay} ms`);
 		await this.opts.store.transition(row.id, { from: ["running"], to: "queued", worker: workerId, error, runAfterMs: delay });
+		// Look again when the wait is over rather than at the next poll, so the waits are the policy's.
+		const timer = setTimeout(() => {
+			this.retryTimers.delete(timer);
+			if (!this.stopping) void this.poll().catch(pollErr => logger.warn("Job poll failed", pollErr));
+		}, delay + 5);
+		timer.unref();
+		this.retryTimers.add(timer);
 	}
 
 	private async finish(row: JobRow, change: Parameters<JobStore["transition"]>[1]): Promise<void> {
