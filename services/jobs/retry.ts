@@ -28,7 +28,9 @@ export function isRetryable(err: unknown): boolean {
 	const { retryable, type, code } = err as { retryable?: unknown; type?: unknown; code?: unknown };
 	if (typeof code === "number" && code >= 400 && code < 500 && !(typeof type === "string" && RETRYABLE_TYPES.has(type))) return false;
 	if (retryable === true || isNodeLoss(err) || isDependencyOutage(err)) return true;
-	return typeof type === "string" && RETRYABLE_TYPES.has(type);
+	if (typeof type === "string" && RETRYABLE_TYPES.has(type)) return true;
+	// A bad gateway, an unavailable service or a timeout may pass; a 500 is a bug that would repeat.
+	return typeof code === "number" && code >= 502 && code <= 599;
 }
 
 /**

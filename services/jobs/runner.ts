@@ -128,17 +128,20 @@ export class JobRunner {
 
 	/** With a slot taken: claims a job and, when `background`, runs it without waiting. Releases the slot when done. */
 	private async claimAndRun(keepAlive: () => void, background = false): Promise<boolean> {
+		// Nothing to run (or no database): the slot goes to a waiting wake-up, if any, without a new poll.
+		const giveBack = () => {
+			this.slotsTaken -= 1;
+			this.slotWaiters.shift()?.();
+		};
 		let row: JobRow | undefined;
 		try {
 			row = this.stopping ? undefined : await this.opts.store.claim(this.opts.workerId, this.opts.leaseMs);
 		} catch (err) {
-			this.slotsTaken -= 1;
+			giveBack();
 			throw err;
 		}
 		if (!row) {
-			this.slotsTaken -= 1;
-			const next = this.slotWaiters.shift();
-			if (next) next();
+			giveBack();
 			return false;
 		}
 		const abort = new AbortController();
