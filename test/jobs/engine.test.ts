@@ -11,12 +11,14 @@ import { apiClient, signUp, type ApiClient, type Session } from "../helpers/http
 import { clusterEnv, queryDb, TEST_NATS_URL, uniqueNamespace } from "../helpers/infra";
 import { simulatorProviders } from "../helpers/nodes";
 import { spawnProcess, type NodeProcess } from "../helpers/processes";
+import { readSse } from "../helpers/chat";
 import { waitFor } from "../helpers/wait";
 import { relaxedRateLimits } from "../helpers/fixtures";
 
 const cluster = withProcesses({ label: "jobs-engine", database: true, simulator: {} });
 const namespace = uniqueNamespace("jobs-engine");
 let api: ApiClient;
+let baseUrl = "";
 const workers = new Map<string, NodeProcess>();
 
 /** The JetStream stream and durable consumer group of this file's jobs.work channel (names from the namespace). */
@@ -85,7 +87,8 @@ describe("jobs engine on NATS JetStream", () => {
 		const w2 = startWorker("w2");
 		const port = await front.httpPort(50_000);
 		await Promise.all([w1, w2].map(w => w.waitForOutput(/Jobs worker w\d:/, 50_000)));
-		api = apiClient(`http://127.0.0.1:${port}`);
+		baseUrl = `http://127.0.0.1:${port}`;
+		api = apiClient(baseUrl);
 		const user = await signUp(api, "jobs-warmup");
 		// The gateway has discovered the jobs service once a submission is answered.
 		await waitFor(async () => (await api.post("/api/jobs", { token: user.accessToken, body: { kind: "test-quick", input: { n: 0 } } })).status === 202, {
@@ -112,6 +115,8 @@ describe("jobs engine on NATS JetStream", () => {
 		const res = await api.post<{ jobId: string }>("/api/jobs", { token: user.accessToken, body: { kind: "test-steps", input: { tag, steps, delayMs: 600 } } });
 		expect(res.status).toBe(202);
 		const jobId = res.body.jobId;
+		// Followed live through the gateway while the job moves from one worker to another.
+		const sse = fetch(`${baseUrl}/api/jobs/${jobId}/events`, { headers: { authorization: `Bearer ${user.accessToken}` } }).then(r => readSse(r));
 		await waitFor(async () => (await sql("SELECT 1 FROM job_steps WHERE job_id = $1", [jobId])).length >= 2, { timeoutMs: 20_000, what: "two steps recorded" });
 		const [{ lease_owner }] = await sql<{ lease_owner: string }>("SELECT lease_owner FROM jobs WHERE id = $1", [jobId]);
 		const victimId = lease_owner.split(":")[0];
@@ -129,6 +134,11 @@ describe("jobs engine on NATS JetStream", () => {
 			jobId
 		]);
 		expect(finisher).toEqual({ attempt: 2, n: steps });
+		const frames = await sse;
+		expect(frames.at(-1)?.data).toBe("[DONE]");
+		const events = frames.filter(fr => fr.id).map(fr => ({ seq: Number(fr.id), ...(JSON.parse(fr.data) as { type: string; state?: string }) }));
+		expect(events.at(-1)).toMatchObject({ type: "job:done", state: "succeeded" });
+		expect(events.map(e => e.seq)).toEqual(events.map((_, i) => i + 1));
 
 		const prompts = cluster.sim
 			.requests()
