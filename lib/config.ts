@@ -4,6 +4,7 @@
  * embedded default: no transporter, memory cacher, PGlite under ./data, the built-in simulator.
  */
 import path from "node:path";
+import { Cron } from "croner";
 import { z } from "zod";
 
 export const SERVICE_NAMES = ["gateway", "user", "conversation", "llm", "quota", "moderation", "tool", "jobs"] as const;
@@ -256,7 +257,8 @@ function parseJobSchedules(env: Env): Record<string, string> {
 	const expected = 'a JSON object of schedule name to cron expression or "off", e.g. {"quota-reset":"*/5 * * * *","conversation-purge":"off"}';
 	try {
 		const result = z.record(z.string().regex(/^[a-z][a-z-]{0,63}$/), z.string().min(1).max(200)).safeParse(JSON.parse(raw));
-		if (result.success) return result.data;
+		// Croner throws on an expression it cannot parse: caught here, not at the first tick.
+		if (result.success && Object.values(result.data).every(cron => cron === "off" || new Cron(cron, { paused: true, timezone: "UTC" }))) return result.data;
 	} catch {
 		// fall through to the one-line error
 	}

@@ -42,3 +42,15 @@ describe("job retries", () => {
 		expect(errorRecord("plain")).toMatchObject({ type: "INTERNAL_ERROR", message: "plain", retryable: false });
 	});
 });
+
+describe("JOBS_SCHEDULES", () => {
+	it("takes cron expressions or off by schedule name and refuses anything else in one line", async () => {
+		const { loadConfig, ConfigError } = await import("../../lib/config");
+		expect(loadConfig({ JOBS_SCHEDULES: '{"quota-reset":"*/5 * * * * *","job-purge":"off"}' }).jobs.schedules).toEqual({
+			"quota-reset": "*/5 * * * * *",
+			"job-purge": "off"
+		});
+		for (const bad of ['{"quota-reset":"every minute"}', "[]", '{"Quota":"* * * * *"}', "not json"])
+			expect(() => loadConfig({ JOBS_SCHEDULES: bad }), bad).toThrow(ConfigError);
+	});
+});
