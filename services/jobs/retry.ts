@@ -26,9 +26,11 @@ const RETRYABLE_TYPES = new Set([
 export function isRetryable(err: unknown): boolean {
 	if (typeof err !== "object" || err === null) return false;
 	const { retryable, type, code } = err as { retryable?: unknown; type?: unknown; code?: unknown };
-	if (typeof code === "number" && code >= 400 && code < 500 && !(typeof type === "string" && RETRYABLE_TYPES.has(type))) return false;
-	if (retryable === true || isNodeLoss(err) || isDependencyOutage(err)) return true;
+	// First: a service not (yet) reachable says 404 SERVICE_NOT_FOUND, yet another try may find it.
+	if (isNodeLoss(err) || isDependencyOutage(err)) return true;
 	if (typeof type === "string" && RETRYABLE_TYPES.has(type)) return true;
+	if (typeof code === "number" && code >= 400 && code < 500) return false;
+	if (retryable === true) return true;
 	// A bad gateway, an unavailable service or a timeout may pass; a 500 is a bug that would repeat.
 	return typeof code === "number" && code >= 502 && code <= 599;
 }

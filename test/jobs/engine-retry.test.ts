@@ -16,6 +16,7 @@ describe("job retries", () => {
 		expect(isRetryable(new UpstreamError("timed out", ERR_UPSTREAM_TIMEOUT))).toBe(true);
 		expect(isRetryable(new UpstreamError("502 from the provider"))).toBe(true);
 		expect(isRetryable({ type: "REQUEST_REJECTED", code: 503, message: "node left" })).toBe(true);
+		expect(isRetryable({ type: "SERVICE_NOT_FOUND", code: 404, message: "Service 'llm.chat' is not found." })).toBe(true);
 		expect(isRetryable(new UnavailableError("database down"))).toBe(true);
 		expect(isRetryable({ type: "INTERNAL_ERROR", code: 500, message: "a bug" })).toBe(false);
 		expect(isRetryable(Object.assign(new Error("Connection terminated unexpectedly"), {}))).toBe(true);

@@ -87,6 +87,8 @@ describe("jobs engine on NATS JetStream", () => {
 		const w2 = startWorker("w2");
 		const port = await front.httpPort(50_000);
 		await Promise.all([w1, w2].map(w => w.waitForOutput(/Jobs worker w\d:/, 50_000)));
+		// Both workers know the front node's services (llm) before a job calls them.
+		await Promise.all([w1, w2].map(w => w.waitForOutput(/Node 'front' connected/, 30_000)));
 		baseUrl = `http://127.0.0.1:${port}`;
 		api = apiClient(baseUrl);
 		const user = await signUp(api, "jobs-warmup");
@@ -117,7 +119,14 @@ describe("jobs engine on NATS JetStream", () => {
 		const jobId = res.body.jobId;
 		// Followed live through the gateway while the job moves from one worker to another.
 		const sse = fetch(`${baseUrl}/api/jobs/${jobId}/events`, { headers: { authorization: `Bearer ${user.accessToken}` } }).then(r => readSse(r));
-		await waitFor(async () => (await sql("SELECT 1 FROM job_steps WHERE job_id = $1", [jobId])).length >= 2, { timeoutMs: 20_000, what: "two steps recorded" });
+		await waitFor(async () => (await sql("SELECT 1 FROM job_steps WHERE job_id = $1", [jobId])).length >= 2, {
+			timeoutMs: 20_000,
+			what: "two steps recorded"
+		}).catch(async err => {
+			const [job] = await sql("SELECT state, attempts, error, lease_owner, run_after FROM jobs WHERE id = $1", [jobId]);
+			const outputs = [...workers.entries()].map(([id, w]) => `--- ${id}\n${w.output().slice(-4000)}`).join("\n");
+			throw new Error(`${String(err)}; job: ${JSON.stringify(job)}\n${outputs}`);
+		});
 		const [{ lease_owner }] = await sql<{ lease_owner: string }>("SELECT lease_owner FROM jobs WHERE id = $1", [jobId]);
 		const victimId = lease_owner.split(":")[0];
 		const victim = workers.get(victimId);
