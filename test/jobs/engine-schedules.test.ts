@@ -4,18 +4,20 @@
  * run logged), and does its work (expired refresh tokens go, live ones and soft-deleted
  * conversations within the retention period stay; older ones go).
  */
-import { describe, expect, it } from "vitest";
+import { afterAll, describe, expect, it } from "vitest";
 import { withProcesses } from "../helpers/fixtures";
 import { clusterEnv, queryDb, uniqueNamespace } from "../helpers/infra";
 import { waitFor } from "../helpers/wait";
+import { deleteJobStreams } from "./engine-jetstream";
 
 const cluster = withProcesses({ label: "jobs-schedules", database: true });
 
 const EVERY_SECOND = "* * * * * *";
+const namespace = uniqueNamespace("jobs-schedules");
+afterAll(() => deleteJobStreams(namespace));
 
 describe("maintenance schedules on three jobs nodes", () => {
 	it("runs each tick of a schedule exactly once across the cluster", { timeout: 80_000 }, async () => {
-		const namespace = uniqueNamespace("jobs-schedules");
 		const env = {
 			...clusterEnv(namespace, cluster.db.url),
 			SERVICES: "jobs",

@@ -4,14 +4,14 @@
  * worker killed mid-job, 200 jobs on two workers with a late high-priority one, and a job that
  * always fails until it is dead and an admin retries it.
  */
-import { connect } from "nats";
 import { afterAll, describe, expect, it } from "vitest";
 import { withProcesses } from "../helpers/fixtures";
 import { apiClient, signUp, type ApiClient, type Session } from "../helpers/http";
-import { clusterEnv, queryDb, TEST_NATS_URL, uniqueNamespace } from "../helpers/infra";
+import { clusterEnv, queryDb, uniqueNamespace } from "../helpers/infra";
 import { simulatorProviders } from "../helpers/nodes";
 import { spawnProcess, type NodeProcess } from "../helpers/processes";
 import { readSse } from "../helpers/chat";
+import { deleteJobStreams, jobsStream, withJetStream } from "./engine-jetstream";
 import { waitFor } from "../helpers/wait";
 import { relaxedRateLimits } from "../helpers/fixtures";
 
@@ -21,24 +21,8 @@ let api: ApiClient;
 let baseUrl = "";
 const workers = new Map<string, NodeProcess>();
 
-/** The JetStream stream and durable consumer group of this file's jobs.work channel (names from the namespace). */
-const STREAM = `${namespace}_jobs_work`;
-
-async function jetstream<T>(use: (jsm: Awaited<ReturnType<Awaited<ReturnType<typeof connect>>["jetstreamManager"]>>) => Promise<T>): Promise<T> {
-	const nc = await connect({ servers: new URL(TEST_NATS_URL).host });
-	try {
-		return await use(await nc.jetstreamManager());
-	} finally {
-		await nc.close();
-	}
-}
-
-// The shared NATS keeps streams: this file's go with it.
-afterAll(async () => {
-	await jetstream(async jsm => {
-		for (const name of [STREAM, `${namespace}_jobs_dead-letter`]) await jsm.streams.delete(name).catch(() => false);
-	});
-});
+const STREAM = jobsStream(namespace);
+afterAll(() => deleteJobStreams(namespace));
 
 const sql = <T extends Record<string, unknown> = Record<string, unknown>>(text: string, params: unknown[] = []) =>
 	queryDb<T>(cluster.db.url, text, params) as Promise<T[]>;
@@ -100,7 +84,7 @@ describe("jobs engine on NATS JetStream", () => {
 		// Wake-ups travel through a JetStream stream to one durable consumer group, acknowledged once handled.
 		const consumer = await waitFor(
 			() =>
-				jetstream(async jsm => {
+				withJetStream(async jsm => {
 					const info = await jsm.consumers.info(STREAM, "jobs");
 					return info.delivered.consumer_seq > 0 && info.num_ack_pending === 0 ? info : undefined;
 				}),
