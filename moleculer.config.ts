@@ -15,6 +15,7 @@ import { loggerOptions } from "./lib/logger";
 import { tracingOptions } from "./lib/tracing";
 import { RequestContextMiddleware } from "./middlewares/request-context.middleware";
 import { ChatmeshPrometheusReporter, LEAKY_METRICS } from "./lib/metrics-reporter";
+import { jobsChannelMiddleware } from "./services/jobs/channel";
 
 export function brokerOptions(config: ChatmeshConfig): BrokerOptions {
 	const clustered = config.transporter.length > 0;
@@ -63,6 +64,8 @@ export function brokerOptions(config: ChatmeshConfig): BrokerOptions {
 		middlewares: [
 			AuthMiddleware(),
 			...INTERNAL_MIDDLEWARES.map(name => (name === "Metrics" ? (PacketBatchedMetrics() as unknown as Middleware) : name)),
+			// The jobs.work channel, on nodes that run jobs workers.
+			...(config.services.includes("jobs") ? [jobsChannelMiddleware(config)] : []),
 			// Outermost: what a handler logs or starts carries its request (read by JSON lines and traces only).
 			...(config.logFormat === "json" || config.tracing ? [RequestContextMiddleware()] : [])
 		],

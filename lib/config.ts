@@ -4,9 +4,10 @@
  * embedded default: no transporter, memory cacher, PGlite under ./data, the built-in simulator.
  */
 import path from "node:path";
+import { Cron } from "croner";
 import { z } from "zod";
 
-export const SERVICE_NAMES = ["gateway", "user", "conversation", "llm", "quota", "moderation", "tool"] as const;
+export const SERVICE_NAMES = ["gateway", "user", "conversation", "llm", "quota", "moderation", "tool", "jobs"] as const;
 export type ServiceName = (typeof SERVICE_NAMES)[number];
 
 const LOG_LEVELS = ["fatal", "error", "warn", "info", "debug", "trace"] as const;
@@ -98,6 +99,8 @@ export interface ChatmeshConfig {
 	shutdownUnreadyDelayMs: number;
 	/** Where action spans go; undefined: tracing off (the embedded default). */
 	tracing?: TracingConfig;
+	/** Durable jobs (JOBS_*, RETENTION_DAYS): see services/jobs/. */
+	jobs: JobsConfig;
 }
 
 export const TRACING_EXPORTERS = ["none", "console", "zipkin"] as const;
@@ -109,6 +112,21 @@ export interface TracingConfig {
 	endpoint: string;
 	/** Fraction of requests traced, 0 to 1; the decision is made once per request, at its first action. */
 	sampleRate: number;
+}
+
+export interface JobsConfig {
+	/** Jobs one jobs node runs at once (JOBS_CONCURRENCY). */
+	concurrency: number;
+	/** Queued plus running jobs one user may have; more is 429 TOO_MANY_JOBS (JOBS_MAX_ACTIVE_PER_USER). */
+	maxActivePerUser: number;
+	/** How long a worker's claim on a running job holds without renewal (JOBS_LEASE_MS). */
+	leaseMs: number;
+	/** How often an idle worker looks for runnable jobs besides the channel's wake-ups (JOBS_POLL_MS). */
+	pollMs: number;
+	/** Days a soft-deleted conversation or a finished job is kept (RETENTION_DAYS). */
+	retentionDays: number;
+	/** Cron expressions replacing the maintenance schedules' defaults, by name; "off" turns one off (JOBS_SCHEDULES). */
+	schedules: Record<string, string>;
 }
 
 const rateRuleSchema = z.object({ points: z.number().int().min(1), durationS: z.number().int().min(1) }).strict();
@@ -252,6 +270,20 @@ function parseRateLimits(env: Env): RateLimitOverrides | undefined {
 	throw new ConfigError("RATE_LIMITS", expected);
 }
 
+function parseJobSchedules(env: Env): Record<string, string> {
+	const raw = read(env, "JOBS_SCHEDULES");
+	if (raw === undefined) return {};
+	const expected = 'a JSON object of schedule name to cron expression or "off", e.g. {"quota-reset":"*/5 * * * *","conversation-purge":"off"}';
+	try {
+		const result = z.record(z.string().regex(/^[a-z][a-z-]{0,63}$/), z.string().min(1).max(200)).safeParse(JSON.parse(raw));
+		// Croner throws on an expression it cannot parse: caught here, not at the first tick.
+		if (result.success && Object.values(result.data).every(cron => cron === "off" || new Cron(cron, { paused: true, timezone: "UTC" }))) return result.data;
+	} catch {
+		// fall through to the one-line error
+	}
+	throw new ConfigError("JOBS_SCHEDULES", expected);
+}
+
 function parseServices(env: Env): ServiceName[] {
 	const raw = read(env, "SERVICES");
 	if (raw === undefined || raw === "*" || raw === "all") return [...SERVICE_NAMES];
@@ -388,7 +420,15 @@ export function loadConfig(env: Env = process.env): ChatmeshConfig {
 		corsOrigins: parseCorsOrigins(env),
 		healthPort: parseWith(env, "HEALTH_PORT", integer(0, 65535), "a port number from 0 to 65535"),
 		shutdownUnreadyDelayMs: parseWith(env, "SHUTDOWN_UNREADY_DELAY_MS", integer(0, 300_000), "a whole number of milliseconds (0-300000)") ?? 0,
-		tracing: parseTracing(env)
+		tracing: parseTracing(env),
+		jobs: {
+			concurrency: parseWith(env, "JOBS_CONCURRENCY", integer(1, 1000), "a whole number from 1 to 1000") ?? 4,
+			maxActivePerUser: parseWith(env, "JOBS_MAX_ACTIVE_PER_USER", integer(1, 100_000), "a whole number from 1 to 100000") ?? 10,
+			leaseMs: parseWith(env, "JOBS_LEASE_MS", integer(1000, 3_600_000), "a whole number of milliseconds (1000-3600000)") ?? 30_000,
+			pollMs: parseWith(env, "JOBS_POLL_MS", integer(100, 600_000), "a whole number of milliseconds (100-600000)") ?? 2000,
+			retentionDays: parseWith(env, "RETENTION_DAYS", integer(1, 36_500), "a whole number of days (1-36500)") ?? 30,
+			schedules: parseJobSchedules(env)
+		}
 	};
 	if (config.moderationProviderApiKey !== undefined && config.moderationProviderUrl === undefined)
 		throw new ConfigError("MODERATION_PROVIDER_API_KEY", "unset unless MODERATION_PROVIDER_URL is set");
@@ -397,7 +437,7 @@ export function loadConfig(env: Env = process.env): ChatmeshConfig {
 }
 
 /** Services whose node needs the database (the gateway checks it for readiness). */
-const DATABASE_SERVICES: ReadonlySet<ServiceName> = new Set(["gateway", "user", "conversation", "quota", "tool"]);
+const DATABASE_SERVICES: ReadonlySet<ServiceName> = new Set(["gateway", "user", "conversation", "quota", "tool", "jobs"]);
 
 /** Services that write or serve streamed answers, and so need the generation log. */
 export const GENERATION_SERVICES: ReadonlySet<ServiceName> = new Set(["gateway", "conversation"]);

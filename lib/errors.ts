@@ -43,6 +43,12 @@ export const ERR_STREAM_UNAVAILABLE = "STREAM_UNAVAILABLE";
 export const ERR_NESTING_TOO_DEEP = "NESTING_TOO_DEEP";
 export const ERR_INVALID_CURSOR = "INVALID_CURSOR";
 export const ERR_UNSUPPORTED_MEDIA_TYPE = "UNSUPPORTED_MEDIA_TYPE";
+// Durable jobs.
+export const ERR_UNKNOWN_JOB_KIND = "UNKNOWN_JOB_KIND";
+export const ERR_JOB_FINISHED = "JOB_FINISHED";
+export const ERR_JOB_NOT_DEAD = "JOB_NOT_DEAD";
+export const ERR_TOO_MANY_JOBS = "TOO_MANY_JOBS";
+export const ERR_NO_JOB_RESULT = "NO_JOB_RESULT";
 
 /** Each known type's HTTP status. Moleculer's and moleculer-web's own types are included. */
 const HTTP_STATUS_BY_TYPE: Readonly<Record<string, number>> = {
@@ -78,6 +84,11 @@ const HTTP_STATUS_BY_TYPE: Readonly<Record<string, number>> = {
 	[ERR_STREAM_UNAVAILABLE]: 503,
 	[ERR_NESTING_TOO_DEEP]: 400,
 	[ERR_INVALID_CURSOR]: 400,
+	[ERR_UNKNOWN_JOB_KIND]: 422,
+	[ERR_JOB_FINISHED]: 409,
+	[ERR_JOB_NOT_DEAD]: 409,
+	[ERR_TOO_MANY_JOBS]: 429,
+	[ERR_NO_JOB_RESULT]: 404,
 	// moleculer-web
 	NO_TOKEN: 401,
 	[ERR_UNSUPPORTED_MEDIA_TYPE]: 415,

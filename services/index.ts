@@ -5,6 +5,7 @@
 import type { ServiceName } from "../lib/config";
 import { defineService, type ServiceDefinition } from "../lib/service";
 import GatewayService from "./gateway/gateway.service";
+import JobsService from "./jobs/jobs.service";
 import ConversationService from "./conversation/conversation.service";
 import LlmService from "./llm/llm.service";
 import ModerationService from "./moderation/moderation.service";
@@ -19,5 +20,6 @@ export const SERVICES: Readonly<Record<ServiceName, ServiceDefinition>> = {
 	llm: defineService(LlmService),
 	quota: defineService(QuotaService),
 	moderation: defineService(ModerationService),
-	tool: defineService(ToolService)
+	tool: defineService(ToolService),
+	jobs: defineService(JobsService)
 };

@@ -15,6 +15,8 @@ import { redisOptions } from "../../lib/redis";
 import { acceptRequestId } from "../../lib/request-context";
 import { NODE_STOPPING_EVENT, runtimeOf } from "../../lib/runtime";
 import type { ResolvedCredential } from "../user/user.service";
+import type { JobEvent } from "../jobs/store";
+import { JOB_EVENT } from "../jobs/events";
 import { edgeMiddleware } from "./edge";
 import { collectConnections, countHttpRequests } from "./http-metrics";
 import { failureLog, retryAfterOf, toPublicError } from "./http-errors";
@@ -23,6 +25,7 @@ import { DEFAULT_RATE_LIMITS, RateLimiter, type RateLimitSettings, type RouteCla
 import { checkReadiness, type Readiness } from "./readiness";
 import { ALIAS_RATE_CLASS, apiRoutes, loginEmail, RESPONSE_SENT, webAppAssets } from "./routes";
 import { chatSocketHandlers } from "./socket-chat";
+import { JobEventHub } from "./jobs-routes";
 import { applyCredentialsChange } from "./socket-revocation";
 import { createSocketServer } from "./sockets";
 import { endStreamsForShutdown } from "./streaming";
@@ -113,6 +116,14 @@ const GatewayService: ServiceSchema<ApiSettingsSchema, GatewayMethods & Record<s
 				if (!this.io) return;
 				const touched = applyCredentialsChange(this.io, ctx.params);
 				if (touched) this.logger.info("Sockets follow a credentials change", { change: ctx.params.change, userId: ctx.params.userId, sockets: touched });
+			}
+		},
+
+		/** A job's progress or end: to the owner's sockets and the job's SSE streams on this node. */
+		[JOB_EVENT]: {
+			params: { jobId: { type: "string" }, ownerId: { type: "string" }, seq: { type: "number" }, type: { type: "string" }, data: { type: "object" } },
+			handler(ctx: Context<JobEvent>) {
+				this.jobEvents.dispatch(ctx.params, this.io);
 			}
 		}
 	},
@@ -236,6 +247,7 @@ const GatewayService: ServiceSchema<ApiSettingsSchema, GatewayMethods & Record<s
 		if (!generations) throw new Error("gateway needs the generation log");
 		this.generations = generations;
 		this.sseStreams = new Set();
+		this.jobEvents = new JobEventHub();
 		this.trustProxy = config.trustProxy;
 		this.redis = config.redisUrl ? new Redis({ ...redisOptions(config.redisUrl), lazyConnect: false }) : undefined;
 		this.redis?.on("error", () => {

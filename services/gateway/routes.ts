@@ -14,6 +14,8 @@ import type { ModelInfo } from "../llm/llm.service";
 import { conversationCompletion, modelList, parseCompletionRequest, passthroughCompletion } from "./openai-compat";
 import { RateLimiter, type RouteClass } from "./rate-limit";
 import { noStore } from "./edge";
+import { JOB_ALIASES } from "./jobs-routes";
+import { RESPONSE_SENT } from "./response-sent";
 import { parseAfter, streamGenerationSse } from "./streaming";
 import type { ChatmeshRoute, GatewayThis } from "./types";
 
@@ -71,7 +73,8 @@ export function apiRoutes(bodyLimitBytes: number): ChatmeshRoute[] {
 				"GET generations/:id": "conversation.generation",
 				"GET generations/:id/events": generationEvents,
 				"POST generations/:id/cancel": "conversation.cancel",
-				"POST conversations/:id/messages": sendMessage
+				"POST conversations/:id/messages": sendMessage,
+				...JOB_ALIASES
 			}
 		},
 		{
@@ -124,16 +127,7 @@ const v1Models: AliasHandler = (req, res, next) => {
 
 type AliasHandler = (this: GatewayThis, req: IncomingRequest, res: ServerResponse, next?: (err?: unknown) => void) => void;
 
-/**
- * moleculer-web treats a function alias as middleware and looks for an action after it; ours
- * answer the request themselves, so they end with this marker instead of next(). It travels as a
- * 4xx-coded error (so moleculer-web does not log it) to replyError, which leaves the response alone.
- */
-class ResponseSent extends Error {
-	readonly code = 499;
-	readonly type = "RESPONSE_SENT";
-}
-export const RESPONSE_SENT = new ResponseSent("response already sent");
+export { RESPONSE_SENT } from "./response-sent";
 
 function wantsEventStream(req: IncomingMessage): boolean {
 	return /\btext\/event-stream\b/.test(String(req.headers.accept ?? ""));

@@ -9,7 +9,7 @@ import type { CredentialsChangedEvent } from "../../lib/auth";
 import { ERR_TOKEN_EXPIRED } from "../../lib/errors";
 import type { ChatServer, ChatSocket } from "./sockets";
 
-const userRoom = (userId: string) => `user:${userId}`;
+export const userRoom = (userId: string) => `user:${userId}`;
 const sessionRoom = (sessionId: string) => `session:${sessionId}`;
 const keyRoom = (keyId: string) => `key:${keyId}`;
 

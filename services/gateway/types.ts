@@ -9,6 +9,7 @@ import type { ApiRouteSchema, IncomingRequest } from "moleculer-web";
 import type { Socket } from "socket.io";
 import type { AuthUser, ChatmeshMeta } from "../../lib/auth";
 import type { GenerationLog } from "../../lib/generations/log";
+import type { JobEventHub } from "./jobs-routes";
 import type { RateLimiter, RouteClass } from "./rate-limit";
 import type { ChatServer } from "./sockets";
 
@@ -28,6 +29,8 @@ export interface GatewayVars {
 	sseStreams: Set<ServerResponse>;
 	/** Stop the gateway's request counting and scrape collectors. */
 	stopMetrics?: Array<() => void>;
+	/** Live job events for this node's SSE streams. */
+	jobEvents: JobEventHub;
 }
 
 export interface GatewayMethods {

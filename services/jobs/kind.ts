@@ -21,7 +21,7 @@ export interface JobProgress {
 export interface RetryPolicy {
 	/** Deliveries before the job ends `dead` (the first one included). */
 	maxAttempts: number;
-	/** First backoff; each next one doubles, with full jitter, up to maxDelayMs. */
+	/** First backoff; each next one doubles, up to maxDelayMs; half of each wait is fixed, half random (jitter). */
 	baseDelayMs: number;
 	maxDelayMs: number;
 }

@@ -4,6 +4,8 @@ import { describe, expect, it } from "vitest";
 import { type TestNode, withChatNode } from "../helpers/fixtures";
 import { waitFor } from "../helpers/wait";
 import { signUp, type ApiClient, type ApiResponse, type Session } from "../helpers/http";
+import { registerJobKind } from "../../services/jobs/registry";
+import { testQuickKind } from "../jobs/engine-kinds";
 
 // The authorization matrix: for every route that addresses one resource by id, user B gets
 // exactly the 404 a missing resource gets, and A's resource is unchanged. Each issue that adds
@@ -61,6 +63,19 @@ async function generationOf(owner: Session): Promise<string> {
 
 const generationState = async (owner: Session, id: string) => (await api.get(`/api/generations/${id}`, { token: owner.accessToken })).body;
 
+/** A finished job of the owner's (a test kind, registered before the node starts). */
+async function jobOf(owner: Session): Promise<string> {
+	const res = await api.post<{ jobId: string }>("/api/jobs", { token: owner.accessToken, body: { kind: testQuickKind.name, input: { n: 1 } } });
+	await waitFor(async () => (await api.get<{ state: string }>(`/api/jobs/${res.body.jobId}`, { token: owner.accessToken })).body.state === "succeeded", {
+		what: "the job to finish"
+	});
+	return res.body.jobId;
+}
+
+const jobState = async (owner: Session, id: string) => (await api.get(`/api/jobs/${id}`, { token: owner.accessToken })).body;
+const jobCase = (route: string, attempt: ResourceCase["attempt"]): ResourceCase => ({ route, create: jobOf, snapshot: jobState, attempt });
+registerJobKind(testQuickKind);
+
 const conversationCase = (route: string, attempt: ResourceCase["attempt"]): ResourceCase => ({
 	route,
 	create: conversationOf,
@@ -85,6 +100,10 @@ const MATRIX: ResourceCase[] = [
 	generationCase("GET /api/generations/:id", (b, id) => api.get(`/api/generations/${id}`, { token: b.accessToken })),
 	generationCase("GET /api/generations/:id/events", (b, id) => api.get(`/api/generations/${id}/events`, { token: b.accessToken })),
 	generationCase("POST /api/generations/:id/cancel", (b, id) => api.post(`/api/generations/${id}/cancel`, { token: b.accessToken })),
+	jobCase("GET /api/jobs/:id", (b, id) => api.get(`/api/jobs/${id}`, { token: b.accessToken })),
+	jobCase("GET /api/jobs/:id/events", (b, id) => api.get(`/api/jobs/${id}/events`, { token: b.accessToken })),
+	jobCase("GET /api/jobs/:id/result", (b, id) => api.get(`/api/jobs/${id}/result`, { token: b.accessToken })),
+	jobCase("POST /api/jobs/:id/cancel", (b, id) => api.post(`/api/jobs/${id}/cancel`, { token: b.accessToken })),
 	{
 		route: "DELETE /api/keys/:id",
 		async create(owner) {

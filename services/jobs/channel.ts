@@ -1,0 +1,43 @@
+/**
+ * The transport of the jobs.work channel (@moleculer/channels), by configuration: NATS JetStream
+ * in a cluster (a durable consumer group per namespace: a message goes to one jobs node, is
+ * acknowledged once the job it led to is recorded, comes back after the ack wait when that node
+ * died, and after maxRetries failed handlings goes to the dead-letter subject); the in-process
+ * Fake adapter on one node, where the database alone makes jobs survive a restart.
+ */
+import channels from "@moleculer/channels";
+import type { Middleware } from "moleculer";
+import type { ChatmeshConfig } from "../../lib/config";
+
+const NANOS_PER_MS = 1_000_000;
+
+export function jobsChannelMiddleware(config: ChatmeshConfig): Middleware {
+	const { concurrency, leaseMs } = config.jobs;
+	const common = {
+		prefix: config.namespace,
+		// Messages only wake workers, who wait for a free slot: allow a few per slot in flight.
+		maxInFlight: concurrency * 4,
+		maxRetries: 3,
+		deadLettering: { enabled: true, queueName: "jobs.dead-letter" }
+	};
+	const adapter =
+		config.transporter.length > 0
+			? {
+					type: "NATS",
+					options: {
+						...common,
+						nats: {
+							url: config.transporter.join(","),
+							connectionOptions: { maxReconnectAttempts: -1, reconnectTimeWait: 1000 },
+							// Wake-ups are worth nothing after a day; the jobs table keeps the work.
+							streamConfig: { max_age: 86_400_000 * NANOS_PER_MS },
+							// A message whose worker died comes back about when its lease runs out.
+							consumerOptions: { config: { ack_wait: (leaseMs + 1000) * NANOS_PER_MS } }
+						}
+					}
+				}
+			: { type: "Fake", options: common };
+	// The adapter options' declared type requires fields the adapters default themselves.
+	type Options = Parameters<typeof channels.Middleware>[0];
+	return channels.Middleware({ adapter, context: false } as unknown as Options) as unknown as Middleware;
+}
