@@ -24,7 +24,7 @@ export interface JobSnapshot {
 	progress?: Partial<PanelProgress> | null;
 	attempts?: number;
 	error?: JobError;
-	result?: { summary?: Record<string, unknown> } | null;
+	result?: (Record<string, unknown> & { summary?: Record<string, unknown> }) | null;
 }
 
 export const FINAL_STATES: Set<string>;

@@ -57,7 +57,8 @@ export function applySnapshot(job, record) {
 		job.attempts = record.attempts;
 		changed = true;
 	}
-	if (record.result?.summary) job.summary = record.result.summary;
+	// The kind's summary: `result` itself, or `result.summary` as the API was first drafted.
+	if (record.result && typeof record.result === "object") job.summary = record.result.summary ?? record.result;
 	if (validProgress(record.progress)) changed = applyProgress(job, record.progress) || changed;
 	if (FINAL_STATES.has(record.state)) return applyDone(job, { state: record.state, error: record.error ?? null }) || changed;
 	if (record.state === "queued" && job.state !== "queued") {

@@ -36,7 +36,8 @@ interface JobRecord {
 	kind: string;
 	state: string;
 	progress: { current: number; total: number; step: string };
-	result?: { summary?: Record<string, unknown> } | null;
+	/** The kind's result summary (`result.summary` in the first draft of the API, so both are read). */
+	result?: (Record<string, unknown> & { summary?: Record<string, unknown> }) | null;
 }
 
 let counter = 0;
@@ -153,7 +154,7 @@ describe("reports and exports in the web app", () => {
 		const record = await api.get<JobRecord>(`/api/jobs/${jobId}`, { token });
 		expect(record.status).toBe(200);
 		expect(record.body.state).toBe("succeeded");
-		const summary = record.body.result?.summary as { title: string; sections: string[] };
+		const summary = (record.body.result?.summary ?? record.body.result) as { title: string; sections: string[] };
 		expect(text.startsWith(`# ${summary.title}`)).toBe(true);
 		for (const [i, title] of summary.sections.entries()) expect(text).toContain(`## ${i + 1}. ${title}`);
 		// The download carried the app's own bearer token: a plain link could not have.

@@ -67,6 +67,10 @@ describe("a job in the panel", () => {
 		applySnapshot(done, { state: "succeeded", attempts: 1, progress: { current: 6, total: 6, step: "summary" }, result: { summary: { title: "Tea" } } });
 		expect(done.summary).toEqual({ title: "Tea" });
 		expect(done.state).toBe("succeeded");
+		// The record may also carry the summary as its result itself.
+		const flat = fresh();
+		applySnapshot(flat, { state: "succeeded", attempts: 1, result: { title: "Tea" } });
+		expect(flat.summary).toEqual({ title: "Tea" });
 	});
 
 	it("starts progress afresh when a poll shows a new delivery", () => {
