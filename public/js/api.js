@@ -168,6 +168,37 @@ export async function request(method, path, body) {
 	}
 }
 
+/**
+ * A file from an authenticated route, as a Blob and the name the server gives it
+ * (Content-Disposition). The page cannot send its bearer token with a plain link, so downloads
+ * go through fetch and a blob URL; the same refresh-and-retry as `request` applies.
+ */
+export async function download(path) {
+	const get = async token => {
+		try {
+			return await fetch(path, { headers: { Authorization: `Bearer ${token}` } });
+		} catch {
+			throw new ApiError("OFFLINE", "Can't reach chatmesh. Check your connection.");
+		}
+	};
+	const failure = async res => {
+		const body = await res.json().catch(() => null);
+		return new ApiError(body?.type ?? `HTTP_${res.status}`, body?.message ?? res.statusText, { status: res.status, data: body?.data ?? null });
+	};
+	const token = await accessToken();
+	let res = await get(token);
+	if (res.status === 401) {
+		const err = await failure(res);
+		if (err.code !== "TOKEN_EXPIRED") {
+			endSession("Your session has ended. Please sign in again.");
+			throw err;
+		}
+		res = await get(await refresh(token));
+	}
+	if (!res.ok) throw await failure(res);
+	return { blob: await res.blob(), contentDisposition: res.headers.get("Content-Disposition") };
+}
+
 export async function signIn(email, password) {
 	setSession(fromAuthAnswer(await send("POST", "/api/auth/login", { body: { email, password } })));
 	return session.user;
@@ -202,5 +233,8 @@ export const api = {
 	messages: (id, cursor, limit = 50) =>
 		request("GET", `/api/conversations/${encodeURIComponent(id)}/messages?limit=${limit}${cursor ? `&cursor=${encodeURIComponent(cursor)}` : ""}`),
 	generation: id => request("GET", `/api/generations/${encodeURIComponent(id)}`),
-	cancel: id => request("POST", `/api/generations/${encodeURIComponent(id)}/cancel`)
+	cancel: id => request("POST", `/api/generations/${encodeURIComponent(id)}/cancel`),
+	startJob: (kind, input) => request("POST", "/api/jobs", { kind, input }),
+	job: id => request("GET", `/api/jobs/${encodeURIComponent(id)}`),
+	cancelJob: id => request("POST", `/api/jobs/${encodeURIComponent(id)}/cancel`)
 };

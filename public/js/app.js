@@ -4,12 +4,15 @@
  * keeps, per answer, the text up to the last number it applied (in sessionStorage too), ignores
  * numbers it already has, and after any reconnection or reload asks for what follows that number
  * (`generation:subscribe {generationId, after}`), so an answer resumes with no gap and no repeat.
+ * Reports and exports of a conversation are jobs: started with `POST /api/jobs`, followed live
+ * (`job:progress`, `job:done`) with polls as the fallback (jobs.js), downloaded through fetch.
  */
-import { ApiError, api, currentUser, onSignedOut, resume, signIn, signOut, signUp } from "./api.js";
+import { ApiError, api, currentUser, download, onSignedOut, resume, signIn, signOut, signUp } from "./api.js";
+import { applyDone, applyProgress, applySnapshot, downloadName, isFinished, newJob, nextPollMs } from "./jobs.js";
 import { createSocket } from "./socket.js";
-import { preferences, savedStreams, state } from "./state.js";
+import { preferences, savedJobs, savedStreams, state } from "./state.js";
 import { APPLIED, applyEvent, endStream, GAP, NUMBERED_EVENTS, newStream } from "./stream.js";
-import { conversationItem, describeError, fillMessage, messageView, renderUsage } from "./views.js";
+import { conversationItem, describeError, fillMessage, h, jobItem, messageView, renderUsage } from "./views.js";
 
 const $ = id => document.getElementById(id);
 const els = {
@@ -39,6 +42,14 @@ const els = {
 	connection: $("connection"),
 	usage: $("usage"),
 	modelPicker: $("model-picker"),
+	convMenu: $("conv-menu"),
+	convMenuButton: $("conv-menu-button"),
+	convMenuItems: $("conv-menu-items"),
+	jobReport: $("job-report"),
+	jobExportMd: $("job-export-md"),
+	jobExportJson: $("job-export-json"),
+	jobs: $("jobs"),
+	jobList: $("job-list"),
 	banner: $("banner"),
 	bannerText: $("banner-text"),
 	bannerClose: $("banner-close"),
@@ -62,6 +73,8 @@ let historyLoading = false;
 const early = new Map();
 let awaitingAcks = 0;
 const renderQueued = new Set();
+/** The next poll of each unfinished job, by job id. */
+const pollTimers = new Map();
 
 // ---------------------------------------------------------------------------------------------
 // Small helpers
@@ -155,6 +168,7 @@ async function submitAuth(event) {
 async function doSignOut() {
 	leaveApp();
 	savedStreams.clear();
+	savedJobs.clear();
 	await signOut();
 	setAuthMode("signin");
 	showAuth();
@@ -168,12 +182,19 @@ function enterApp() {
 	// Answers this tab was streaming before a reload resume after the number it last saw.
 	for (const [conversationId, saved] of Object.entries(savedStreams.all()))
 		if (saved?.generationId) state.streams.set(saved.generationId, newStream({ conversationId, ...saved }));
-	socket = createSocket({ onConnect: resubscribeAll, onStatus: showConnection });
-	for (const [event, handle] of Object.entries(socketHandlers)) socket.on(event, handle);
+	socket = createSocket({
+		onConnect: () => {
+			resubscribeAll();
+			pollJobsNow();
+		},
+		onStatus: showConnection
+	});
+	for (const [event, handle] of Object.entries({ ...socketHandlers, ...jobHandlers })) socket.on(event, handle);
 	socket.connect();
 	loadModels();
 	loadUsage();
 	loadMoreConversations();
+	restoreJobs();
 	route();
 }
 
@@ -183,6 +204,10 @@ function leaveApp() {
 	Object.assign(state, { user: null, conversations: [], nextCursor: null, listComplete: false, currentId: null, messages: [], messagesCursor: null });
 	state.streams.clear();
 	early.clear();
+	for (const timer of pollTimers.values()) clearTimeout(timer);
+	pollTimers.clear();
+	state.jobs.clear();
+	renderJobs();
 	els.convList.replaceChildren();
 	els.messageList.replaceChildren();
 	hideBanner();
@@ -196,6 +221,8 @@ function showConnection(status) {
 	els.connection.dataset.state = status;
 	els.connection.textContent = status === "offline" ? "Offline" : "Reconnecting…";
 	if (status === "connected" && els.bannerText.textContent.startsWith("You're offline")) hideBanner();
+	// Live job events may be missed while the socket is away: poll at the offline pace meanwhile.
+	if (status !== "connected") for (const job of state.jobs.values()) schedulePoll(job);
 }
 
 async function loadModels() {
@@ -344,7 +371,17 @@ async function refreshTitle(id, attempts = 4) {
 	}
 }
 
+function setMenu(open) {
+	els.convMenuItems.hidden = !open;
+	els.convMenuButton.setAttribute("aria-expanded", String(open));
+	if (open) els.convMenuItems.querySelector("button")?.focus();
+}
+
+const menuOpen = () => !els.convMenuItems.hidden;
+
 function updateTitle() {
+	els.convMenu.hidden = !state.currentId;
+	if (!state.currentId) setMenu(false);
 	const conv = state.conversations.find(c => c.id === state.currentId);
 	const title = state.currentId ? conv?.title || "Conversation" : "New chat";
 	els.chatTitle.textContent = title;
@@ -705,6 +742,125 @@ const socketHandlers = {
 };
 
 // ---------------------------------------------------------------------------------------------
+// Jobs: reports and exports of a conversation, followed live and by polls (jobs.js)
+
+function renderJobs() {
+	const jobs = [...state.jobs.values()];
+	els.jobList.replaceChildren(...jobs.map(job => jobItem(job, { onDownload: downloadJob, onCancel: cancelJob, onDismiss: forgetJob })));
+	els.jobs.hidden = jobs.length === 0;
+}
+
+async function startJob(kind, input, what) {
+	setMenu(false);
+	const conversationId = state.currentId;
+	if (!conversationId) return;
+	const title = state.conversations.find(c => c.id === conversationId)?.title || "New chat";
+	try {
+		const { jobId } = await api.startJob(kind, { ...input, conversationId });
+		if (!socket) return;
+		const job = newJob({ id: jobId, kind, label: `${what} · ${title}`, conversationId });
+		state.jobs.set(jobId, job);
+		savedJobs.put(job);
+		renderJobs();
+		schedulePoll(job);
+		announce(`${what} started`);
+	} catch (err) {
+		showError(err);
+	}
+}
+
+/** The jobs this tab started before a reload: their state is asked for at once. */
+function restoreJobs() {
+	for (const saved of savedJobs.all()) if (saved?.id && !state.jobs.has(saved.id)) state.jobs.set(saved.id, newJob(saved));
+	renderJobs();
+	pollJobsNow();
+}
+
+function pollJobsNow() {
+	for (const job of state.jobs.values()) if (!isFinished(job)) schedulePoll(job, 0);
+}
+
+/** (Re)arms the job's next poll: soon while the socket is away, as a safety net while it is up, never once finished. */
+function schedulePoll(job, delay = nextPollMs(job, { connected: !!socket?.connected })) {
+	clearTimeout(pollTimers.get(job.id));
+	pollTimers.delete(job.id);
+	if (delay === null || !socket) return;
+	pollTimers.set(
+		job.id,
+		setTimeout(() => pollJob(job), delay)
+	);
+}
+
+async function pollJob(job) {
+	pollTimers.delete(job.id);
+	try {
+		const record = await api.job(job.id);
+		if (state.jobs.get(job.id) !== job) return; // dismissed (or signed out) meanwhile
+		updateJob(job, () => applySnapshot(job, record));
+	} catch (err) {
+		if (err.code === "NOT_FOUND") return forgetJob(job);
+		// Any other failure (offline, an outage): the next poll tries again.
+	}
+	schedulePoll(job);
+}
+
+/** Applies news to a job; renders and announces what changed. */
+function updateJob(job, apply) {
+	const wasFinished = isFinished(job);
+	if (!apply()) return;
+	renderJobs();
+	if (wasFinished || !isFinished(job)) return;
+	schedulePoll(job, null);
+	announce(job.state === "succeeded" ? `${job.label} is ready to download` : `${job.label}: ${job.state}`);
+}
+
+async function downloadJob(job) {
+	try {
+		const { blob, contentDisposition } = await download(`/api/jobs/${encodeURIComponent(job.id)}/result`);
+		const url = URL.createObjectURL(blob);
+		const link = h("a", { href: url, download: downloadName(contentDisposition, job), hidden: true });
+		document.body.append(link);
+		link.click();
+		link.remove();
+		// The click hands the file to the browser; the URL is freed once that surely happened.
+		setTimeout(() => URL.revokeObjectURL(url), 60_000);
+	} catch (err) {
+		showError(err);
+	}
+}
+
+async function cancelJob(job) {
+	try {
+		await api.cancelJob(job.id);
+	} catch (err) {
+		// It finished meanwhile: the poll below shows how.
+		if (err.code !== "CONFLICT") showError(err);
+	}
+	schedulePoll(job, 0);
+}
+
+function forgetJob(job) {
+	clearTimeout(pollTimers.get(job.id));
+	pollTimers.delete(job.id);
+	state.jobs.delete(job.id);
+	savedJobs.remove(job.id);
+	renderJobs();
+}
+
+const jobHandlers = {
+	"job:progress": e => {
+		const job = state.jobs.get(e?.jobId);
+		if (!job) return;
+		updateJob(job, () => applyProgress(job, e.progress));
+		schedulePoll(job);
+	},
+	"job:done": e => {
+		const job = state.jobs.get(e?.jobId);
+		if (job) updateJob(job, () => applyDone(job, { state: e.state, error: e.error }));
+	}
+};
+
+// ---------------------------------------------------------------------------------------------
 // Wiring
 
 function wire() {
@@ -719,6 +875,14 @@ function wire() {
 	els.bannerClose.addEventListener("click", hideBanner);
 	els.modelPicker.addEventListener("change", () => preferences.setModel(els.modelPicker.value));
 	els.stop.addEventListener("click", stopAnswer);
+	els.jobReport.addEventListener("click", () => startJob("report", {}, "Report"));
+	els.jobExportMd.addEventListener("click", () => startJob("export", { format: "markdown" }, "Export"));
+	els.jobExportJson.addEventListener("click", () => startJob("export", { format: "json" }, "Export (JSON)"));
+	els.convMenuButton.addEventListener("click", () => setMenu(!menuOpen()));
+	// The menu closes on a click elsewhere and on Escape, as menus do.
+	document.addEventListener("click", event => {
+		if (menuOpen() && !els.convMenu.contains(event.target)) setMenu(false);
+	});
 	els.composer.addEventListener("submit", event => {
 		event.preventDefault();
 		const content = els.prompt.value;
@@ -737,7 +901,10 @@ function wire() {
 		}
 	});
 	document.addEventListener("keydown", event => {
-		if (event.key === "Escape" && els.appView.classList.contains("sidebar-open")) setSidebar(false);
+		if (event.key === "Escape" && menuOpen()) {
+			setMenu(false);
+			els.convMenuButton.focus();
+		} else if (event.key === "Escape" && els.appView.classList.contains("sidebar-open")) setSidebar(false);
 	});
 	window.addEventListener("hashchange", route);
 	new IntersectionObserver(entries => entries.some(e => e.isIntersecting) && loadMoreConversations(), { root: els.convScroll }).observe(els.convSentinel);

@@ -2,11 +2,12 @@
  * What the app remembers. The session (tokens and user) lives in localStorage, so it survives a
  * reload and is shared by tabs. Answers still streaming live in sessionStorage, per tab and per
  * conversation: the generation id, the last chunk number seen and the text up to it, so a reload
- * resumes exactly after that chunk. Everything else is the in-memory state of this page.
+ * resumes exactly after that chunk. The jobs this tab started are kept there too. Everything else is the in-memory state of this page.
  */
 const SESSION_KEY = "chatmesh.session";
 const STREAMS_KEY = "chatmesh.streams";
 const MODEL_KEY = "chatmesh.model";
+const JOBS_KEY = "chatmesh.jobs";
 
 function read(storage, key) {
 	try {
@@ -58,6 +59,24 @@ export const savedStreams = {
 	clear: () => write(sessionStorage, STREAMS_KEY, null)
 };
 
+/** Jobs this tab started, to find them again after a reload: `[{ id, kind, label, conversationId }]`. */
+export const savedJobs = {
+	all: () => read(sessionStorage, JOBS_KEY) ?? [],
+	put(job) {
+		const all = savedJobs.all().filter(j => j.id !== job.id);
+		all.push({ id: job.id, kind: job.kind, label: job.label, conversationId: job.conversationId });
+		write(sessionStorage, JOBS_KEY, all);
+	},
+	remove(id) {
+		write(
+			sessionStorage,
+			JOBS_KEY,
+			savedJobs.all().filter(j => j.id !== id)
+		);
+	},
+	clear: () => write(sessionStorage, JOBS_KEY, null)
+};
+
 export const preferences = {
 	model: () => localStorage.getItem(MODEL_KEY) ?? "",
 	setModel: model => (model ? localStorage.setItem(MODEL_KEY, model) : localStorage.removeItem(MODEL_KEY))
@@ -78,5 +97,7 @@ export const state = {
 	messagesCursor: null,
 	/** Answers being streamed, by generation id (any conversation). */
 	streams: new Map(),
+	/** Jobs started from this tab, by id, oldest first (jobs.js). */
+	jobs: new Map(),
 	models: []
 };

@@ -3,6 +3,7 @@
  * `h()` children, textContent, or the Markdown renderer, which works the same way); no string
  * is parsed as HTML anywhere in the app.
  */
+import { isFinished, percent, statusText } from "./jobs.js";
 import { renderMarkdown } from "./markdown.js";
 
 /** An element: `h("button", { class: "x", type: "button", onclick: fn, hidden: true }, "text", child)`. */
@@ -210,6 +211,37 @@ export function conversationItem(conv, { current, editing, onEdit, onRename, onC
 			h("button", { class: "icon-button", type: "button", "aria-label": `Rename “${title}”`, title: "Rename", onclick: () => onEdit(conv.id) }, "✎"),
 			h("button", { class: "icon-button", type: "button", "aria-label": `Delete “${title}”`, title: "Delete", onclick: () => onDelete(conv.id) }, "✕")
 		)
+	);
+}
+
+/**
+ * One job in the jobs panel: what it is, a progress bar, where it stands, and what can be done
+ * with it. `handlers`: `{ onDownload(job), onCancel(job), onDismiss(job) }`.
+ */
+export function jobItem(job, { onDownload, onCancel, onDismiss }) {
+	const finished = isFinished(job);
+	const actions = [];
+	if (job.state === "succeeded")
+		actions.push(
+			h("button", { class: "secondary job__download", type: "button", onclick: () => onDownload(job), "aria-label": `Download ${job.label}` }, "Download")
+		);
+	if (!finished)
+		actions.push(h("button", { class: "link-button", type: "button", onclick: () => onCancel(job), "aria-label": `Cancel ${job.label}` }, "Cancel"));
+	else
+		actions.push(
+			h("button", { class: "icon-button", type: "button", onclick: () => onDismiss(job), "aria-label": `Dismiss ${job.label}`, title: "Dismiss" }, "✕")
+		);
+	return h(
+		"li",
+		{ class: "job", dataset: { id: job.id, state: job.state } },
+		h(
+			"div",
+			{ class: "job__main" },
+			h("span", { class: "job__label" }, job.label),
+			h("progress", { class: "job__bar", max: 100, value: percent(job), "aria-label": `${job.label} progress` }),
+			h("span", { class: "job__status", role: finished && job.state !== "succeeded" ? "alert" : null }, statusText(job))
+		),
+		h("span", { class: "job__actions" }, actions)
 	);
 }
 

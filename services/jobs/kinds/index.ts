@@ -1,7 +1,10 @@
 /**
- * The job kinds users can submit. Placeholder until the kinds land: the engine registers these
- * at start (see services/jobs/registry.ts).
+ * The job kinds users can start with `POST /api/jobs {kind, input}`; the jobs engine registers
+ * each by its name.
  */
 import type { JobKind } from "../kind";
+import { exportKind } from "./export";
+import { reportKind } from "./report";
+import { summarizeKind } from "./summarize";
 
-export const JOB_KINDS: readonly JobKind[] = [];
+export const JOB_KINDS: readonly JobKind[] = [reportKind, exportKind, summarizeKind];
