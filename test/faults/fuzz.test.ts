@@ -107,7 +107,7 @@ beforeAll(async () => {
 			perIp: { chat: generous, auth: generous, default: generous }
 		})
 	};
-	services = await startTestNode({ ...env, SERVICES: "user,conversation,llm,quota,moderation,tool", NODE_ID: "fuzz-services" });
+	services = await startTestNode({ ...env, SERVICES: "user,conversation,llm,quota,moderation,tool,jobs", NODE_ID: "fuzz-services" });
 	node = await startTestNode({ ...env, SERVICES: "gateway", NODE_ID: "fuzz-gateway" });
 	await node.broker.waitForServices(["user", "conversation", "llm", "quota", "moderation", "tool"], 20_000);
 	api = apiClient(node.baseUrl);
