@@ -1,12 +1,13 @@
 import { describe, expect, it } from "vitest";
 import { withProcesses } from "../helpers/fixtures";
-import { TEST_NATS_URL, uniqueNamespace } from "../helpers/infra";
+import { clusterEnv, TEST_NATS_URL, uniqueNamespace } from "../helpers/infra";
 import { spawnNode, spawnProcess } from "../helpers/processes";
 
 // `npm run repl` attached to a running cluster shows the other node's services and actions,
 // driven through piped standard input as an operator would type.
 const namespace = uniqueNamespace("repl");
-const { procs } = withProcesses({ label: "repl" });
+const cluster = withProcesses({ label: "repl", database: true });
+const { procs } = cluster;
 
 describe("npm run repl", () => {
 	it("lists another node's services and actions and calls one", async () => {
@@ -33,6 +34,30 @@ describe("npm run repl", () => {
 		repl.proc.stdin?.write("quit\n");
 		await repl.exited;
 		expect(repl.output()).toMatch(/llm-for-repl/);
+	}, 60_000);
+
+	it("reaches the jobs admin actions as an operator who names an admin caller in the call's meta, and is refused without one", async () => {
+		const jobs = cluster.spawn({ ...clusterEnv(namespace, cluster.db.url), SERVICES: "jobs", NODE_ID: "jobs-for-repl" });
+		await jobs.waitForOutput(/ServiceBroker with \d+ service\(s\) started/);
+
+		const repl = spawnProcess({
+			command: ["npm", "run", "--silent", "repl"],
+			env: { NAMESPACE: namespace, TRANSPORTER: TEST_NATS_URL },
+			group: true
+		});
+		procs.push(repl);
+		await repl.waitForOutput(/mol \$/);
+		repl.proc.stdin?.write("nodes\n");
+		await repl.waitForOutput(/jobs-for-repl/);
+		repl.proc.stdin?.write("call jobs.adminList\n");
+		await repl.waitForOutput(/UnauthorizedError/);
+		repl.proc.stdin?.write(`call jobs.adminList '{"state":"dead"}' '{"user":{"id":"operator","roles":["admin"]}}'\n`);
+		// The answer (coloured by the REPL) is the admin list: no dead jobs yet, and the queue depth.
+		await repl.waitForOutput(/operator[\s\S]*Response:[\s\S]*items[\s\S]*nextCursor[\s\S]*depth/);
+		repl.proc.stdin?.write("call jobs.depth\n");
+		await repl.waitForOutput(/call 'jobs\.depth'[\s\S]*Response:/i);
+		repl.proc.stdin?.write("quit\n");
+		await repl.exited;
 	}, 60_000);
 
 	it("refuses to start without a transporter, saying why", async () => {
