@@ -7,10 +7,10 @@
 import type { ServiceBroker } from "moleculer";
 import { boundedLabel, CachedRead, increment, observe, onScrape, onScrapeRefresh, setGauge } from "../../lib/metrics";
 import type { JobState } from "./kind";
+import { FINISHED_STATES } from "./store";
 
 /** The states the depth gauge shows: the work waiting or under way, and the work given up on. */
 export const DEPTH_STATES = ["queued", "running", "dead"] as const satisfies readonly JobState[];
-export const FINAL_STATES = ["succeeded", "failed", "cancelled", "dead"] as const satisfies readonly JobState[];
 export const SCHEDULE_OUTCOMES = ["succeeded", "failed", "skipped"] as const;
 export type ScheduleOutcome = (typeof SCHEDULE_OUTCOMES)[number];
 
@@ -69,7 +69,7 @@ export class JobsMetrics {
 		if (!this.broker.isMetricsEnabled()) return;
 		this.schedules = schedules;
 		for (const kind of this.kinds) {
-			for (const state of FINAL_STATES) increment(this.broker, "jobsFinished", { kind, state }, 0);
+			for (const state of FINISHED_STATES) increment(this.broker, "jobsFinished", { kind, state }, 0);
 			increment(this.broker, "jobsRetries", { kind }, 0);
 			increment(this.broker, "jobsSteps", { kind }, 0);
 			for (const when of ["queued", "running"]) increment(this.broker, "jobsCancels", { kind, when }, 0);
@@ -96,7 +96,7 @@ export class JobsMetrics {
 	}
 
 	finished(kind: string, state: JobState): void {
-		increment(this.broker, "jobsFinished", { kind: this.kindLabel(kind), state: boundedLabel(FINAL_STATES, state) });
+		increment(this.broker, "jobsFinished", { kind: this.kindLabel(kind), state: boundedLabel(FINISHED_STATES, state) });
 	}
 
 	/** One run of a job on this worker ended (recorded or not): its time from claim to end. */
