@@ -1,7 +1,9 @@
 /**
  * Moleculer's Prometheus reporter, with two changes:
- * - before each scrape it runs the node's scrape collectors (lib/metrics.ts `onScrape`) and reads
- *   the process's CPU time, so gauges of live state cost nothing between scrapes;
+ * - before each scrape it waits (briefly) for the node's scrape refreshes (lib/metrics.ts
+ *   `onScrapeRefresh`, e.g. the jobs queue depth read from the database), then runs its scrape
+ *   collectors (`onScrape`) and reads the process's CPU time, so gauges of live state cost
+ *   nothing between scrapes;
  * - histograms are printed as Prometheus histograms: `_bucket`, `_sum` and `_count`. The built-in
  *   one prints `_sum`/`_count` only beside its own quantile series (which are not part of the
  *   histogram type), so `rate(x_sum)/rate(x_count)` had nothing to read. They are read from the
@@ -9,8 +11,9 @@
  *   action for quantiles nobody prints (milliseconds per scrape under load).
  * The listener itself (host, port, path, gzip) is the built-in one.
  */
+import type { IncomingMessage, ServerResponse } from "node:http";
 import moleculer, { type ServiceBroker } from "moleculer";
-import { METRICS, runScrapeCollectors } from "./metrics";
+import { METRICS, runScrapeCollectors, runScrapeRefreshes } from "./metrics";
 
 const { Prometheus } = moleculer.MetricReporters;
 
@@ -49,6 +52,15 @@ export class ChatmeshPrometheusReporter extends Prometheus {
 		super(opts);
 		// The built-in one drops the host with port 0 (any free port); Node binds a given host with it too.
 		if (opts?.host) this.opts.host = opts.host;
+	}
+
+	/** The built-in handler (listener, gzip), once the scrape refreshes are done. */
+	override handler(req: IncomingMessage, res: ServerResponse): void {
+		if (req.url !== this.opts.path) {
+			super.handler(req, res);
+			return;
+		}
+		void runScrapeRefreshes(this.registry.broker as ServiceBroker).then(() => super.handler(req, res));
 	}
 
 	override generatePrometheusResponse(): string {

@@ -31,6 +31,8 @@ const LATENCY_BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10
 /** Seconds between two chunks of one answer: sub-millisecond to a stalled second. */
 export const GAP_BUCKETS = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5] as const;
 const TOOL_BUCKETS = [0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30] as const;
+/** Seconds a job's run takes: from a short export to a long report (an hour at most). */
+const JOB_RUN_BUCKETS = [0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600] as const;
 
 const define = <T extends Record<string, MetricDefinition>>(defs: T) => defs;
 
@@ -195,6 +197,55 @@ export const METRICS = define({
 		labelNames: [],
 		description: "Failed sign-ins that the brute-force limit could not count"
 	},
+	jobsDepth: {
+		name: "chatmesh_jobs_depth",
+		type: "gauge",
+		labelNames: ["kind", "state"],
+		description: "Jobs queued, running and dead per kind (read from the database by each jobs node; the same on every one)"
+	},
+	jobsDepthReadFailures: {
+		name: "chatmesh_jobs_depth_read_failures_total",
+		type: "counter",
+		labelNames: [],
+		description: "Queue-depth reads that failed (the depth gauge kept its last values)"
+	},
+	jobsFinished: {
+		name: "chatmesh_jobs_finished_total",
+		type: "counter",
+		labelNames: ["kind", "state"],
+		description: "Jobs that ended, by kind and final state (succeeded, failed, cancelled, dead)"
+	},
+	jobsRunDuration: {
+		name: "chatmesh_jobs_run_seconds",
+		type: "histogram",
+		labelNames: ["kind"],
+		buckets: JOB_RUN_BUCKETS,
+		description: "Duration of a job's run on a worker, from its claim to its end (one observation per attempt)"
+	},
+	jobsRetries: {
+		name: "chatmesh_jobs_retries_total",
+		type: "counter",
+		labelNames: ["kind"],
+		description: "Failed attempts queued again for another attempt after a backoff"
+	},
+	jobsSteps: {
+		name: "chatmesh_jobs_steps_total",
+		type: "counter",
+		labelNames: ["kind"],
+		description: "Workflow steps run and recorded (a step recorded earlier and skipped on redelivery is not counted)"
+	},
+	jobsCancels: {
+		name: "chatmesh_jobs_cancels_total",
+		type: "counter",
+		labelNames: ["kind", "when"],
+		description: "Cancels accepted, by the job's state then (queued: cancelled at once; running: asked to stop)"
+	},
+	jobsScheduleRuns: {
+		name: "chatmesh_jobs_schedule_runs_total",
+		type: "counter",
+		labelNames: ["schedule", "outcome"],
+		description: "Schedule ticks on this node by outcome (succeeded, failed; skipped: another node ran the tick)"
+	},
 	processCpu: {
 		name: "chatmesh_process_cpu_seconds_total",
 		type: "counter",
@@ -215,6 +266,7 @@ export const MAX_MODEL_LABELS = 32;
 interface NodeMetrics {
 	models: Set<string>;
 	collectors: Set<() => void>;
+	refreshers: Set<() => Promise<void>>;
 }
 
 const nodes = new WeakMap<ServiceBroker, NodeMetrics>();
@@ -222,7 +274,7 @@ const nodes = new WeakMap<ServiceBroker, NodeMetrics>();
 function stateOf(broker: ServiceBroker): NodeMetrics {
 	let state = nodes.get(broker);
 	if (!state) {
-		state = { models: new Set(), collectors: new Set() };
+		state = { models: new Set(), collectors: new Set(), refreshers: new Set() };
 		nodes.set(broker, state);
 	}
 	return state;
@@ -305,6 +357,90 @@ export function runScrapeCollectors(broker: ServiceBroker): void {
 			broker.getLogger("metrics").warn("A metrics collector failed", { err: (err as Error).message });
 		}
 	}
+}
+
+/**
+ * Runs `refresh` before every scrape, for gauges read from elsewhere (the database): the scrape
+ * waits for it up to SCRAPE_REFRESH_WAIT_MS, then prints what its collectors set. A refresh
+ * caches (see CachedRead) so several scrapes do not each pay for it. Returns the remover.
+ */
+export function onScrapeRefresh(broker: ServiceBroker, refresh: () => Promise<void>): () => void {
+	const { refreshers } = stateOf(broker);
+	refreshers.add(refresh);
+	return () => refreshers.delete(refresh);
+}
+
+/** How long a scrape waits for the refreshes (a slow database must not stall the scrape). */
+export const SCRAPE_REFRESH_WAIT_MS = 1000;
+
+/** Called by the reporter before the collectors: resolves when every refresh settled, or after `waitMs`. */
+export async function runScrapeRefreshes(broker: ServiceBroker, waitMs = SCRAPE_REFRESH_WAIT_MS): Promise<void> {
+	const { refreshers } = stateOf(broker);
+	if (refreshers.size === 0) return;
+	let timer: NodeJS.Timeout | undefined;
+	await Promise.race([
+		Promise.allSettled(Array.from(refreshers, refresh => refresh())),
+		new Promise<void>(resolve => {
+			timer = setTimeout(resolve, waitMs);
+		})
+	]);
+	clearTimeout(timer);
+}
+
+/**
+ * A value read at most once per `ttlMs` (the last read's result in between), with one read in
+ * flight at a time: concurrent callers share it. A failed read keeps the last value, calls
+ * `onError` and is tried again at the next call.
+ */
+export class CachedRead<T> {
+	private value: T;
+	private readAt = Number.NEGATIVE_INFINITY;
+	private pending?: Promise<T>;
+
+	constructor(
+		private readonly read: () => Promise<T>,
+		initial: T,
+		private readonly opts: { ttlMs: number; onError(err: unknown): void; now?: () => number }
+	) {
+		this.value = initial;
+	}
+
+	/** The last value read (the initial one before any read succeeded). */
+	get current(): T {
+		return this.value;
+	}
+
+	/** A fresh value: the cached one within the TTL, else the result of a (shared) read. */
+	get(): Promise<T> {
+		const now = this.opts.now ?? Date.now;
+		if (now() - this.readAt < this.opts.ttlMs) return Promise.resolve(this.value);
+		this.pending ??= this.read()
+			.then(
+				value => {
+					this.value = value;
+					this.readAt = now();
+					return value;
+				},
+				err => {
+					this.opts.onError(err);
+					return this.value;
+				}
+			)
+			.finally(() => {
+				this.pending = undefined;
+			});
+		return this.pending;
+	}
+}
+
+/**
+ * A label value from a closed set: `value` when it is one of `known`, else "other" (a job kind
+ * no node registered, a state that is not a job state), so no input widens a label.
+ */
+export function boundedLabel(known: ReadonlySet<string> | readonly string[], value: string | null | undefined): string {
+	if (!value) return "other";
+	const has = Array.isArray(known) ? known.includes(value) : (known as ReadonlySet<string>).has(value);
+	return has ? value : "other";
 }
 
 /**

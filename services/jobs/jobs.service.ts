@@ -28,6 +28,7 @@ import {
 import { NODE_STOPPING_EVENT, runtimeOf } from "../../lib/runtime";
 import { JOB_CANCEL_EVENT, JOB_EVENT } from "./events";
 import { JOB_STATES, type JobDocument, type JobKind, type JobState } from "./kind";
+import { JobsMetrics } from "./metrics";
 import { jobKinds } from "./registry";
 import { JobRunner } from "./runner";
 import { effectiveSchedules, MAINTENANCE_SCHEDULES, Scheduler } from "./schedules";
@@ -69,6 +70,7 @@ interface JobsVars {
 	runner: JobRunner;
 	scheduler: Scheduler;
 	kinds: ReadonlyMap<string, JobKind>;
+	metrics: JobsMetrics;
 	pollTimer?: NodeJS.Timeout;
 }
 
@@ -166,11 +168,14 @@ const JobsService: ServiceSchema<JobsSettings, JobsMethods & Record<string, neve
 				const id = ctx.params.id;
 				const queued = await this.store.transition(id, { from: ["queued"], to: "cancelled" });
 				if (queued) {
+					this.metrics.cancelled(queued.row.kind, "queued");
+					this.metrics.finished(queued.row.kind, "cancelled");
 					if (queued.event) this.publishEvent(queued.event);
 					return jobView(queued.row);
 				}
 				const running = await this.store.requestCancel(id);
 				if (running) {
+					this.metrics.cancelled(running.kind, "running");
 					await ctx.broadcast(JOB_CANCEL_EVENT, { jobId: id });
 					ctx.meta.$statusCode = 202;
 					return jobView(running);
@@ -360,6 +365,8 @@ const JobsService: ServiceSchema<JobsSettings, JobsMethods & Record<string, neve
 		if (!database) throw new Error("jobs service needs the database");
 		this.store = new JobStore(database);
 		this.kinds = jobKinds();
+		const store = this.store;
+		this.metrics = new JobsMetrics(this.broker, this.kinds.keys(), () => store.depth());
 		this.runner = new JobRunner({
 			broker: this.broker,
 			logger: this.logger,
@@ -369,9 +376,13 @@ const JobsService: ServiceSchema<JobsSettings, JobsMethods & Record<string, neve
 			workerId: `${this.broker.nodeID}:${randomUUID().slice(0, 8)}`,
 			concurrency: config.jobs.concurrency,
 			leaseMs: config.jobs.leaseMs,
-			publish: event => this.publishEvent(event)
+			publish: event => this.publishEvent(event),
+			metrics: this.metrics
 		});
-		this.scheduler = new Scheduler({ broker: this.broker, database, store: this.store, retentionDays: config.jobs.retentionDays }, this.logger);
+		this.scheduler = new Scheduler(
+			{ broker: this.broker, database, store: this.store, retentionDays: config.jobs.retentionDays, metrics: this.metrics },
+			this.logger
+		);
 	},
 
 	async started() {
@@ -381,7 +392,9 @@ const JobsService: ServiceSchema<JobsSettings, JobsMethods & Record<string, neve
 			const released = await this.store.releaseLeases({}, false);
 			if (released) this.logger.info(`Resuming ${released} job(s) that were running when the node stopped`);
 		}
-		this.scheduler.start(effectiveSchedules(config.jobs.schedules));
+		const schedules = effectiveSchedules(config.jobs.schedules);
+		this.metrics.start(MAINTENANCE_SCHEDULES.map(s => s.name));
+		this.scheduler.start(schedules);
 		this.pollTimer = setInterval(() => void this.runner.poll().catch(err => this.logger.warn("Job poll failed", err)), config.jobs.pollMs);
 		this.pollTimer.unref();
 		void this.runner.poll().catch(err => this.logger.warn("Job poll failed", err));
@@ -389,6 +402,7 @@ const JobsService: ServiceSchema<JobsSettings, JobsMethods & Record<string, neve
 	},
 
 	async stopped() {
+		this.metrics.stop();
 		clearInterval(this.pollTimer);
 		this.scheduler.stop();
 		await this.runner.stop();

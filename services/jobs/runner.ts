@@ -9,6 +9,7 @@ import type { Context, Logger, ServiceBroker } from "moleculer";
 import type { ChatmeshMeta } from "../../lib/auth";
 import { ChatmeshClientError, ERR_CANCELLED, ERR_UNKNOWN_JOB_KIND, ERR_VALIDATION } from "../../lib/errors";
 import type { JobContext, JobKind, JobProgress, JobResult } from "./kind";
+import type { JobsMetrics } from "./metrics";
 import { backoffMs, errorRecord, isRetryable } from "./retry";
 import type { JobEvent, JobRow, JobStore } from "./store";
 
@@ -32,6 +33,7 @@ export interface RunnerOptions {
 	leaseMs: number;
 	/** Sends a job event to the owner's clients (every gateway). */
 	publish(event: JobEvent): void;
+	metrics: JobsMetrics;
 }
 
 interface Running {
@@ -146,9 +148,11 @@ export class JobRunner {
 		}
 		const abort = new AbortController();
 		const claimed = row;
+		const claimedAt = performance.now();
 		const done = this.run(claimed, abort, keepAlive)
 			.catch(err => this.opts.logger.error(`Job ${claimed.id} could not be recorded`, err))
 			.finally(() => {
+				this.opts.metrics.ran(claimed.kind, (performance.now() - claimedAt) / 1000);
 				this.running.delete(claimed.id);
 				this.releaseSlot();
 			});
@@ -243,7 +247,8 @@ export class JobRunner {
 		}
 		const delay = backoffMs(kind.retry, row.attempts);
 		logger.info(`Job ${row.id} (${row.kind}) attempt ${row.attempts} failed (${error.type}); retry in ${delay} ms`);
-		await this.opts.store.transition(row.id, { from: ["running"], to: "queued", worker: workerId, error, runAfterMs: delay });
+		const queued = await this.opts.store.transition(row.id, { from: ["running"], to: "queued", worker: workerId, error, runAfterMs: delay });
+		if (queued) this.opts.metrics.retried(row.kind);
 		// Look again when the wait is over rather than at the next poll, so the waits are the policy's.
 		const timer = setTimeout(() => {
 			this.retryTimers.delete(timer);
@@ -255,12 +260,13 @@ export class JobRunner {
 
 	private async finish(row: JobRow, change: Parameters<JobStore["transition"]>[1]): Promise<void> {
 		const done = await this.opts.store.transition(row.id, change);
+		if (done) this.opts.metrics.finished(row.kind, done.row.state);
 		if (done?.event) this.opts.publish(done.event);
 	}
 
 	/** The JobContext a kind's workflow runs with (see services/jobs/kind.ts). */
 	private async context<I>(row: JobRow, input: I, abort: AbortController, keepAlive: () => void): Promise<JobContext<I>> {
-		const { store, workerId, broker } = this.opts;
+		const { store, workerId, broker, metrics } = this.opts;
 		const recorded = await store.steps(row.id);
 		const meta: ChatmeshMeta = { user: { id: row.owner_id, roles: [] } };
 		// A context of no action: the job's calls carry the owner as the caller, as a request of theirs would.
@@ -291,6 +297,7 @@ export class JobRunner {
 					throwIfStopped();
 				}
 				const result = (outcome as { recorded: unknown }).recorded as T;
+				metrics.stepRecorded(row.kind);
 				recorded.set(name, result);
 				keepAlive();
 				return result;

@@ -8,6 +8,7 @@
 import { Cron } from "croner";
 import type { Logger, ServiceBroker } from "moleculer";
 import type { Database } from "../../lib/db";
+import type { JobsMetrics } from "./metrics";
 import { errorRecord } from "./retry";
 import type { JobStore } from "./store";
 
@@ -16,6 +17,7 @@ export interface ScheduleDeps {
 	database: Database;
 	store: JobStore;
 	retentionDays: number;
+	metrics: JobsMetrics;
 }
 
 export interface Schedule {
@@ -136,20 +138,26 @@ export class Scheduler {
 	}
 
 	private async fire(schedule: Schedule, tick: Date): Promise<{ ran: boolean; result?: Record<string, unknown> }> {
-		const { store, broker } = this.deps;
+		const { store, broker, metrics } = this.deps;
 		try {
-			if (!(await store.claimTick(schedule.name, tick, broker.nodeID))) return { ran: false };
+			if (!(await store.claimTick(schedule.name, tick, broker.nodeID))) {
+				metrics.scheduleRan(schedule.name, "skipped");
+				return { ran: false };
+			}
 		} catch (err) {
 			this.logger.warn(`Schedule ${schedule.name}: could not claim tick ${tick.toISOString()}`, err);
+			metrics.scheduleRan(schedule.name, "failed");
 			return { ran: false };
 		}
 		try {
 			const result = await schedule.run(this.deps);
 			this.logger.info(`Schedule ${schedule.name} ran for tick ${tick.toISOString()}`, result);
+			metrics.scheduleRan(schedule.name, "succeeded");
 			await store.finishTick(schedule.name, tick, { result });
 			return { ran: true, result };
 		} catch (err) {
 			this.logger.warn(`Schedule ${schedule.name} failed for tick ${tick.toISOString()}`, err);
+			metrics.scheduleRan(schedule.name, "failed");
 			await store
 				.finishTick(schedule.name, tick, { error: errorRecord(err) })
 				.catch(recordErr => this.logger.warn(`Schedule ${schedule.name}: could not record the failed run`, recordErr));

@@ -7,6 +7,13 @@ import { type TestNode, withChatNode } from "../helpers/fixtures";
 import { collectGeneration, openSocket } from "../helpers/chat";
 import { signUp } from "../helpers/http";
 import { waitUntil } from "../helpers/processes";
+import { waitFor } from "../helpers/wait";
+import { registerJobKind } from "../../services/jobs/registry";
+import { testFailKind, testQuickKind } from "../jobs/engine-kinds";
+
+// Kinds of the engine's tests: one that always fails retryably (4 attempts, then dead), one quick.
+registerJobKind(testFailKind);
+registerJobKind(testQuickKind);
 
 // METRICS_PORT turns on Moleculer's Prometheus reporter; a scrape sees the node's requests and,
 // batched once a second, the packets it exchanged over NATS with another broker.
@@ -28,7 +35,7 @@ const fixture = withChatNode({
 	nats: true,
 	env: async () => {
 		port = await freePort();
-		return { NAMESPACE: namespace, METRICS_PORT: String(port), METRICS_HOST: "127.0.0.1" };
+		return { NAMESPACE: namespace, METRICS_PORT: String(port), METRICS_HOST: "127.0.0.1", JOBS_POLL_MS: "200" };
 	},
 	started: f => {
 		node = f.node;
@@ -134,5 +141,43 @@ describe("chatmesh metrics", () => {
 			.find(a => a && a.family === "IPv4" && !a.internal)?.address;
 		if (!outside) return; // no other address to try from here; the bound address above holds
 		await expect(fetch(`http://${outside}:${port}/metrics`, { signal: AbortSignal.timeout(2000) })).rejects.toThrow();
+	});
+
+	it("count a job's retries until it is dead, a cancel while running, and show the dead job in the queue depth", async () => {
+		const user = await signUp(fixture.api, "metrics-jobs");
+		const token = user.accessToken;
+		const submit = async (kind: string, input: unknown) => {
+			const res = await fixture.api.post<{ jobId: string }>("/api/jobs", { token, body: { kind, input } });
+			expect(res.status).toBe(202);
+			return res.body.jobId;
+		};
+		const state = async (id: string) => (await fixture.api.get<{ state: string }>(`/api/jobs/${id}`, { token })).body.state;
+		const failing = await submit("test-fail", {});
+		const slow = await submit("test-quick", { n: 1, delayMs: 3000 });
+		await waitFor(async () => (await state(slow)) === "running", { timeoutMs: 10_000, intervalMs: 50, what: "the slow job running" });
+		expect((await fixture.api.post(`/api/jobs/${slow}/cancel`, { token })).status).toBe(202);
+		await waitFor(async () => (await state(slow)) === "cancelled", { timeoutMs: 10_000, intervalMs: 100, what: "the slow job cancelled" });
+		await waitFor(async () => (await state(failing)) === "dead", { timeoutMs: 20_000, intervalMs: 100, what: "the failing job dead" });
+
+		const value = (text: string, name: string, labels: string) => Number(text.match(new RegExp(`^${name}\\{[^}]*${labels}\\} ([0-9.e+-]+)$`, "m"))?.[1]);
+		// The depth is read at most every few seconds: wait for a read after the job died.
+		const text = await waitFor(
+			async () => {
+				const t = await scrape();
+				return value(t, "chatmesh_jobs_depth", 'kind="test-fail",state="dead"') === 1 ? t : undefined;
+			},
+			{ timeoutMs: 10_000, intervalMs: 500, what: "the dead job in chatmesh_jobs_depth" }
+		);
+		expect(value(text, "chatmesh_jobs_retries_total", 'kind="test-fail"')).toBe(3);
+		expect(value(text, "chatmesh_jobs_finished_total", 'kind="test-fail",state="dead"')).toBe(1);
+		expect(value(text, "chatmesh_jobs_run_seconds_count", 'kind="test-fail"')).toBe(4);
+		// Each attempt recorded its start as a step.
+		expect(value(text, "chatmesh_jobs_steps_total", 'kind="test-fail"')).toBe(4);
+		expect(value(text, "chatmesh_jobs_cancels_total", 'kind="test-quick",when="running"')).toBe(1);
+		expect(value(text, "chatmesh_jobs_finished_total", 'kind="test-quick",state="cancelled"')).toBe(1);
+		expect(value(text, "chatmesh_jobs_depth", 'kind="test-quick",state="running"')).toBe(0);
+		expect(value(text, "chatmesh_jobs_depth_read_failures_total", "")).toBe(0);
+		expect(text).not.toContain(failing);
+		expect(text).not.toContain(user.userId);
 	});
 });

@@ -46,7 +46,7 @@ afterAll(async () => {
 describe("Prometheus alert rules", () => {
 	it("pass promtool check rules", async () => {
 		const { ok, output } = await promtool("check", "rules", RULES);
-		expect(output).toContain("SUCCESS: 5 rules found");
+		expect(output).toContain("SUCCESS: 7 rules found");
 		expect(ok).toBe(true);
 	});
 
@@ -60,7 +60,15 @@ describe("Prometheus alert rules", () => {
 		const rules = await fs.readFile(RULES, "utf8");
 		const tests = await fs.readFile(RULE_TESTS, "utf8");
 		const alerts = [...rules.matchAll(/- alert: (\w+)/g)].map(m => m[1]);
-		expect(alerts).toEqual(["ChatmeshHighErrorRatio", "ChatmeshSlowFirstToken", "ChatmeshProviderCircuitOpen", "ChatmeshNodeDown", "ChatmeshReplayLagGrowing"]);
+		expect(alerts).toEqual([
+			"ChatmeshHighErrorRatio",
+			"ChatmeshSlowFirstToken",
+			"ChatmeshProviderCircuitOpen",
+			"ChatmeshNodeDown",
+			"ChatmeshReplayLagGrowing",
+			"ChatmeshJobsDead",
+			"ChatmeshJobsBacklogGrowing"
+		]);
 		for (const alert of alerts) expect(tests).toContain(`alertname: ${alert}`);
 	});
 
@@ -77,5 +85,15 @@ describe("Prometheus alert rules", () => {
 		const { ok, output } = await promtool("test", "rules", tests);
 		expect(ok).toBe(false);
 		expect(output).toContain("ChatmeshHighErrorRatio");
+	});
+
+	it("a jobs rule that sums the depth every jobs node reports fails its unit test", async () => {
+		// Each jobs node reads the same depth from the database: a sum counts the dead jobs once per node.
+		const { tests } = await brokenCopy(text =>
+			text.replace('max by (namespace, kind) (chatmesh_jobs_depth{state="dead"})', 'sum by (namespace, kind) (chatmesh_jobs_depth{state="dead"})')
+		);
+		const { ok, output } = await promtool("test", "rules", tests);
+		expect(ok).toBe(false);
+		expect(output).toContain("ChatmeshJobsDead");
 	});
 });

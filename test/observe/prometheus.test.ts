@@ -13,11 +13,12 @@ import { clusterEnv, REPO_ROOT, uniqueNamespace } from "../helpers/infra";
 import { spawnProcess, waitUntil } from "../helpers/processes";
 import { waitFor } from "../helpers/wait";
 
-// Debian's Prometheus scrapes a three-node cluster (gateway, core, llm as separate processes over
-// NATS), each with its own METRICS_PORT, every second. The test drives chats that complete, fail
-// (a provider that answers 500), are cancelled and are blocked by the content policy, then asks
-// Prometheus's HTTP API: the seed's metrics have the expected series and counts, and every query
-// of the Grafana dashboard returns data.
+// Debian's Prometheus scrapes a four-node cluster (gateway, core, llm and a jobs worker as separate
+// processes over NATS), each with its own METRICS_PORT, every second. The test drives chats that
+// complete, fail (a provider that answers 500), are cancelled and are blocked by the content
+// policy, then runs report and export jobs, and asks Prometheus's HTTP API: the seed's metrics and
+// the jobs metrics have the expected series and counts, and every query of the Grafana dashboard
+// returns data.
 const PROMETHEUS = "/usr/bin/prometheus";
 const cluster = withProcesses({ label: "prometheus", database: true, simulator: { outputTokens: 24 } });
 const namespace = uniqueNamespace("prom");
@@ -28,7 +29,8 @@ let promUrl: string;
 let denied = "";
 const sockets: Socket[] = [];
 let tmp: string;
-let ports: { gateway: number; core: number; llm: number; prometheus: number };
+let ports: { gateway: number; core: number; llm: number; jobs: number; prometheus: number };
+let user: Session;
 
 const freePort = () =>
 	new Promise<number>(resolve => {
@@ -66,7 +68,7 @@ beforeAll(async () => {
 	denied = words.slice(8, 11).join(" ");
 	expect(denied.split(" ")).toHaveLength(3);
 
-	ports = { gateway: await freePort(), core: await freePort(), llm: await freePort(), prometheus: await freePort() };
+	ports = { gateway: await freePort(), core: await freePort(), llm: await freePort(), jobs: await freePort(), prometheus: await freePort() };
 	const env = {
 		...clusterEnv(namespace, cluster.db.url),
 		LLM_PROVIDERS: JSON.stringify([
@@ -80,6 +82,7 @@ beforeAll(async () => {
 	const gw = cluster.spawn({ ...env, SERVICES: "gateway", NODE_ID: "prom-gateway", METRICS_PORT: String(ports.gateway) });
 	cluster.spawn({ ...env, SERVICES: "user,conversation,quota,moderation,tool", NODE_ID: "prom-core", METRICS_PORT: String(ports.core) });
 	cluster.spawn({ ...env, SERVICES: "llm", NODE_ID: "prom-llm", METRICS_PORT: String(ports.llm) });
+	cluster.spawn({ ...env, SERVICES: "jobs", NODE_ID: "prom-jobs", METRICS_PORT: String(ports.jobs), JOBS_POLL_MS: "200" });
 
 	const config = [
 		"global:",
@@ -88,7 +91,7 @@ beforeAll(async () => {
 		"scrape_configs:",
 		"  - job_name: chatmesh",
 		"    static_configs:",
-		`      - targets: ["127.0.0.1:${ports.gateway}", "127.0.0.1:${ports.core}", "127.0.0.1:${ports.llm}"]`
+		`      - targets: ["127.0.0.1:${ports.gateway}", "127.0.0.1:${ports.core}", "127.0.0.1:${ports.llm}", "127.0.0.1:${ports.jobs}"]`
 	].join("\n");
 	await fs.writeFile(path.join(tmp, "prometheus.yml"), config);
 	promUrl = `http://127.0.0.1:${ports.prometheus}`;
@@ -110,7 +113,7 @@ beforeAll(async () => {
 	await waitUntil(async () => (await gateway.api.get("/ready")).status === 200, 60_000);
 	await waitUntil(async () => (await fetch(`${promUrl}/-/ready`)).ok, 30_000);
 	// Every target scraped at least once.
-	await waitUntil(async () => sumOf(await query('sum(up{job="chatmesh"})')) === 3, 30_000);
+	await waitUntil(async () => sumOf(await query('sum(up{job="chatmesh"})')) === 4, 30_000);
 }, 120_000);
 
 afterAll(async () => {
@@ -142,10 +145,18 @@ async function chat(socket: Socket, content: string, model: string, opts: { canc
 	return end.payload;
 }
 
-describe("metrics scraped by a real Prometheus from a three-node cluster", () => {
-	it("count completed, failed, cancelled and blocked answers, and every dashboard query returns data", async () => {
+/** Waits until every node was scraped again after now (plus a second for the nodes' terminal writes). */
+async function scrapedAfterNow(what: string): Promise<void> {
+	const at = Date.now() / 1000 + 1;
+	await waitFor(async () => Number((await query('min(timestamp(up{job="chatmesh"}))'))[0]?.value[1]) > at, { timeoutMs: 20_000, what });
+}
+
+const ns = `namespace="${namespace}"`;
+
+describe("metrics scraped by a real Prometheus from a four-node cluster", () => {
+	it("count completed, failed, cancelled and blocked answers", async () => {
 		// The gateway is ready before the core and llm nodes are known to it: wait for the actions.
-		const user = await waitFor(() => signUp(gateway.api, "prom"), { timeoutMs: 30_000, what: "sign-up through the cluster" });
+		user = await waitFor(() => signUp(gateway.api, "prom"), { timeoutMs: 30_000, what: "sign-up through the cluster" });
 		const token = user.accessToken;
 		await waitUntil(async () => (await gateway.api.get("/api/models", { token })).status === 200, 30_000);
 		await waitUntil(async () => (await gateway.api.get("/api/conversations", { token })).status === 200, 30_000);
@@ -168,13 +179,7 @@ describe("metrics scraped by a real Prometheus from a three-node cluster", () =>
 		cluster.sim.configure({ outputTokens: 80, tokenIntervalMs: 0 });
 		expect(await chat(socket, PROMPT_TO_BLOCK, "sim-small")).toMatchObject({ status: "blocked" });
 
-		const ns = `namespace="${namespace}"`;
-		// Every node scraped again after the last turn ended (plus a second for its terminal writes).
-		const drivenAt = Date.now() / 1000 + 1;
-		await waitFor(async () => Number((await query('min(timestamp(up{job="chatmesh"}))'))[0]?.value[1]) > drivenAt, {
-			timeoutMs: 20_000,
-			what: "a scrape of every node after the chats"
-		});
+		await scrapedAfterNow("a scrape of every node after the chats");
 
 		const requests = await query(`sum by (model, status, provider) (llm_requests_total{${ns}})`);
 		const counts = Object.fromEntries(requests.map(s => [`${s.metric.model}/${s.metric.status}/${s.metric.provider}`, Number(s.value[1])]));
@@ -207,7 +212,60 @@ describe("metrics scraped by a real Prometheus from a three-node cluster", () =>
 		expect(sumOf(await query(`chatmesh_socketio_events_total{${ns},event="chat:send"}`))).toBe(11);
 		expect(sumOf(await query(`chatmesh_http_requests_total{${ns},route="/api/auth/register",status="201"}`))).toBe(1);
 		expect(sumOf(await query(`sum(chatmesh_llm_completion_tokens_total{${ns},model="sim-small"})`))).toBeGreaterThan(0);
+	});
 
+	it("count jobs by kind and final state, their runs and steps, and show the queue depth", async () => {
+		const token = user.accessToken;
+		// The gateway knows the jobs node once it answers the list.
+		await waitUntil(async () => (await gateway.api.get("/api/jobs", { token })).status === 200, 30_000);
+		const submitted: string[] = [];
+		for (const body of [
+			{ kind: "report", input: { prompt: "The tides of the North Sea", sections: 2 } },
+			{ kind: "report", input: { prompt: "Mountain weather", sections: 2 } },
+			{ kind: "export", input: {} }
+		]) {
+			const res = await gateway.api.post<{ jobId: string }>("/api/jobs", { token, body });
+			expect(res.status).toBe(202);
+			submitted.push(res.body.jobId);
+		}
+		for (const id of submitted) {
+			const job = await waitFor(
+				async () => {
+					const res = await gateway.api.get<{ state: string }>(`/api/jobs/${id}`, { token });
+					return ["succeeded", "failed", "cancelled", "dead"].includes(res.body.state) ? res.body : undefined;
+				},
+				{ timeoutMs: 30_000, intervalMs: 200, what: `job ${id} finished` }
+			);
+			expect(job.state).toBe("succeeded");
+		}
+		await scrapedAfterNow("a scrape of every node after the jobs");
+
+		const finished = await query(`sum by (kind, state) (chatmesh_jobs_finished_total{${ns}}) > 0`);
+		expect(Object.fromEntries(finished.map(s => [`${s.metric.kind}/${s.metric.state}`, Number(s.value[1])]))).toEqual({
+			"report/succeeded": 2,
+			"export/succeeded": 1
+		});
+		// Counted on the worker, and only there.
+		expect((await query(`chatmesh_jobs_finished_total{${ns}}`)).every(s => s.metric.nodeID === "prom-jobs")).toBe(true);
+		const runs = await query(`sum by (kind) (chatmesh_jobs_run_seconds_count{${ns}})`);
+		expect(Object.fromEntries(runs.map(s => [s.metric.kind, Number(s.value[1])]))).toEqual({ report: 2, export: 1 });
+		// A report of two sections: source, outline, two sections and the summary.
+		expect(sumOf(await query(`chatmesh_jobs_steps_total{${ns},kind="report"}`))).toBe(10);
+		expect(sumOf(await query(`chatmesh_jobs_retries_total{${ns}}`))).toBe(0);
+		// The depth gauge: every kind and depth state, nothing waiting now.
+		const depth = await query(`chatmesh_jobs_depth{${ns}}`);
+		expect(
+			depth
+				.filter(s => s.metric.kind === "report")
+				.map(s => s.metric.state)
+				.sort()
+		).toEqual(["dead", "queued", "running"]);
+		expect(sumOf(depth)).toBe(0);
+		expect(depth.every(s => s.metric.nodeID === "prom-jobs")).toBe(true);
+		expect(sumOf(await query(`chatmesh_jobs_depth_read_failures_total{${ns}}`))).toBe(0);
+	});
+
+	it("every dashboard query returns data", async () => {
 		// Every query of the dashboard, with its variables filled in, returns data.
 		const dashboard = JSON.parse(await fs.readFile(path.join(REPO_ROOT, "deploy/grafana/dashboards/chatmesh.json"), "utf8")) as {
 			panels: Array<{ title: string; targets?: Array<{ expr: string }> }>;
@@ -216,7 +274,12 @@ describe("metrics scraped by a real Prometheus from a three-node cluster", () =>
 		expect(exprs.length).toBeGreaterThan(20);
 		const empty: string[] = [];
 		for (const { panel, expr } of exprs) {
-			const concrete = expr.replaceAll("$__rate_interval", "1m").replaceAll("$__interval", "5s").replaceAll("$namespace", namespace).replaceAll("$model", ".*");
+			const concrete = expr
+				.replaceAll("$__rate_interval", "1m")
+				.replaceAll("$__interval", "5s")
+				.replaceAll("$__range", "5m")
+				.replaceAll("$namespace", namespace)
+				.replaceAll("$model", ".*");
 			if ((await query(concrete)).length === 0) empty.push(`${panel}: ${concrete}`);
 		}
 		expect(empty).toEqual([]);

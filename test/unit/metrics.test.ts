@@ -2,6 +2,7 @@ import { ServiceBroker } from "moleculer";
 import { afterAll, describe, expect, it } from "vitest";
 import { GAP_BUCKETS, GapRecorder, MAX_MODEL_LABELS, METRICS, modelLabel, recordChatRequest, registerChatmeshMetrics } from "../../lib/metrics";
 import { ChatmeshPrometheusReporter, LEAKY_METRICS } from "../../lib/metrics-reporter";
+import { type DepthRow, depthSeries, JobsMetrics } from "../../services/jobs/metrics";
 
 // The metric helpers on a real registry, and the reporter's text as Prometheus reads it.
 const reporter = new ChatmeshPrometheusReporter({ port: 0, host: "127.0.0.1", excludes: LEAKY_METRICS });
@@ -75,5 +76,115 @@ describe("chatmesh metrics", () => {
 		expect(text).toMatch(/^process_memory_rss\{/m);
 		for (const leaky of ["process_arguments", "process_pid", "os_user_homedir", "os_user_username", "os_network_address", "os_hostname"])
 			expect(text).not.toMatch(new RegExp(`^${leaky}[{ ]`, "m"));
+	});
+
+	it("jobs depth series: every registered kind and depth state (0 when none); unknown kinds are other, other states dropped", () => {
+		const series = depthSeries(
+			[
+				{ kind: "report", state: "queued", count: 3 },
+				{ kind: "export", state: "dead", count: 1 },
+				{ kind: "gone-kind", state: "queued", count: 2 },
+				{ kind: "user-1234", state: "running", count: 1 },
+				{ kind: "report", state: "succeeded", count: 50 }
+			],
+			["report", "export"]
+		);
+		expect(Object.fromEntries([...series].map(([k, v]) => [k.replace("\u0000", "/"), v]))).toEqual({
+			"report/queued": 3,
+			"report/running": 0,
+			"report/dead": 0,
+			"export/queued": 0,
+			"export/running": 0,
+			"export/dead": 1,
+			"other/queued": 2,
+			"other/running": 1
+		});
+	});
+
+	it("the jobs depth gauge is read once per cache period however many scrapes come, and keeps its values when a read fails", async () => {
+		let clock = 0;
+		let reads = 0;
+		let rows: DepthRow[] | Error = [{ kind: "report", state: "queued", count: 4 }];
+		const jobs = new JobsMetrics(
+			broker,
+			["report", "export"],
+			async () => {
+				reads++;
+				await new Promise(resolve => setTimeout(resolve, 20));
+				if (rows instanceof Error) throw rows;
+				return rows;
+			},
+			{ cacheMs: 5000, now: () => clock }
+		);
+		jobs.start(["quota-reset"]);
+		try {
+			const { port } = (reporter as unknown as { server: import("node:net").Server }).server.address() as import("node:net").AddressInfo;
+			const scrape = async () => {
+				const res = await fetch(`http://127.0.0.1:${port}/metrics`);
+				expect(res.status).toBe(200);
+				return res.text();
+			};
+			const depth = (text: string, kind: string, state: string) =>
+				Number(text.match(new RegExp(`^chatmesh_jobs_depth\\{[^}]*kind="${kind}",state="${state}"\\} (\\d+)$`, "m"))?.[1]);
+			// Three scrapes at once share one read, and the first scrape already shows its result.
+			const texts = await Promise.all([scrape(), scrape(), scrape()]);
+			expect(reads).toBe(1);
+			for (const text of texts) {
+				expect(depth(text, "report", "queued")).toBe(4);
+				expect(depth(text, "export", "dead")).toBe(0);
+			}
+			rows = [{ kind: "report", state: "queued", count: 1 }];
+			clock = 4000;
+			expect(depth(await scrape(), "report", "queued")).toBe(4);
+			expect(reads).toBe(1);
+			// The period over: a read fails; the scrape still answers, with the last values and the failure counted.
+			clock = 6000;
+			rows = new Error("database away");
+			const failed = await scrape();
+			expect(reads).toBe(2);
+			expect(depth(failed, "report", "queued")).toBe(4);
+			expect(failed).toMatch(/^chatmesh_jobs_depth_read_failures_total\{[^}]*\} 1$/m);
+			// A failed read is not cached: the next scrape reads again.
+			rows = [{ kind: "report", state: "queued", count: 1 }];
+			expect(depth(await scrape(), "report", "queued")).toBe(1);
+			expect(reads).toBe(3);
+		} finally {
+			jobs.stop();
+		}
+	});
+
+	it("jobs counters start at 0 for every kind and schedule, and take no label value outside them", () => {
+		const fresh = new ServiceBroker({ logger: false, metrics: true });
+		registerChatmeshMetrics(fresh);
+		const jobs = new JobsMetrics(fresh, ["report"], async () => []);
+		jobs.start(["quota-reset"]);
+		jobs.finished("report", "succeeded");
+		jobs.finished("9f1c0e1e-job-id", "dead");
+		jobs.retried("report");
+		jobs.stepRecorded("who-knows");
+		jobs.scheduleRan("quota-reset", "succeeded");
+		jobs.scheduleRan("../etc", "failed");
+		jobs.stop();
+		const values = (name: string) =>
+			Object.fromEntries(
+				(fresh.metrics.getMetric(name) as unknown as { snapshot(): { labels: Record<string, string>; value: number }[] })
+					.snapshot()
+					.map(s => [Object.values(s.labels).join("/"), s.value])
+			);
+		expect(values(METRICS.jobsFinished.name)).toEqual({
+			"report/succeeded": 1,
+			"report/failed": 0,
+			"report/cancelled": 0,
+			"report/dead": 0,
+			"other/dead": 1
+		});
+		expect(values(METRICS.jobsRetries.name)).toEqual({ report: 1 });
+		expect(values(METRICS.jobsSteps.name)).toEqual({ report: 0, other: 1 });
+		expect(values(METRICS.jobsScheduleRuns.name)).toEqual({
+			"quota-reset/succeeded": 1,
+			"quota-reset/failed": 0,
+			"quota-reset/skipped": 0,
+			"other/failed": 1
+		});
 	});
 });
