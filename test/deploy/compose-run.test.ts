@@ -140,6 +140,12 @@ describe("the compose topology behind nginx", () => {
 		// Every service's compose healthcheck passes against its local process.
 		expect([...topology.services.keys()]).toEqual(expect.arrayContaining(["core", "llm-1", "llm-2", "jobs-1", "jobs-2"]));
 		for (const name of topology.services.keys()) expect(await topology.runHealthcheck(name), `${name} healthcheck`).toBe(0);
+		// The nodes that keep data answer ready only with their database: the jobs workers too.
+		for (const name of ["core", "jobs-1", "jobs-2"]) {
+			const ready = await fetch(`http://127.0.0.1:${topology.services.get(name)?.env.HEALTH_PORT}/ready`);
+			const body = (await ready.json()) as { checks: Record<string, { status: string; detail: string }> };
+			expect(body.checks.database, name).toEqual(expect.objectContaining({ status: "ok", detail: "postgresql" }));
+		}
 	});
 
 	it("runs a socket.io turn over WebSocket through nginx", async () => {
