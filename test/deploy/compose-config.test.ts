@@ -8,7 +8,7 @@ import fs from "node:fs";
 import path from "node:path";
 import { parse, stringify } from "yaml";
 import { afterAll, describe, expect, it } from "vitest";
-import { assertNodeConfig, loadConfig } from "../../lib/config";
+import { assertNodeConfig, loadConfig, needsDatabase } from "../../lib/config";
 import {
 	chatmeshNodes,
 	COMPOSE_FILE,
@@ -28,7 +28,8 @@ import {
 	runCommand,
 	SECRET_VARIABLES,
 	tempDir,
-	type ComposeFile
+	type ComposeFile,
+	unscrapedNodes
 } from "./compose";
 
 afterAll(removeTempDirs);
@@ -49,10 +50,25 @@ describe("docker-compose.yml", () => {
 		expect(verbatim.stderr).toMatch(/set (JWT_SECRET|POSTGRES_PASSWORD|REDIS_PASSWORD|GRAFANA_ADMIN_PASSWORD) in \.env/);
 	});
 
-	it("has the topology: nginx, two gateways, a core node, two llm nodes, the simulator, the stores, NATS with JetStream, Prometheus, Grafana", async () => {
+	it("has the topology: nginx, two gateways, a core node, two llm nodes, two jobs workers, the simulator, the stores, NATS with JetStream, Prometheus, Grafana", async () => {
 		const file = await resolvedCompose(composeProject(filledEnvFile()));
 		expect(Object.keys(file.services).sort()).toEqual(
-			["core", "gateway-1", "gateway-2", "grafana", "llm-1", "llm-2", "nats", "nginx", "postgres", "prometheus", "redis", "simulator"].sort()
+			[
+				"core",
+				"gateway-1",
+				"gateway-2",
+				"grafana",
+				"jobs-1",
+				"jobs-2",
+				"llm-1",
+				"llm-2",
+				"nats",
+				"nginx",
+				"postgres",
+				"prometheus",
+				"redis",
+				"simulator"
+			].sort()
 		);
 		const roles = Object.fromEntries(chatmeshNodes(file).map(name => [name, file.services[name].environment?.SERVICES]));
 		expect(roles).toEqual({
@@ -60,7 +76,9 @@ describe("docker-compose.yml", () => {
 			"gateway-2": "gateway",
 			core: "user,conversation,quota,moderation,tool",
 			"llm-1": "llm",
-			"llm-2": "llm"
+			"llm-2": "llm",
+			"jobs-1": "jobs",
+			"jobs-2": "jobs"
 		});
 		expect(file.services.nats.command).toContain("-js");
 		expect(file.services.simulator.command).toEqual(expect.arrayContaining(["node", "dist/simulator.js"]));
@@ -84,6 +102,9 @@ describe("docker-compose.yml", () => {
 		// The gateways wait for the nodes whose readiness they report; nginx waits for the gateways.
 		expect(Object.keys(file.services["gateway-1"].depends_on ?? {})).toEqual(expect.arrayContaining(["core", "llm-1", "llm-2"]));
 		expect(Object.keys(file.services.nginx.depends_on ?? {}).sort()).toEqual(["gateway-1", "gateway-2"]);
+		// The jobs workers keep their queue in PostgreSQL and wake on JetStream: they start once both are up.
+		for (const name of ["jobs-1", "jobs-2"])
+			expect(Object.keys(file.services[name].depends_on ?? {}), name).toEqual(expect.arrayContaining(["postgres", "redis", "nats"]));
 	});
 
 	it("gives every chatmesh node an environment chatmesh accepts as a cluster node", async () => {
@@ -95,7 +116,15 @@ describe("docker-compose.yml", () => {
 			expect(config.nodeEnv, name).toBe("production");
 			expect(config.transporter, name).toEqual(["nats://nats:4222"]);
 			if (config.services.includes("gateway")) expect(config.trustProxy, name).toBe(true);
+			// A node with a database service gets the compose PostgreSQL, and its /ready checks it.
+			if (needsDatabase(config)) expect(config.databaseUrl, name).toMatch(/@postgres:5432\/chatmesh$/);
 		}
+		// The jobs workers read their settings from .env, blank meaning chatmesh's defaults.
+		const jobsEnv = file.services["jobs-1"].environment ?? {};
+		for (const name of configVariables().filter(v => v.startsWith("JOBS_") || v === "RETENTION_DAYS")) expect(jobsEnv, name).toHaveProperty(name, "");
+		const jobs = loadConfig(Object.fromEntries(Object.entries(jobsEnv).map(([k, v]) => [k, v ?? ""])));
+		expect(needsDatabase(jobs)).toBe(true);
+		expect(jobs.jobs.concurrency).toBe(loadConfig({}).jobs.concurrency);
 	});
 
 	it("catches a service without a healthcheck, a dependency that does not wait for health, and a secret written in the file", async () => {
@@ -105,6 +134,7 @@ describe("docker-compose.yml", () => {
 		broken.services.core.depends_on = { postgres: { condition: "service_started" } };
 		broken.services["gateway-2"].environment = { ...broken.services["gateway-2"].environment, JWT_SECRET: "a-literal-secret-in-the-compose-file-0123456789" };
 		broken.services["llm-1"].healthcheck = { test: ["CMD", "node", "-e", "fetch('http://127.0.0.1:'+process.env.HEALTH_PORT+'/readyz')"] };
+		broken.services["jobs-2"].environment = { ...broken.services["jobs-2"].environment, NODE_ID: "jobs-1" };
 		const project = composeProject(filledEnvFile(), stringify(broken));
 		// compose itself takes it: only the property checks see what is wrong.
 		expect((await runCommand("docker-compose", ["config", "-q"], { cwd: project })).code).toBe(0);
@@ -114,7 +144,8 @@ describe("docker-compose.yml", () => {
 				"redis: no healthcheck",
 				"core: depends_on postgres without condition service_healthy",
 				"gateway-2: JWT_SECRET is a literal, not from .env",
-				"llm-1: healthcheck must hit /ready on HEALTH_PORT"
+				"llm-1: healthcheck must hit /ready on HEALTH_PORT",
+				"NODE_ID values repeat: core-1, gateway-1, gateway-2, jobs-1, jobs-1, llm-1, llm-2"
 			])
 		);
 		// And a file compose cannot read fails its own check.
@@ -189,9 +220,10 @@ describe("deploy/prometheus and deploy/grafana", () => {
 		expect(ok.code, ok.stderr + ok.stdout).toBe(0);
 
 		const file = await resolvedCompose(composeProject(filledEnvFile()));
-		const prometheus = parse(fs.readFileSync(PROMETHEUS_CONFIG, "utf8")) as { scrape_configs: Array<{ static_configs: Array<{ targets: string[] }> }> };
-		const targets = prometheus.scrape_configs.flatMap(c => c.static_configs.flatMap(s => s.targets));
-		for (const name of chatmeshNodes(file)) expect(targets).toContain(`${name}:${file.services[name].environment?.METRICS_PORT}`);
+		const prometheusText = fs.readFileSync(PROMETHEUS_CONFIG, "utf8");
+		expect(unscrapedNodes(file, prometheusText)).toEqual([]);
+		// A node left out of the scrape targets (here both jobs workers) is named.
+		expect(unscrapedNodes(file, prometheusText.replace('"jobs-1:3030", "jobs-2:3030"', ""))).toEqual(["jobs-1:3030", "jobs-2:3030"]);
 		// The mounted directory is where prometheus.yml lives in the container.
 		expect(file.services.prometheus.command).toContain("--config.file=/etc/prometheus/prometheus.yml");
 

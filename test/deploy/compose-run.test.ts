@@ -2,12 +2,12 @@
  * The docker-compose topology run for real, as local processes behind Debian's nginx on the
  * repo's nginx.conf (see compose-topology.ts): sign-up, a socket.io turn over WebSocket, an SSE
  * turn streamed through unbuffered, long-polling socket.io sessions kept on their gateway while
- * both gateways take them, and a gateway killed mid-answer with its clients resuming on the other
- * through nginx with no gap and no duplicate.
+ * both gateways take them, a job run by the jobs workers and its document downloaded, and a gateway
+ * killed mid-answer with its clients resuming on the other through nginx with no gap and no duplicate.
  */
 import { io, type Socket } from "socket.io-client";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { collectGeneration, type ChunkEvent } from "../helpers/chat";
+import { collectGeneration, eachSseData, type ChunkEvent } from "../helpers/chat";
 import { apiClient, signUp, type ApiClient, type Session } from "../helpers/http";
 import { waitFor } from "../helpers/wait";
 import { removeTempDirs } from "./compose";
@@ -46,31 +46,14 @@ async function simulatorPace(outputTokens: number, tokenIntervalMs: number): Pro
 	expect(res.status).toBe(200);
 }
 
-/** Reads SSE `data:` frames as they arrive, handing each to onEvent; resolves when the stream ends or breaks. */
-async function eachSseEvent(res: Response, onEvent: (event: StreamEvent) => void): Promise<"ended" | "broken"> {
-	if (!res.body) return "ended";
-	const reader = res.body.getReader();
-	const decoder = new TextDecoder();
-	let buffer = "";
-	try {
-		for (;;) {
-			const { done, value } = await reader.read();
-			if (done) return "ended";
-			buffer += decoder.decode(value, { stream: true });
-			for (let cut = buffer.indexOf("\n\n"); cut >= 0; cut = buffer.indexOf("\n\n")) {
-				const data = buffer
-					.slice(0, cut)
-					.split("\n")
-					.filter(line => line.startsWith("data:"))
-					.map(line => line.slice(5).trimStart())
-					.join("\n");
-				buffer = buffer.slice(cut + 2);
-				if (data && data !== "[DONE]") onEvent(JSON.parse(data) as StreamEvent);
-			}
-		}
-	} catch {
-		return "broken";
-	}
+/** Hands each SSE event to onEvent as it arrives; resolves when the stream ends or breaks (a gateway killed). */
+function eachSseEvent(res: Response, onEvent: (event: StreamEvent) => void): Promise<"ended" | "broken"> {
+	return eachSseData(res, data => {
+		if (data !== "[DONE]") onEvent(JSON.parse(data) as StreamEvent);
+	}).then(
+		() => "ended" as const,
+		() => "broken" as const
+	);
 }
 
 function openSocketThroughNginx(token: string, opts: { transports: ("websocket" | "polling")[]; cookie?: string }): Promise<Socket> {
@@ -155,8 +138,14 @@ describe("the compose topology behind nginx", () => {
 		expect(me.body.id).toBe(session.userId);
 
 		// Every service's compose healthcheck passes against its local process.
-		const probed = ["simulator", ...[...topology.services.keys()].filter(name => name.startsWith("gateway") || topology.nodeProbes)];
-		for (const name of new Set(probed)) expect(await topology.runHealthcheck(name), `${name} healthcheck`).toBe(0);
+		expect([...topology.services.keys()]).toEqual(expect.arrayContaining(["core", "llm-1", "llm-2", "jobs-1", "jobs-2"]));
+		for (const name of topology.services.keys()) expect(await topology.runHealthcheck(name), `${name} healthcheck`).toBe(0);
+		// The nodes that keep data answer ready only with their database: the jobs workers too.
+		for (const name of ["core", "jobs-1", "jobs-2"]) {
+			const ready = await fetch(`http://127.0.0.1:${topology.services.get(name)?.env.HEALTH_PORT}/ready`);
+			const body = (await ready.json()) as { checks: Record<string, { status: string; detail: string }> };
+			expect(body.checks.database, name).toEqual(expect.objectContaining({ status: "ok", detail: "postgresql" }));
+		}
 	});
 
 	it("runs a socket.io turn over WebSocket through nginx", async () => {
@@ -247,6 +236,46 @@ describe("the compose topology behind nginx", () => {
 			for (const socket of sockets) socket.close();
 		}
 	}, 90_000);
+
+	it("runs an export job on the jobs workers, followed and downloaded through nginx", async () => {
+		await simulatorPace(12, 0);
+		const token = session.accessToken;
+		const conversationId = await newConversation(token);
+		const sent = await api.post<{ generationId: string }>(`/api/conversations/${conversationId}/messages`, {
+			token,
+			body: { content: "something worth exporting" }
+		});
+		expect(sent.status).toBe(202);
+		const answer = await storedAnswer(token, sent.body.generationId);
+		expect(answer.status).toBe("completed");
+
+		const submitted = await api.post<{ jobId: string; state: string }>("/api/jobs", { token, body: { kind: "export", input: { conversationId } } });
+		expect(submitted.status).toBe(202);
+		const { jobId } = submitted.body;
+		expect(submitted.headers.get("location")).toBe(`/api/jobs/${jobId}`);
+
+		const job = await waitFor(
+			async () => {
+				const res = await api.get<{ state: string; progress: { current: number; total: number }; error: unknown }>(`/api/jobs/${jobId}`, { token });
+				expect(res.status).toBe(200);
+				if (["failed", "dead", "cancelled"].includes(res.body.state)) throw new Error(`job ended ${res.body.state}: ${JSON.stringify(res.body.error)}`);
+				return res.body.state === "succeeded" ? res.body : undefined;
+			},
+			{ timeoutMs: 30_000, intervalMs: 250, what: "the export job to succeed" }
+		);
+		expect(job.progress.current).toBe(job.progress.total);
+
+		const result = await fetch(`${topology.url}/api/jobs/${jobId}/result`, {
+			headers: { authorization: `Bearer ${token}` },
+			signal: AbortSignal.timeout(10_000)
+		});
+		expect(result.status).toBe(200);
+		expect(result.headers.get("content-type")).toMatch(/^text\/markdown/);
+		expect(result.headers.get("content-disposition")).toMatch(/^attachment; filename="chatmesh-export-[^"]+\.md"/);
+		const document = await result.text();
+		expect(document).toContain("something worth exporting");
+		expect(document).toContain(answer.content.trim());
+	}, 60_000);
 
 	it("resumes through nginx on the other gateway when a gateway is killed mid-answer, with no gap and no duplicate", async () => {
 		await simulatorPace(40, 100);

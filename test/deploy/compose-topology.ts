@@ -7,11 +7,11 @@
  */
 import fs from "node:fs";
 import path from "node:path";
-import { loadConfig } from "../../lib/config";
 import { freePort } from "../faults/deps";
 import { createTestDatabase, TEST_NATS_URL, TEST_REDIS_URL, uniqueNamespace, type TestDatabase } from "../helpers/infra";
 import { spawnNode, spawnProcess, type NodeProcess } from "../helpers/processes";
 import { waitFor } from "../helpers/wait";
+import { deleteJobStreams } from "../jobs/engine-jetstream";
 import {
 	chatmeshNodes,
 	composeProject,
@@ -48,15 +48,8 @@ export interface Topology {
 	url: string;
 	/** nginx's access log lines so far (log_format chatmesh). */
 	accessLog(): string[];
-	/** Whether this chatmesh has the nodes' health listener, so their compose healthchecks can pass. */
-	nodeProbes: boolean;
 	runHealthcheck(name: string): Promise<number>;
 	stop(): Promise<void>;
-}
-
-/** Whether this build of chatmesh reads HEALTH_PORT (the health listener of nodes without the gateway). */
-function hasNodeHealthListener(): boolean {
-	return "healthPort" in loadConfig({ HEALTH_PORT: "1" });
 }
 
 function env(service: ComposeService): Record<string, string> {
@@ -95,6 +88,8 @@ export async function startTopology(label: string): Promise<Topology> {
 		for (const p of procs) p.kill("SIGKILL");
 		await Promise.all([nginx?.exited, ...procs.map(p => p.exited)]);
 		await db.drop().catch(() => {});
+		// The jobs workers' JetStream streams stay on the shared NATS unless removed.
+		await deleteJobStreams(namespace).catch(() => {});
 	};
 
 	try {
@@ -152,7 +147,6 @@ export async function startTopology(label: string): Promise<Topology> {
 			plans.set(name, plan);
 		}
 
-		const nodeProbes = hasNodeHealthListener();
 		const runHealthcheck = async (name: string): Promise<number> => {
 			const test = file.services[name].healthcheck?.test as string[];
 			if (test[0] !== "CMD" || test[1] !== "node") throw new Error(`${name}: healthcheck ${test.join(" ")} is not a node command`);
@@ -161,16 +155,14 @@ export async function startTopology(label: string): Promise<Topology> {
 			const script = test[3].replace("127.0.0.1:8100", `127.0.0.1:${simPort}`);
 			return (await runCommand(process.execPath, [test[2], script], { timeoutMs: 10_000, env: probeEnv })).code;
 		};
-		/** Up as compose sees it: its healthcheck passes (for nodes whose probe this build lacks, its broker started). */
+		/** Up as compose sees it: its healthcheck passes. */
 		const healthy = async (name: string) => {
 			const service = services.get(name);
-			const probe = name === "simulator" || plans.get(name)?.env.SERVICES === "gateway" || nodeProbes;
 			await waitFor(
 				async () => {
 					if (service && (service.proc.proc.exitCode !== null || service.proc.proc.signalCode !== null))
 						throw new Error(`${name} exited:\n${service.proc.output().slice(-3000)}`);
-					if (probe) return (await runHealthcheck(name)) === 0;
-					return /ServiceBroker with \d+ service\(s\) started/i.test(service?.proc.output() ?? "");
+					return (await runHealthcheck(name)) === 0;
 				},
 				{ timeoutMs: 90_000, intervalMs: 500, what: `${name} healthy` }
 			).catch(err => {
@@ -214,7 +206,6 @@ export async function startTopology(label: string): Promise<Topology> {
 			nginxPrefix: prefix,
 			url,
 			accessLog: () => (fs.existsSync(accessLogFile) ? fs.readFileSync(accessLogFile, "utf8").split("\n").filter(Boolean) : []),
-			nodeProbes,
 			runHealthcheck,
 			stop
 		};

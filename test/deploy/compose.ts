@@ -270,3 +270,12 @@ export function nginxDirectives(text = fs.readFileSync(path.join(NGINX_DIR, "ngi
 		.map(line => line.replace(/(^|\s)#.*$/, ""))
 		.join("\n");
 }
+
+/** chatmesh nodes (`name:METRICS_PORT`) that no static scrape target of a prometheus.yml names. */
+export function unscrapedNodes(file: ComposeFile, prometheusYaml: string): string[] {
+	const prometheus = parse(prometheusYaml) as { scrape_configs?: Array<{ static_configs?: Array<{ targets?: string[] }> }> };
+	const targets = new Set((prometheus.scrape_configs ?? []).flatMap(c => (c.static_configs ?? []).flatMap(s => s.targets ?? [])));
+	return chatmeshNodes(file)
+		.map(name => `${name}:${file.services[name].environment?.METRICS_PORT}`)
+		.filter(target => !targets.has(target));
+}

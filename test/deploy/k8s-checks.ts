@@ -147,6 +147,8 @@ export interface AppEndpoints {
 	image: string;
 	/** Every service name, for SERVICES unset or "*". */
 	allServices: string[];
+	/** Where a node serves Prometheus metrics (METRICS_PORT, METRICS_HOST) and from which namespace they are scraped. */
+	metrics: { portVariable: string; hostVariable: string; path: string; monitoringNamespace: string };
 }
 
 interface ContainerPort {
@@ -194,6 +196,7 @@ interface Workload {
 	name: string;
 	selector: Record<string, string>;
 	podLabels: Record<string, string>;
+	podAnnotations: Record<string, string>;
 	pod: PodSpec;
 }
 
@@ -211,6 +214,7 @@ export function workloads(objects: K8sObject[]): Workload[] {
 			name: o.metadata.name,
 			selector: get<Record<string, string>>(o, "spec", "selector", "matchLabels") ?? {},
 			podLabels: get<Record<string, string>>(o, "spec", "template", "metadata", "labels") ?? {},
+			podAnnotations: get<Record<string, string>>(o, "spec", "template", "metadata", "annotations") ?? {},
 			pod: get<PodSpec>(o, "spec", "template", "spec") ?? { containers: [] }
 		}));
 }
@@ -355,44 +359,126 @@ interface PolicyPeer {
 	ipBlock?: JsonObject;
 }
 
-/** Workloads whose pods NetworkPolicies let take connections from outside the namespace. */
-export function admittedFromOutside(objects: K8sObject[]): string[] {
-	const policies = objects.filter(o => o.kind === "NetworkPolicy" && (get<string[]>(o, "spec", "policyTypes") ?? ["Ingress"]).includes("Ingress"));
-	const selects = (policy: K8sObject, labels: Record<string, string>) => {
-		const selector =
-			get<{ matchLabels?: Record<string, string>; matchExpressions?: Array<{ key: string; operator: string; values?: string[] }> }>(
-				policy,
-				"spec",
-				"podSelector"
-			) ?? {};
-		const byLabels = Object.entries(selector.matchLabels ?? {}).every(([k, v]) => labels[k] === v);
-		const byExpressions = (selector.matchExpressions ?? []).every(e => {
-			if (e.operator === "In") return (e.values ?? []).includes(labels[e.key]);
-			if (e.operator === "NotIn") return !(e.values ?? []).includes(labels[e.key]);
-			if (e.operator === "Exists") return e.key in labels;
-			if (e.operator === "DoesNotExist") return !(e.key in labels);
-			return false;
-		});
-		return byLabels && byExpressions;
+interface PolicyRule {
+	from?: PolicyPeer[];
+	ports?: Array<{ port?: number | string; protocol?: string }>;
+}
+
+/**
+ * The one outside traffic a chatmesh pod may take besides the gateway's: Prometheus scraping its
+ * metrics port, from the monitoring namespace only (every peer exactly that namespace, every port
+ * the metrics one: a name resolved against the pod's container ports).
+ */
+export function isMetricsScrapeRule(rule: PolicyRule, metrics: { monitoringNamespace: string; port: number; pod: PodSpec }): boolean {
+	const peers = rule.from ?? [];
+	const ports = rule.ports ?? [];
+	const monitoringOnly = (peer: PolicyPeer) => {
+		if (peer.ipBlock !== undefined || peer.podSelector !== undefined || !isObject(peer.namespaceSelector)) return false;
+		const { matchLabels, ...rest } = peer.namespaceSelector as { matchLabels?: Record<string, string> };
+		return Object.keys(rest).length === 0 && JSON.stringify(matchLabels) === JSON.stringify({ "kubernetes.io/metadata.name": metrics.monitoringNamespace });
 	};
+	const resolve = (port: number | string | undefined) =>
+		typeof port === "string" ? metrics.pod.containers.flatMap(c => c.ports ?? []).find(p => p.name === port)?.containerPort : port;
+	return peers.length > 0 && peers.every(monitoringOnly) && ports.length > 0 && ports.every(p => resolve(p.port) === metrics.port);
+}
+
+/** The metrics port a pod's prometheus.io/port annotation names, when it names one. */
+const annotatedMetricsPort = (w: Workload) => {
+	const port = Number(w.podAnnotations["prometheus.io/port"]);
+	return Number.isInteger(port) && port > 0 ? port : undefined;
+};
+
+function ingressPolicies(objects: K8sObject[]): K8sObject[] {
+	return objects.filter(o => o.kind === "NetworkPolicy" && (get<string[]>(o, "spec", "policyTypes") ?? ["Ingress"]).includes("Ingress"));
+}
+
+/** Whether a NetworkPolicy's podSelector selects pods with these labels. */
+function policySelects(policy: K8sObject, labels: Record<string, string>): boolean {
+	const selector =
+		get<{ matchLabels?: Record<string, string>; matchExpressions?: Array<{ key: string; operator: string; values?: string[] }> }>(
+			policy,
+			"spec",
+			"podSelector"
+		) ?? {};
+	const byLabels = Object.entries(selector.matchLabels ?? {}).every(([k, v]) => labels[k] === v);
+	const byExpressions = (selector.matchExpressions ?? []).every(e => {
+		if (e.operator === "In") return (e.values ?? []).includes(labels[e.key]);
+		if (e.operator === "NotIn") return !(e.values ?? []).includes(labels[e.key]);
+		if (e.operator === "Exists") return e.key in labels;
+		if (e.operator === "DoesNotExist") return !(e.key in labels);
+		return false;
+	});
+	return byLabels && byExpressions;
+}
+
+/** The ingress rules of every policy that selects a workload's pods; undefined when none does (all is let in). */
+function rulesFor(objects: K8sObject[], w: Workload): PolicyRule[] | undefined {
+	const applying = ingressPolicies(objects).filter(p => policySelects(p, w.podLabels));
+	if (applying.length === 0) return undefined;
+	return applying.flatMap(p => get<PolicyRule[]>(p, "spec", "ingress") ?? []);
+}
+
+/**
+ * Workloads whose pods NetworkPolicies let take connections from outside the namespace. Given
+ * `monitoringNamespace`, a rule that admits only that namespace to a pod's annotated metrics
+ * port does not count (isMetricsScrapeRule).
+ */
+export function admittedFromOutside(objects: K8sObject[], monitoringNamespace?: string): string[] {
 	// A peer is inside only when it is a pod selector of this namespace.
 	const outsidePeer = (peer: PolicyPeer) => peer.ipBlock !== undefined || peer.namespaceSelector !== undefined || peer.podSelector === undefined;
 	return workloads(objects)
 		.filter(w => {
-			const applying = policies.filter(p => selects(p, w.podLabels));
-			// No policy selects the pod: Kubernetes lets everything in.
-			if (applying.length === 0) return true;
-			return applying.some(p =>
-				(get<Array<{ from?: PolicyPeer[] }>>(p, "spec", "ingress") ?? []).some(rule => !rule.from || rule.from.length === 0 || rule.from.some(outsidePeer))
-			);
+			const rules = rulesFor(objects, w);
+			if (rules === undefined) return true;
+			const port = annotatedMetricsPort(w);
+			const scrape = (rule: PolicyRule) =>
+				monitoringNamespace !== undefined && port !== undefined && isMetricsScrapeRule(rule, { monitoringNamespace, port, pod: w.pod });
+			return rules.some(rule => !scrape(rule) && (!rule.from || rule.from.length === 0 || rule.from.some(outsidePeer)));
 		})
 		.map(w => w.name);
 }
 
+/**
+ * Prometheus scraping of every chatmesh pod: `prometheus.io/scrape: "true"`, a `prometheus.io/port`
+ * that the chatmesh container declares as containerPort `metrics` and that its configuration opens
+ * on every interface (METRICS_PORT, METRICS_HOST), the path chatmesh serves, and a NetworkPolicy
+ * rule admitting the monitoring namespace to that port.
+ */
+function checkMetrics(objects: K8sObject[], app: AppEndpoints): string[] {
+	const problems: string[] = [];
+	const { metrics } = app;
+	for (const w of workloads(objects)) {
+		const c = w.pod.containers.find(x => x.image.split(":")[0] === app.image);
+		if (!c) continue;
+		const where = `Deployment ${w.name}`;
+		const a = w.podAnnotations;
+		if (a["prometheus.io/scrape"] !== "true") problems.push(`${where}: pod annotation prometheus.io/scrape is not "true"`);
+		if (a["prometheus.io/path"] !== metrics.path)
+			problems.push(`${where}: pod annotation prometheus.io/path ${a["prometheus.io/path"]} is not ${metrics.path}`);
+		const port = annotatedMetricsPort(w);
+		if (port === undefined) {
+			problems.push(`${where}: pod annotation prometheus.io/port ${a["prometheus.io/port"]} is not a port number`);
+			continue;
+		}
+		const declared = c.ports?.find(p => p.containerPort === port);
+		if (!declared) problems.push(`${where}: prometheus.io/port ${port} is not a declared containerPort of ${c.name}`);
+		else if (declared.name !== "metrics") problems.push(`${where}: containerPort ${port} is named ${declared.name ?? "(none)"}, not metrics`);
+		const env = environment(c, objects);
+		if (env.get(metrics.portVariable) !== String(port))
+			problems.push(`${where}: prometheus.io/port ${port} is not ${metrics.portVariable} (${env.get(metrics.portVariable) ?? "unset: no metrics listener"})`);
+		if (env.get(metrics.hostVariable) !== "0.0.0.0")
+			problems.push(`${where}: ${metrics.hostVariable} is ${env.get(metrics.hostVariable) ?? "unset (loopback)"}, so the scraper cannot reach it`);
+		const rules = rulesFor(objects, w);
+		if (rules !== undefined && !rules.some(rule => isMetricsScrapeRule(rule, { monitoringNamespace: metrics.monitoringNamespace, port, pod: w.pod })))
+			problems.push(`${where}: no NetworkPolicy admits namespace ${metrics.monitoringNamespace} to its metrics port`);
+	}
+	return problems;
+}
+
 /** Every property check, on a built kustomization. */
 export function checkProperties(objects: K8sObject[], app: AppEndpoints, expectOutside: string[]): string[] {
-	const problems = [...checkContainers(objects, app), ...checkReferences(objects)];
-	const outside = admittedFromOutside(objects);
+	const problems = [...checkContainers(objects, app), ...checkReferences(objects), ...checkMetrics(objects, app)];
+	const outside = admittedFromOutside(objects, app.metrics.monitoringNamespace);
 	for (const name of outside) if (!expectOutside.includes(name)) problems.push(`NetworkPolicy: ${name} takes traffic from outside the namespace`);
 	return problems;
 }

@@ -28,13 +28,22 @@ function gatewayPaths(): { live: string; ready: string } {
 	return { live: find("gateway.health"), ready: find("gateway.ready") };
 }
 
+/** The path moleculer.config.ts gives the Prometheus reporter. */
+function metricsPath(): string {
+	const served = /path: "(\/[^"]*)"/.exec(fs.readFileSync(path.join(REPO_ROOT, "moleculer.config.ts"), "utf8"))?.[1];
+	if (!served) throw new Error("moleculer.config.ts names no metrics path");
+	return served;
+}
+
+const MONITORING = "monitoring";
 const APP = {
 	image: "chatmesh",
 	allServices: [...SERVICE_NAMES],
 	ports: {
 		PORT: { ...gatewayPaths(), needs: ["gateway"] },
 		HEALTH_PORT: { live: HEALTH_PATH, ready: READY_PATH, needs: [] }
-	}
+	},
+	metrics: { portVariable: "METRICS_PORT", hostVariable: "METRICS_HOST", path: metricsPath(), monitoringNamespace: MONITORING }
 };
 const OUTSIDE = ["chatmesh-gateway"];
 
@@ -57,7 +66,7 @@ function containerEnv(objects: K8sObject[], deployment: string): Record<string, 
 	return env;
 }
 
-const ROLES = ["chatmesh-gateway", "chatmesh-core", "chatmesh-llm"];
+const ROLES = ["chatmesh-gateway", "chatmesh-core", "chatmesh-llm", "chatmesh-jobs"];
 
 describe.each([
 	["base", BASE],
@@ -72,7 +81,9 @@ describe.each([
 
 	it("passes every property check (probes, resources, security, selectors, references, network policy)", () => {
 		expect(checkProperties(objects, APP, OUTSIDE)).toEqual([]);
-		expect(admittedFromOutside(objects)).toEqual(OUTSIDE);
+		expect(admittedFromOutside(objects, MONITORING)).toEqual(OUTSIDE);
+		// Counting the metrics rule too, every chatmesh pod is open from outside: on that rule alone.
+		expect(admittedFromOutside(objects)).toEqual(ROLES);
 	});
 
 	it("has one Deployment per role, HPAs for gateway and llm, a PDB for each role, everything in the chatmesh namespace", () => {
@@ -86,6 +97,40 @@ describe.each([
 		expect(containerEnv(objects, "chatmesh-core").SERVICES).toBe("user,conversation,quota,moderation,tool");
 		expect(containerEnv(objects, "chatmesh-llm").SERVICES).toBe("llm");
 		expect(containerEnv(objects, "chatmesh-gateway").SERVICES).toBe("gateway");
+		expect(containerEnv(objects, "chatmesh-jobs").SERVICES).toBe("jobs");
+	});
+
+	it("runs two jobs workers, probed on the health listener's paths and port like the core node", () => {
+		const jobs = workloads(objects).find(w => w.name === "chatmesh-jobs");
+		expect(jobs?.object.spec).toMatchObject({ replicas: 2 });
+		const c = jobs?.pod.containers[0];
+		const healthPort = c?.ports?.find(p => p.name === "health")?.containerPort;
+		expect(String(healthPort)).toBe(containerEnv(objects, "chatmesh-jobs").HEALTH_PORT);
+		expect(c?.startupProbe?.httpGet).toEqual({ path: HEALTH_PATH, port: "health" });
+		expect(c?.livenessProbe?.httpGet).toEqual({ path: HEALTH_PATH, port: "health" });
+		expect(c?.readinessProbe?.httpGet).toEqual({ path: READY_PATH, port: "health" });
+		expect((find(objects, "PodDisruptionBudget", "chatmesh-jobs").spec as { selector: unknown }).selector).toEqual(
+			jobs?.object.spec && { matchLabels: jobs.selector }
+		);
+		// A worker needs the database: its configuration must name one (the Secret's DATABASE_URL).
+		expect(containerEnv(objects, "chatmesh-jobs").DATABASE_URL).toMatch(/^postgres(ql)?:\/\//);
+	});
+
+	it("lets Prometheus in the monitoring namespace scrape every chatmesh pod on the metrics port its annotations name, and nothing else in", () => {
+		const config = find(objects, "ConfigMap", "chatmesh-config").data as Record<string, string>;
+		for (const name of ROLES) {
+			const w = workloads(objects).find(x => x.name === name);
+			const a = w?.podAnnotations ?? {};
+			expect(a["prometheus.io/scrape"], name).toBe("true");
+			expect(a["prometheus.io/path"], name).toBe(APP.metrics.path);
+			expect(a["prometheus.io/port"], name).toBe(config.METRICS_PORT);
+			expect(w?.pod.containers[0].ports, name).toContainEqual(expect.objectContaining({ name: "metrics", containerPort: Number(config.METRICS_PORT) }));
+		}
+		expect(config.METRICS_HOST).toBe("0.0.0.0");
+		const policy = find(objects, "NetworkPolicy", "chatmesh-metrics-from-monitoring").spec as { ingress: Array<{ from: unknown[]; ports: unknown[] }> };
+		expect(policy.ingress).toEqual([
+			{ from: [{ namespaceSelector: { matchLabels: { "kubernetes.io/metadata.name": MONITORING } } }], ports: [{ port: "metrics", protocol: "TCP" }] }
+		]);
 	});
 
 	it("routes outside traffic through an nginx Ingress fit for WebSockets, SSE and socket.io long-polling", () => {
@@ -230,15 +275,66 @@ describe("the checks catch broken manifests", () => {
 		expect(problems).toMatch(/HorizontalPodAutoscaler chatmesh-llm: target Deployment chatmesh-llms does not exist/);
 	});
 
-	it("a namespace without the default deny lets every pod take outside traffic", () => {
-		const broken = mutate(o => {
-			o.splice(
-				o.findIndex(x => x.kind === "NetworkPolicy" && x.metadata.name === "chatmesh-default-deny-ingress"),
-				1
-			);
-		});
-		expect(admittedFromOutside(broken)).toEqual(["chatmesh-gateway", "chatmesh-core", "chatmesh-llm"]);
+	it("a namespace without the default deny lets every pod no other policy selects take outside traffic", () => {
+		const withoutDeny = (o: K8sObject[], names: string[]) => {
+			for (const name of names)
+				o.splice(
+					o.findIndex(x => x.kind === "NetworkPolicy" && x.metadata.name === name),
+					1
+				);
+		};
+		// The metrics policy alone still isolates the chatmesh pods it selects.
+		expect(
+			admittedFromOutside(
+				mutate(o => withoutDeny(o, ["chatmesh-default-deny-ingress"])),
+				MONITORING
+			)
+		).toEqual(OUTSIDE);
+		const broken = mutate(o => withoutDeny(o, ["chatmesh-default-deny-ingress", "chatmesh-metrics-from-monitoring"]));
+		expect(admittedFromOutside(broken, MONITORING)).toEqual(ROLES);
 		expect(checkProperties(broken, APP, OUTSIDE)).toContain("NetworkPolicy: chatmesh-core takes traffic from outside the namespace");
+	});
+
+	it("a scrape annotation naming a port the pod does not declare, or metrics on loopback", () => {
+		const undeclared = mutate(o => {
+			const w = workloads(o).find(x => x.name === "chatmesh-jobs");
+			if (w) w.pod.containers[0].ports = w.pod.containers[0].ports?.filter(p => p.name !== "metrics");
+		});
+		expect(checkProperties(undeclared, APP, OUTSIDE)).toContain(
+			"Deployment chatmesh-jobs: prometheus.io/port 3030 is not a declared containerPort of chatmesh"
+		);
+		const otherPort = mutate(o => {
+			const template = (find(o, "Deployment", "chatmesh-llm").spec as { template: { metadata: { annotations: Record<string, string> } } }).template;
+			template.metadata.annotations["prometheus.io/port"] = "9100";
+		});
+		expect(checkProperties(otherPort, APP, OUTSIDE)).toEqual(
+			expect.arrayContaining([
+				"Deployment chatmesh-llm: prometheus.io/port 9100 is not a declared containerPort of chatmesh",
+				"Deployment chatmesh-llm: prometheus.io/port 9100 is not METRICS_PORT (3030)",
+				"Deployment chatmesh-llm: no NetworkPolicy admits namespace monitoring to its metrics port"
+			])
+		);
+		const loopback = mutate(o => {
+			(find(o, "ConfigMap", "chatmesh-config").data as Record<string, string>).METRICS_HOST = "127.0.0.1";
+		});
+		expect(checkProperties(loopback, APP, OUTSIDE)).toContain("Deployment chatmesh-core: METRICS_HOST is 127.0.0.1, so the scraper cannot reach it");
+	});
+
+	it("a metrics policy open to every namespace, or to the monitoring namespace on every port", () => {
+		const rule = (o: K8sObject[]) =>
+			(find(o, "NetworkPolicy", "chatmesh-metrics-from-monitoring").spec as { ingress: Array<{ from?: unknown[]; ports?: unknown[] }> }).ingress[0];
+		const anyNamespace = mutate(o => {
+			rule(o).from = [{ namespaceSelector: {} }];
+		});
+		const problems = checkProperties(anyNamespace, APP, OUTSIDE);
+		for (const name of ["chatmesh-core", "chatmesh-llm", "chatmesh-jobs"])
+			expect(problems).toContain(`NetworkPolicy: ${name} takes traffic from outside the namespace`);
+		expect(problems).toContain("Deployment chatmesh-jobs: no NetworkPolicy admits namespace monitoring to its metrics port");
+		const everyPort = mutate(o => {
+			delete rule(o).ports;
+		});
+		expect(checkProperties(everyPort, APP, OUTSIDE)).toContain("NetworkPolicy: chatmesh-jobs takes traffic from outside the namespace");
+		expect(admittedFromOutside(everyPort, MONITORING)).toEqual(ROLES);
 	});
 
 	it("an object that breaks the schema", () => {

@@ -3,7 +3,7 @@
  * conversation, then the message) and follow its answer as SSE, resuming after the last seq on
  * the next gateway whenever a stream breaks, and a probe that measures when turns work again.
  */
-import { sleep } from "../helpers/chat";
+import { eachSseData, sleep } from "../helpers/chat";
 import { apiClient, signUp, type Session } from "../helpers/http";
 
 export interface TurnRecord {
@@ -36,34 +36,6 @@ function errorCode(body: unknown): string {
 	const shaped = body as { error?: { code?: unknown }; type?: unknown } | undefined;
 	const code = shaped?.type ?? shaped?.error?.code;
 	return typeof code === "string" ? code : "";
-}
-
-/**
- * Hands each SSE `data:` frame to onData as it arrives (the shared readSse returns them only at the
- * end, and a fault scenario must know what a client saw before its stream broke).
- */
-async function eachSseData(res: Response, onData: (data: string) => void): Promise<void> {
-	if (!res.body) return;
-	const reader = res.body.getReader();
-	const decoder = new TextDecoder();
-	let buffer = "";
-	for (;;) {
-		const { done, value } = await reader.read();
-		if (done) return;
-		buffer += decoder.decode(value, { stream: true });
-		let cut = buffer.indexOf("\n\n");
-		while (cut >= 0) {
-			const data = buffer
-				.slice(0, cut)
-				.split("\n")
-				.filter(line => line.startsWith("data:"))
-				.map(line => line.slice(5).trimStart())
-				.join("\n");
-			buffer = buffer.slice(cut + 2);
-			if (data) onData(data);
-			cut = buffer.indexOf("\n\n");
-		}
-	}
 }
 
 /** Follows one generation to its final event, resuming on another gateway when a stream breaks. */

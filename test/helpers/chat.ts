@@ -1,6 +1,7 @@
 /**
- * Chat clients for tests: a socket.io client that collects a generation's events, and an SSE
- * reader over fetch that parses `id:`/`data:` frames as a browser's EventSource would.
+ * Chat clients for tests: a socket.io client that collects a generation's events, and SSE readers
+ * over fetch that parse `id:`/`data:` frames as a browser's EventSource would (the one parser every
+ * test uses: frame by frame as they arrive, or all of a stream at once).
  */
 import { io as connect, type Socket } from "socket.io-client";
 
@@ -73,39 +74,54 @@ export interface SseFrame {
 	data: string;
 }
 
-/** Reads an SSE response into frames; stops at `data: [DONE]` or after `maxFrames` (then aborts). */
-export async function readSse(res: Response, opts: { maxFrames?: number; abort?: AbortController } = {}): Promise<SseFrame[]> {
-	const frames: SseFrame[] = [];
-	if (!res.body) return frames;
+/**
+ * Hands each SSE frame to onFrame as it arrives, as a browser's EventSource would parse it: `id:`
+ * and the `data:` lines joined; comments and heartbeats (no data) are skipped. Resolves when the
+ * stream ends or onFrame returns "stop" (anything else goes on); rejects when the stream breaks.
+ */
+export async function eachSseFrame(res: Response, onFrame: (frame: SseFrame) => unknown): Promise<void> {
+	if (!res.body) return;
 	const reader = res.body.getReader();
 	const decoder = new TextDecoder();
 	let buffer = "";
-	try {
-		for (;;) {
-			const { done, value } = await reader.read();
-			if (done) break;
-			buffer += decoder.decode(value, { stream: true });
-			for (let cut = buffer.indexOf("\n\n"); cut >= 0; cut = buffer.indexOf("\n\n")) {
-				const block = buffer.slice(0, cut);
-				buffer = buffer.slice(cut + 2);
-				const frame: SseFrame = { data: "" };
-				let hasData = false;
-				for (const line of block.split("\n")) {
-					if (line.startsWith("id:")) frame.id = line.slice(3).trim();
-					else if (line.startsWith("data:")) {
-						frame.data += (hasData ? "\n" : "") + line.slice(5).trimStart();
-						hasData = true;
-					}
-				}
-				if (!hasData) continue; // comments and heartbeats
-				frames.push(frame);
-				if (frame.data === "[DONE]") return frames;
-				if (opts.maxFrames !== undefined && frames.length >= opts.maxFrames) {
-					opts.abort?.abort();
-					return frames;
+	for (;;) {
+		const { done, value } = await reader.read();
+		if (done) return;
+		buffer += decoder.decode(value, { stream: true });
+		for (let cut = buffer.indexOf("\n\n"); cut >= 0; cut = buffer.indexOf("\n\n")) {
+			const block = buffer.slice(0, cut);
+			buffer = buffer.slice(cut + 2);
+			const frame: SseFrame = { data: "" };
+			let hasData = false;
+			for (const line of block.split("\n")) {
+				if (line.startsWith("id:")) frame.id = line.slice(3).trim();
+				else if (line.startsWith("data:")) {
+					frame.data += (hasData ? "\n" : "") + line.slice(5).trimStart();
+					hasData = true;
 				}
 			}
+			if (hasData && onFrame(frame) === "stop") return;
 		}
+	}
+}
+
+/** eachSseFrame for callers that want only each frame's non-empty data (`[DONE]` included). */
+export function eachSseData(res: Response, onData: (data: string) => unknown): Promise<void> {
+	return eachSseFrame(res, frame => (frame.data === "" ? undefined : onData(frame.data)));
+}
+
+/** Reads an SSE response into frames; stops at `data: [DONE]` or after `maxFrames` (then aborts). */
+export async function readSse(res: Response, opts: { maxFrames?: number; abort?: AbortController } = {}): Promise<SseFrame[]> {
+	const frames: SseFrame[] = [];
+	try {
+		await eachSseFrame(res, frame => {
+			frames.push(frame);
+			if (frame.data === "[DONE]") return "stop";
+			if (opts.maxFrames !== undefined && frames.length >= opts.maxFrames) {
+				opts.abort?.abort();
+				return "stop";
+			}
+		});
 	} catch (err) {
 		if (!opts.abort?.signal.aborted) throw err;
 	}
