@@ -9,11 +9,14 @@ import { brokerOptions } from "../../moleculer.config";
 const names = (broker: ServiceBroker) => (broker.middlewares as unknown as { list: Array<{ name?: string }> }).list.map(m => m.name);
 
 describe("broker middlewares", () => {
-	it("are Moleculer's internal ones in Moleculer's order, after chatmesh's Auth", () => {
-		const moleculerDefault = new ServiceBroker({ logger: false, cacher: "Memory", metrics: { enabled: true } });
-		const config = loadConfig({ NODE_ENV: "test", LOG_LEVEL: "error" });
-		const chatmesh = new ServiceBroker({ ...brokerOptions(config), logger: false, metrics: { enabled: true } });
-		expect(names(chatmesh)).toEqual(["Auth", ...names(moleculerDefault)]);
+	it("are Moleculer's internal ones in Moleculer's order, after chatmesh's Auth and before the ones a node's role adds", () => {
+		const moleculerDefault = names(new ServiceBroker({ logger: false, cacher: "Memory", metrics: { enabled: true } }));
+		const brokerFor = (env: Record<string, string>) =>
+			names(new ServiceBroker({ ...brokerOptions(loadConfig({ NODE_ENV: "test", LOG_LEVEL: "error", ...env })), logger: false, metrics: { enabled: true } }));
+		// Every service (jobs among them): the jobs.work channel's middleware comes last.
+		expect(brokerFor({})).toEqual(["Auth", ...moleculerDefault, "Channels"]);
+		// A gateway-only node of a cluster adds nothing after Moleculer's own.
+		expect(brokerFor({ SERVICES: "gateway", TRANSPORTER: "nats://127.0.0.1:4222", JWT_SECRET: "x".repeat(40) })).toEqual(["Auth", ...moleculerDefault]);
 	});
 });
 
