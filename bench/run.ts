@@ -7,7 +7,8 @@
  * BENCH_FULL=1 runs the long version. Parts: BENCH_ONLY=latency,writes,connections,metrics (default all);
  * topologies: BENCH_TOPOLOGIES=embedded,cluster; BENCH_CONC=1,16,64,256 and BENCH_REPS=3 override
  * the latency points; BENCH_CHATMESH_DIR measures another checkout (e.g. a scratch copy);
- * BENCH_METRICS=0 runs chatmesh without its Prometheus metrics.
+ * BENCH_METRICS=0 runs chatmesh without its Prometheus metrics; BENCH_SCRAPE_MS sets how often the
+ * metrics-cost part scrapes (default 1000).
  */
 import { execSync } from "node:child_process";
 import { mkdirSync, writeFileSync } from "node:fs";
@@ -58,7 +59,7 @@ const CONFIG = {
 		rounds: FULL ? 15 : 9,
 		concurrency: 16,
 		limits: FULL ? { minMs: 5000, minStreams: 200, maxMs: 15_000 } : { minMs: 3000, minStreams: 120, maxMs: 8000 },
-		scrapeMs: 1000
+		scrapeMs: Number(process.env.BENCH_SCRAPE_MS ?? 1000)
 	}
 };
 
