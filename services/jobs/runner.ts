@@ -249,6 +249,7 @@ export class JobRunner {
 		logger.info(`Job ${row.id} (${row.kind}) attempt ${row.attempts} failed (${error.type}); retry in ${delay} ms`);
 		const queued = await this.opts.store.transition(row.id, { from: ["running"], to: "queued", worker: workerId, error, runAfterMs: delay });
 		if (queued) this.opts.metrics.retried(row.kind);
+		if (queued?.event) this.opts.publish(queued.event);
 		// Look again when the wait is over rather than at the next poll, so the waits are the policy's.
 		const timer = setTimeout(() => {
 			this.retryTimers.delete(timer);

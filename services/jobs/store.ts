@@ -75,7 +75,7 @@ export interface JobEvent {
 	jobId: string;
 	ownerId: string;
 	seq: number;
-	/** `job:progress` or `job:done`. */
+	/** `job:progress`, `job:retry` (a failed attempt queued again) or `job:done`. */
 	type: string;
 	data: Record<string, unknown>;
 }
@@ -298,6 +298,11 @@ export class JobStore {
 				]
 			);
 			if (!row) return undefined;
+			// A failed attempt queued again: its owner hears when the next one is due (SSE, socket.io).
+			if (change.to === "queued" && change.from.includes("running") && change.runAfterMs !== undefined) {
+				const retry = { jobId: id, attempt: row.attempts, retryInMs: change.runAfterMs, runAfter: row.run_after.toISOString(), error: row.error };
+				return { row, event: await this.appendEvent(tx, id, "job:retry", retry) };
+			}
 			if (!finished) return { row };
 			const event = await this.appendEvent(tx, id, "job:done", { jobId: id, state: row.state, result: row.result, error: row.error });
 			return { row, event };

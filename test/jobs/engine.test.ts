@@ -213,15 +213,28 @@ describe("jobs engine on NATS JetStream", () => {
 		const dead = await finished(user, jobId, 30_000);
 		expect(dead).toMatchObject({ state: "dead", attempts: 4, error: { type: "UPSTREAM_TIMEOUT", retryable: true } });
 
-		// Each attempt recorded when it began; the policy (400 ms base, doubling, half fixed) sets the least wait.
+		// Each attempt records when it began; each failed one was queued again with the wait the
+		// policy (400 ms base, doubling, half fixed and half random) chose, told as a job:retry event.
 		const starts = (await sql<{ name: string; result: number }>("SELECT name, result FROM job_steps WHERE job_id = $1 ORDER BY name", [jobId])).map(r =>
 			Number(r.result)
 		);
 		expect(starts).toHaveLength(4);
-		const gaps = starts.slice(1).map((t, i) => t - starts[i]);
-		for (const [i, gap] of gaps.entries()) expect(gap, `wait before attempt ${i + 2}`).toBeGreaterThanOrEqual((400 * 2 ** i) / 2);
-		expect(gaps[2]).toBeGreaterThan(gaps[0]);
-		expect(gaps[1]).toBeGreaterThan(gaps[0] * 0.9);
+		const retries = (
+			await sql<{ data: { attempt: number; retryInMs: number; runAfter: string } }>(
+				"SELECT data FROM job_events WHERE job_id = $1 AND type = 'job:retry' ORDER BY seq",
+				[jobId]
+			)
+		).map(r => r.data);
+		expect(retries.map(r => r.attempt)).toEqual([1, 2, 3]);
+		for (const [i, { retryInMs }] of retries.entries()) {
+			expect(retryInMs, `wait after attempt ${i + 1}`).toBeGreaterThanOrEqual((400 * 2 ** i) / 2);
+			expect(retryInMs, `wait after attempt ${i + 1}`).toBeLessThanOrEqual(400 * 2 ** i);
+		}
+		// The waits grow: each range starts where the one before ends.
+		expect(retries[1].retryInMs).toBeGreaterThanOrEqual(retries[0].retryInMs);
+		expect(retries[2].retryInMs).toBeGreaterThan(retries[0].retryInMs);
+		// No attempt ran before its wait was over.
+		for (const [i, { runAfter }] of retries.entries()) expect(starts[i + 1], `attempt ${i + 2}`).toBeGreaterThanOrEqual(Date.parse(runAfter));
 
 		const list = await api.get<{ items: { id: string; state: string }[]; depth: { kind: string; state: string; count: number }[] }>(
 			"/api/admin/jobs?state=dead&kind=test-fail",
