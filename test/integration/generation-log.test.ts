@@ -346,8 +346,9 @@ describe.each<Kind>(["memory", "redis"])("generation log (%s)", kind => {
 		writer.append(chunk(1));
 		writer.append(done());
 		await writer.flush();
-		const finishedAt = performance.now();
 		expect((await log.meta(finishedId))?.state).toBe("finished");
+		// Kept for its ttl after it finished: a late watcher still reads it whole.
+		expect((await log.read(finishedId, 0)).map(e => e.type)).toEqual(["chunk", "done"]);
 		if (kind === "redis") {
 			const ttlMs = await admin.pttl(streamKey(finishedId));
 			expect(ttlMs).toBeGreaterThan(0);
@@ -357,7 +358,6 @@ describe.each<Kind>(["memory", "redis"])("generation log (%s)", kind => {
 		}
 
 		await until(async () => (await log.meta(finishedId)) === undefined, 4000, 50);
-		expect(performance.now() - finishedAt).toBeGreaterThan(800);
 		expect(await log.read(finishedId, 0)).toEqual([]);
 		if (kind === "redis") expect(await admin.exists(streamKey(finishedId), `${streamKey(finishedId)}:meta`)).toBe(0);
 		await expect(collect(log, finishedId, 0).finished).rejects.toBeInstanceOf(GenerationNotFoundError);
@@ -436,6 +436,7 @@ describe("generation log (redis): a cluster of nodes", () => {
 		collect(b, idleId, 0);
 		const latencies: number[] = [];
 		const replays: number[] = [];
+		const unblocksBefore = await unblockCalls();
 		for (let i = 0; i < 9; i++) {
 			await until(async () => (await clientsNamed(connectionName)).some(c => c.name.endsWith(":reader") && c.blocked), 3000);
 			const id = newId();
@@ -460,10 +461,8 @@ describe("generation log (redis): a cluster of nodes", () => {
 			await got;
 		}
 		console.info(`new subscriber while blocked: replay ${fmt(replays)}; first live event ${fmt(latencies)}`);
-		// The reader blocks for 1 s at a time; without being woken, the median wait is about 500 ms.
-		// The bound only tells "woken" from "waited out", it is not a speed target.
-		expect(median(latencies)).toBeLessThan(250);
-		expect(median(replays)).toBeLessThan(250);
+		// Not waited out: each subscriber joined by waking the blocked reader (CLIENT UNBLOCK).
+		expect((await unblockCalls()) - unblocksBefore).toBeGreaterThanOrEqual(9);
 	});
 
 	it("closes within a second while its reader is blocked, and delivers nothing after", async () => {
@@ -499,6 +498,12 @@ async function clientsNamed(name: string): Promise<ClientInfo[]> {
 		.map(line => ({ name: / name=(\S*)/.exec(line)?.[1] ?? "", flags: / flags=(\S*)/.exec(line)?.[1] ?? "" }))
 		.filter(c => c.name.startsWith(`${name}:`))
 		.map(c => ({ name: c.name, blocked: c.flags.includes("b") }));
+}
+
+/** CLIENT UNBLOCK calls the Redis server has taken so far (its command statistics). */
+async function unblockCalls(): Promise<number> {
+	const stats = String(await admin.info("commandstats"));
+	return Number(/cmdstat_client\|unblock:calls=(\d+)/.exec(stats)?.[1] ?? 0);
 }
 
 function fmt(ms: number[]): string {

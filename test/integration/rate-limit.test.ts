@@ -235,10 +235,11 @@ describe("when Redis fails", () => {
 
 		const logger = recordingLogger();
 		const limiter = new RateLimiter({ settings: settings("hung", { perUser: { chat: rule(2, 10) } }), redis: hung, logger, redisTimeoutMs: 200 });
-		const started = Date.now();
+		// Every call answers (a call waiting on the silent store would hang the test), from memory.
 		expect(allowedFlags(await consumeTimes(3, limiter, "chat", "192.0.2.50", "user-h"))).toEqual([true, true, false]);
-		expect(Date.now() - started).toBeLessThan(3000);
 		expect(logger.warnings).toHaveLength(1);
+		// The connection never dropped: memory took over because the store did not answer in time.
+		expect(logger.warnings[0][1]).toEqual({ redisStatus: "ready" });
 	});
 });
 
