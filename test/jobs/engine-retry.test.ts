@@ -12,12 +12,14 @@ import {
 import { backoffMs, errorRecord, isRetryable } from "../../services/jobs/retry";
 
 describe("job retries", () => {
-	it("retries model timeouts and 5xx, lost nodes and outages; not bad input, blocked content or quota", () => {
+	it("retries model timeouts and 5xx, rate limits, lost nodes and outages; not bad input, blocked content or quota", () => {
 		expect(isRetryable(new UpstreamError("timed out", ERR_UPSTREAM_TIMEOUT))).toBe(true);
 		expect(isRetryable(new UpstreamError("502 from the provider"))).toBe(true);
 		expect(isRetryable({ type: "REQUEST_REJECTED", code: 503, message: "node left" })).toBe(true);
 		expect(isRetryable({ type: "SERVICE_NOT_FOUND", code: 404, message: "Service 'llm.chat' is not found." })).toBe(true);
 		expect(isRetryable(new UnavailableError("database down"))).toBe(true);
+		expect(isRetryable({ type: "RATE_LIMITED", code: 429, message: "slow down" })).toBe(true);
+		expect(isRetryable({ type: "UPSTREAM_RATE_LIMITED", code: 429, message: "provider says slow down" })).toBe(true);
 		expect(isRetryable({ type: "INTERNAL_ERROR", code: 500, message: "a bug" })).toBe(false);
 		expect(isRetryable(Object.assign(new Error("Connection terminated unexpectedly"), {}))).toBe(true);
 		expect(isRetryable(new BadRequestError("bad"))).toBe(false);

@@ -13,6 +13,7 @@ import type { SimulatorRequestLogEntry } from "../../simulator/simulator";
 import { withChatNode } from "../helpers/fixtures";
 import { signUp, type Session } from "../helpers/http";
 import { sleep, waitFor } from "../helpers/wait";
+import { isRetryable } from "../../services/jobs/retry";
 
 // The job kinds against a real node (PostgreSQL, Redis, the simulator over HTTP), each run by a
 // small in-test stand-in for the jobs engine: it records each step's (JSON) result under its name
@@ -64,10 +65,11 @@ function runKind<I>(kind: JobKind<I>, input: unknown, owner: Session, record = n
 async function failureOf(run: Promise<unknown>): Promise<{ type?: string; retryable?: boolean; name?: string }> {
 	const outcome = await run.then(
 		() => undefined,
-		(err: unknown) => err as { type?: string; retryable?: boolean }
+		(err: unknown) => err as { type?: string; name?: string }
 	);
 	if (!outcome) throw new Error("the job did not fail");
-	return outcome;
+	// Whether the engine would deliver it again, by its one classifier.
+	return { type: outcome.type, name: outcome.name, retryable: isRetryable(outcome) };
 }
 
 const chatRequests = (): SimulatorRequestLogEntry[] => f.sim.requests().filter(r => r.path === "/v1/chat/completions");

@@ -6,14 +6,12 @@
  *
  * A cancel stops the model at once: the job's abort signal broadcasts `generation.cancel` for the
  * completion's generation, which reaches the llm node producing it, and the waiting step ends
- * with the abort. Failures leave here marked for the engine: `retryable` is false for what another
- * delivery cannot fix (bad input, a conversation that is not the owner's, content blocked, quota),
- * true for the rest (timeouts, upstream 5xx, a lost node, an outage).
+ * with the abort. Failures leave as they are: the engine decides which another delivery may cure
+ * (services/jobs/retry.ts).
  */
 import { randomUUID } from "node:crypto";
-import type { Errors } from "moleculer";
 import type { ChatMessage } from "../../../lib/chat-protocol";
-import { ERR_RATE_LIMITED, ERR_UPSTREAM_RATE_LIMITED, httpStatusOf, isDependencyOutage, UpstreamError } from "../../../lib/errors";
+import { UpstreamError } from "../../../lib/errors";
 import type { CompleteParams, CompletionResult } from "../../conversation/completion";
 import type { ConversationView, MessageView } from "../../conversation/store";
 import { CANCEL_EVENT } from "../../llm/client";
@@ -26,36 +24,6 @@ export const PAGE_SIZE = 100;
 export interface Page<T> {
 	items: T[];
 	nextCursor: string | null;
-}
-
-/** 4xx errors another delivery would meet again; rate limits pass, so they are retried later. */
-const TRANSIENT_CLIENT_TYPES = new Set([ERR_RATE_LIMITED, ERR_UPSTREAM_RATE_LIMITED]);
-
-/** Whether another delivery may succeed where this one failed. */
-export function isRetryableFailure(err: unknown): boolean {
-	if (isDependencyOutage(err)) return true;
-	const { type } = (err ?? {}) as { type?: unknown };
-	if (typeof type === "string" && TRANSIENT_CLIENT_TYPES.has(type)) return true;
-	return httpStatusOf(err) >= 500;
-}
-
-/**
- * The error a job kind ends with: the failure with `retryable` set as `isRetryableFailure` says.
- * A cancelled job's error (the signal's reason) passes unchanged: the engine ended it itself.
- */
-export function jobFailure(err: unknown, signal: AbortSignal): unknown {
-	if (signal.aborted || !err || typeof err !== "object") return err;
-	(err as Errors.MoleculerError).retryable = isRetryableFailure(err);
-	return err;
-}
-
-/** Runs a kind's workflow with its failures marked by `jobFailure`. */
-export async function markingFailures<I, R>(job: JobContext<I>, run: () => Promise<R>): Promise<R> {
-	try {
-		return await run();
-	} catch (err) {
-		throw jobFailure(err, job.signal);
-	}
 }
 
 export interface ModelRequest {

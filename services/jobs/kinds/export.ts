@@ -9,7 +9,7 @@ import { z } from "zod";
 import { ERR_NOT_FOUND } from "../../../lib/errors";
 import type { ConversationView, MessageView } from "../../conversation/store";
 import type { JobContext, JobKind, JobResult } from "../kind";
-import { conversationsPage, getConversation, markingFailures, messagesPage, type Page } from "./calls";
+import { conversationsPage, getConversation, messagesPage, type Page } from "./calls";
 
 export const EXPORT_FORMATS = ["markdown", "json"] as const;
 
@@ -102,29 +102,28 @@ export const exportKind: JobKind<ExportInput> = {
 	name: "export",
 	input: exportInput,
 	retry: { maxAttempts: 5, baseDelayMs: 1000, maxDelayMs: 30_000 },
-	run: job =>
-		markingFailures(job, async (): Promise<JobResult> => {
-			const selection = await job.step("conversations", () => select(job));
-			const total = selection.conversations.length;
-			await job.progress({ current: 0, total, step: total ? `conversation 1 of ${total}` : "nothing to export" });
-			const exported: ExportedConversation[] = [];
-			for (const [i, conversation] of selection.conversations.entries()) {
-				const messages = await exportMessages(job, conversation.id);
-				if (messages) exported.push({ ...conversation, messages });
-				await job.progress({ current: i + 1, total, step: `conversation ${i + 1} of ${total}` });
-			}
-			const date = selection.exportedAt.slice(0, 10);
-			const messages = exported.reduce((n, c) => n + c.messages.length, 0);
-			const json = job.input.format === "json";
-			return {
-				summary: { format: job.input.format, conversations: exported.length, messages },
-				document: json
-					? {
-							filename: `chatmesh-export-${date}.json`,
-							contentType: "application/json",
-							content: `${JSON.stringify({ exportedAt: selection.exportedAt, conversations: exported }, null, 2)}\n`
-						}
-					: { filename: `chatmesh-export-${date}.md`, contentType: "text/markdown", content: markdownDocument(selection.exportedAt, exported) }
-			};
-		})
+	async run(job): Promise<JobResult> {
+		const selection = await job.step("conversations", () => select(job));
+		const total = selection.conversations.length;
+		await job.progress({ current: 0, total, step: total ? `conversation 1 of ${total}` : "nothing to export" });
+		const exported: ExportedConversation[] = [];
+		for (const [i, conversation] of selection.conversations.entries()) {
+			const messages = await exportMessages(job, conversation.id);
+			if (messages) exported.push({ ...conversation, messages });
+			await job.progress({ current: i + 1, total, step: `conversation ${i + 1} of ${total}` });
+		}
+		const date = selection.exportedAt.slice(0, 10);
+		const messages = exported.reduce((n, c) => n + c.messages.length, 0);
+		const json = job.input.format === "json";
+		return {
+			summary: { format: job.input.format, conversations: exported.length, messages },
+			document: json
+				? {
+						filename: `chatmesh-export-${date}.json`,
+						contentType: "application/json",
+						content: `${JSON.stringify({ exportedAt: selection.exportedAt, conversations: exported }, null, 2)}\n`
+					}
+				: { filename: `chatmesh-export-${date}.md`, contentType: "text/markdown", content: markdownDocument(selection.exportedAt, exported) }
+		};
+	}
 };

@@ -8,7 +8,7 @@
 import { z } from "zod";
 import type { ChatMessage } from "../../../lib/chat-protocol";
 import type { JobContext, JobKind, JobResult } from "../kind";
-import { allMessages, askModel, getConversation, markingFailures } from "./calls";
+import { allMessages, askModel, getConversation } from "./calls";
 import { clip, conversationContext, outlineTitle, parseOutline, shortTitle } from "./text";
 
 export const REPORT_MIN_SECTIONS = 2;
@@ -113,34 +113,33 @@ export const reportKind: JobKind<ReportInput> = {
 	name: "report",
 	input: reportInput,
 	retry: { maxAttempts: 4, baseDelayMs: 2000, maxDelayMs: 60_000 },
-	run: job =>
-		markingFailures(job, async (): Promise<JobResult> => {
-			const count = job.input.sections;
-			const total = count + 2;
-			let done = 0;
-			await job.progress({ current: 0, total, step: "outline" });
-			const source = await job.step("source", () => readSource(job));
+	async run(job): Promise<JobResult> {
+		const count = job.input.sections;
+		const total = count + 2;
+		let done = 0;
+		await job.progress({ current: 0, total, step: "outline" });
+		const source = await job.step("source", () => readSource(job));
 
-			const outline = await job.step("outline", async (): Promise<Outline> => {
-				const answer = await askModel(job, { messages: outlinePrompt(source, count), maxTokens: OUTLINE_TOKENS });
-				return { title: outlineTitle(answer) ?? source.topic, sections: parseOutline(answer, count) };
-			});
-			await job.progress({ current: ++done, total, step: "outline" });
+		const outline = await job.step("outline", async (): Promise<Outline> => {
+			const answer = await askModel(job, { messages: outlinePrompt(source, count), maxTokens: OUTLINE_TOKENS });
+			return { title: outlineTitle(answer) ?? source.topic, sections: parseOutline(answer, count) };
+		});
+		await job.progress({ current: ++done, total, step: "outline" });
 
-			const sections = await Promise.all(
-				outline.sections.map(async (_title, i) => {
-					const text = await job.step(`section:${i + 1}`, () => askModel(job, { messages: sectionPrompt(source, outline, i), maxTokens: SECTION_TOKENS }));
-					await job.progress({ current: ++done, total, step: `section ${i + 1} of ${count}` });
-					return text;
-				})
-			);
+		const sections = await Promise.all(
+			outline.sections.map(async (_title, i) => {
+				const text = await job.step(`section:${i + 1}`, () => askModel(job, { messages: sectionPrompt(source, outline, i), maxTokens: SECTION_TOKENS }));
+				await job.progress({ current: ++done, total, step: `section ${i + 1} of ${count}` });
+				return text;
+			})
+		);
 
-			const summary = await job.step("summary", () => askModel(job, { messages: summaryPrompt(outline, sections), maxTokens: SUMMARY_TOKENS }));
-			await job.progress({ current: ++done, total, step: "summary" });
+		const summary = await job.step("summary", () => askModel(job, { messages: summaryPrompt(outline, sections), maxTokens: SUMMARY_TOKENS }));
+		await job.progress({ current: ++done, total, step: "summary" });
 
-			return {
-				summary: { title: outline.title, sections: outline.sections },
-				document: { filename: `report-${job.jobId}.md`, contentType: "text/markdown", content: reportDocument(source, outline, sections, summary) }
-			};
-		})
+		return {
+			summary: { title: outline.title, sections: outline.sections },
+			document: { filename: `report-${job.jobId}.md`, contentType: "text/markdown", content: reportDocument(source, outline, sections, summary) }
+		};
+	}
 };

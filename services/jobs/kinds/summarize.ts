@@ -11,7 +11,7 @@ import type { ChatMessage } from "../../../lib/chat-protocol";
 import { ERR_NOT_FOUND } from "../../../lib/errors";
 import type { ConversationView } from "../../conversation/store";
 import type { JobContext, JobKind, JobResult } from "../kind";
-import { allMessages, askModel, conversationsPage, getConversation, markingFailures, type Page } from "./calls";
+import { allMessages, askModel, conversationsPage, getConversation, type Page } from "./calls";
 import { conversationContext, parseTitleAndSummary, shortTitle } from "./text";
 
 /** The title clients show for a conversation without one; a conversation may also carry it literally. */
@@ -95,24 +95,23 @@ export const summarizeKind: JobKind<SummarizeInput> = {
 	name: "summarize",
 	input: summarizeInput,
 	retry: { maxAttempts: 4, baseDelayMs: 2000, maxDelayMs: 60_000 },
-	run: job =>
-		markingFailures(job, async (): Promise<JobResult> => {
-			const ids = await job.step("candidates", () => candidates(job));
-			const total = ids.length;
-			await job.progress({ current: 0, total, step: total ? `conversation 1 of ${total}` : "nothing to title" });
-			const outcomes: Outcome[] = [];
-			for (const [i, id] of ids.entries()) {
-				outcomes.push(await job.step(`conversation:${id}`, () => titleConversation(job, id)));
-				await job.progress({ current: i + 1, total, step: `conversation ${i + 1} of ${total}` });
-			}
-			const titled = outcomes.filter(o => o.outcome === "titled");
-			return {
-				summary: {
-					titled: titled.length,
-					skipped: outcomes.length - titled.length,
-					conversations: titled.map(({ id, title, summary }) => ({ id, title, summary }))
-				},
-				document: { filename: `summaries-${job.jobId}.md`, contentType: "text/markdown", content: summariesDocument(outcomes) }
-			};
-		})
+	async run(job): Promise<JobResult> {
+		const ids = await job.step("candidates", () => candidates(job));
+		const total = ids.length;
+		await job.progress({ current: 0, total, step: total ? `conversation 1 of ${total}` : "nothing to title" });
+		const outcomes: Outcome[] = [];
+		for (const [i, id] of ids.entries()) {
+			outcomes.push(await job.step(`conversation:${id}`, () => titleConversation(job, id)));
+			await job.progress({ current: i + 1, total, step: `conversation ${i + 1} of ${total}` });
+		}
+		const titled = outcomes.filter(o => o.outcome === "titled");
+		return {
+			summary: {
+				titled: titled.length,
+				skipped: outcomes.length - titled.length,
+				conversations: titled.map(({ id, title, summary }) => ({ id, title, summary }))
+			},
+			document: { filename: `summaries-${job.jobId}.md`, contentType: "text/markdown", content: summariesDocument(outcomes) }
+		};
+	}
 };
