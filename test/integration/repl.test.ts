@@ -9,19 +9,21 @@ const namespace = uniqueNamespace("repl");
 const cluster = withProcesses({ label: "repl", database: true });
 const { procs } = cluster;
 
+/** `npm run repl` attached to this file's cluster, once it shows its prompt. */
+async function startRepl() {
+	const repl = spawnProcess({ command: ["npm", "run", "--silent", "repl"], env: { NAMESPACE: namespace, TRANSPORTER: TEST_NATS_URL }, group: true });
+	procs.push(repl);
+	await repl.waitForOutput(/mol \$/);
+	return repl;
+}
+
 describe("npm run repl", () => {
 	it("lists another node's services and actions and calls one", async () => {
 		const llm = spawnNode({ NAMESPACE: namespace, TRANSPORTER: TEST_NATS_URL, SERVICES: "llm", NODE_ID: "llm-for-repl" });
 		procs.push(llm);
 		await llm.waitForOutput(/ServiceBroker with \d+ service\(s\) started/);
 
-		const repl = spawnProcess({
-			command: ["npm", "run", "--silent", "repl"],
-			env: { NAMESPACE: namespace, TRANSPORTER: TEST_NATS_URL },
-			group: true
-		});
-		procs.push(repl);
-		await repl.waitForOutput(/mol \$/);
+		const repl = await startRepl();
 
 		repl.proc.stdin?.write("nodes\n");
 		await repl.waitForOutput(/llm-for-repl/);
@@ -40,13 +42,7 @@ describe("npm run repl", () => {
 		const jobs = cluster.spawn({ ...clusterEnv(namespace, cluster.db.url), SERVICES: "jobs", NODE_ID: "jobs-for-repl" });
 		await jobs.waitForOutput(/ServiceBroker with \d+ service\(s\) started/);
 
-		const repl = spawnProcess({
-			command: ["npm", "run", "--silent", "repl"],
-			env: { NAMESPACE: namespace, TRANSPORTER: TEST_NATS_URL },
-			group: true
-		});
-		procs.push(repl);
-		await repl.waitForOutput(/mol \$/);
+		const repl = await startRepl();
 		repl.proc.stdin?.write("nodes\n");
 		await repl.waitForOutput(/jobs-for-repl/);
 		repl.proc.stdin?.write("call jobs.adminList\n");
