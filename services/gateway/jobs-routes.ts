@@ -14,7 +14,7 @@ import type { JobEvent } from "../jobs/store";
 import { RESPONSE_SENT } from "./response-sent";
 import { userRoom } from "./socket-revocation";
 import type { ChatServer } from "./sockets";
-import { parseAfter } from "./streaming";
+import { openSse, parseAfter } from "./streaming";
 import type { GatewayThis } from "./types";
 
 type AliasHandler = (this: GatewayThis, req: IncomingRequest, res: ServerResponse, next?: (err?: unknown) => void) => void;
@@ -42,8 +42,6 @@ export class JobEventHub {
 		io?.to(userRoom(event.ownerId)).emit(event.type, { ...event.data, jobId: event.jobId, seq: event.seq });
 	}
 }
-
-const SSE_HEARTBEAT_MS = 15_000;
 
 /** `GET /api/jobs/:id/result`: the document, with its content type and a download file name. */
 export const jobResult: AliasHandler = (req, res, next) => {
@@ -88,33 +86,21 @@ export const jobEvents: AliasHandler = function (req, res, next) {
 	};
 	readAll(after ?? 0)
 		.then(replay => {
-			const open = this.sseStreams;
-			open.add(res);
-			res.socket?.setNoDelay(true);
-			res.writeHead(200, {
-				...ctx.meta.$responseHeaders,
-				"Content-Type": "text/event-stream; charset=utf-8",
-				"Cache-Control": "no-cache, no-transform",
-				Connection: "keep-alive",
-				"X-Accel-Buffering": "no"
-			});
-			res.write(": stream open\n\n");
+			const { out, close } = openSse(res, ctx.meta.$responseHeaders ?? {}, this.sseStreams);
 			let lastSeq = after ?? 0;
 			let ended = false;
-			const heartbeat = setInterval(() => res.write(": ping\n\n"), SSE_HEARTBEAT_MS);
 			const end = () => {
 				if (ended) return;
 				ended = true;
-				clearInterval(heartbeat);
+				close();
 				unsubscribe();
-				open.delete(res);
 			};
 			const write = (event: JobEvent) => {
 				if (ended || event.seq <= lastSeq) return;
 				lastSeq = event.seq;
-				res.write(`id: ${event.seq}\ndata: ${JSON.stringify({ type: event.type, ...event.data, seq: event.seq })}\n\n`);
+				out.write(`id: ${event.seq}\ndata: ${JSON.stringify({ type: event.type, ...event.data, seq: event.seq })}\n\n`);
 				if (event.type === "job:done") {
-					res.end("data: [DONE]\n\n");
+					out.end("data: [DONE]\n\n");
 					end();
 				}
 			};

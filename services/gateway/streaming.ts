@@ -33,6 +33,42 @@ export function clientEvent(generationId: string, e: GenerationEvent): { name: s
 
 const SSE_HEARTBEAT_MS = 15_000;
 
+export interface SseResponse {
+	/** Frames written once per event-loop turn (see tick-writer.ts). */
+	out: TickWriter;
+	/** Stops the heartbeat and the response's tracking for shutdown; once. */
+	close(): void;
+}
+
+/**
+ * Opens an SSE response: its headers (unbuffered through proxies), a first comment, a heartbeat,
+ * and its place in `open` (the streams a stopping node ends).
+ */
+export function openSse(res: ServerResponse, headers: Record<string, string>, open?: Set<ServerResponse>): SseResponse {
+	open?.add(res);
+	res.socket?.setNoDelay(true);
+	res.writeHead(200, {
+		...headers,
+		"Content-Type": "text/event-stream; charset=utf-8",
+		"Cache-Control": "no-cache, no-transform",
+		Connection: "keep-alive",
+		"X-Accel-Buffering": "no"
+	});
+	const out = new TickWriter(res);
+	out.write(": stream open\n\n");
+	const heartbeat = setInterval(() => out.write(": ping\n\n"), SSE_HEARTBEAT_MS);
+	let closed = false;
+	return {
+		out,
+		close() {
+			if (closed) return;
+			closed = true;
+			clearInterval(heartbeat);
+			open?.delete(res);
+		}
+	};
+}
+
 /** Streams a generation to an HTTP client as SSE: `id:` is the sequence number, `data:` a JSON object, last `data: [DONE]`. */
 export function streamGenerationSse(
 	log: GenerationLog,
@@ -44,25 +80,12 @@ export function streamGenerationSse(
 	open?: Set<ServerResponse>
 ): Promise<void> {
 	return new Promise(resolve => {
-		open?.add(res);
-		res.socket?.setNoDelay(true);
-		res.writeHead(200, {
-			...headers,
-			"Content-Type": "text/event-stream; charset=utf-8",
-			"Cache-Control": "no-cache, no-transform",
-			Connection: "keep-alive",
-			// nginx and similar proxies must pass frames through at once.
-			"X-Accel-Buffering": "no"
-		});
-		const out = new TickWriter(res);
-		out.write(": stream open\n\n");
-		const heartbeat = setInterval(() => out.write(": ping\n\n"), SSE_HEARTBEAT_MS);
+		const { out, close } = openSse(res, headers, open);
 		let finished = false;
 		const finish = () => {
 			if (finished) return;
 			finished = true;
-			open?.delete(res);
-			clearInterval(heartbeat);
+			close();
 			unsubscribe();
 			resolve();
 		};
