@@ -8,7 +8,7 @@ import type { ChatmeshConfig } from "./lib/config";
 import { AuthMiddleware } from "./middlewares/auth.middleware";
 import { ChatmeshRegenerator } from "./lib/errors";
 import { isNodeLoss } from "./lib/node-loss";
-import { INTERNAL_MIDDLEWARES, PacketBatchedMetrics } from "./middlewares/metrics.middleware";
+import { INTERNAL_MIDDLEWARES, BatchedMetrics } from "./middlewares/metrics.middleware";
 import { ResilientRedisCacher } from "./lib/cacher";
 import { redisOptions } from "./lib/redis";
 import { loggerOptions } from "./lib/logger";
@@ -59,11 +59,11 @@ export function brokerOptions(config: ChatmeshConfig): BrokerOptions {
 		tracking: { enabled: true, shutdownTimeout: config.shutdownGraceMs },
 		// SIGTERM is handled by the node (server.ts), which closes the database after the broker.
 		skipProcessEventRegistration: true,
-		// Moleculer's internal middlewares in their order, with per-packet metrics batched (see middlewares/metrics.middleware.ts).
+		// Moleculer's internal middlewares in their order, with the hot-path metrics batched (see middlewares/metrics.middleware.ts).
 		internalMiddlewares: false,
 		middlewares: [
 			AuthMiddleware(),
-			...INTERNAL_MIDDLEWARES.map(name => (name === "Metrics" ? (PacketBatchedMetrics() as unknown as Middleware) : name)),
+			...INTERNAL_MIDDLEWARES.map(name => (name === "Metrics" ? (BatchedMetrics() as unknown as Middleware) : name)),
 			// The jobs.work channel, on nodes that run jobs workers.
 			...(config.services.includes("jobs") ? [jobsChannelMiddleware(config)] : []),
 			// Outermost: what a handler logs or starts carries its request (read by JSON lines and traces only).

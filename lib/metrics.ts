@@ -256,6 +256,8 @@ export const METRICS = define({
 
 export type MetricKey = keyof typeof METRICS;
 export type Labels = Record<string, string>;
+/** Label values as Moleculer's own series carry them (a caller or a level may be null or a number). */
+export type SeriesLabels = Record<string, string | number | null>;
 
 /** Chat request statuses (the assistant message's final states). */
 export type RequestStatus = "completed" | "cancelled" | "failed" | "blocked" | "interrupted";
@@ -444,48 +446,67 @@ export function boundedLabel(known: ReadonlySet<string> | readonly string[], val
 }
 
 /**
- * Inter-token gaps of one answer, counted locally in the histogram's buckets and added to the
- * registry once when the answer ends: per chunk this is a subtraction and a short scan, with no
- * label hashing and no allocation.
+ * Observations counted locally in a histogram's buckets and added to the registry's series in one
+ * step: per observation a short bucket scan, with no label hashing, no timestamp and no allocation.
  */
-export class GapRecorder {
-	private readonly counts = new Array<number>(GAP_BUCKETS.length + 1).fill(0);
+export class LocalHistogram {
+	private readonly counts: number[];
 	private sum = 0;
 	private count = 0;
+
+	/** `buckets`: the registered histogram's upper bounds, ascending. */
+	constructor(private readonly buckets: readonly number[]) {
+		this.counts = new Array<number>(buckets.length + 1).fill(0);
+	}
+
+	observe(value: number): void {
+		let i = 0;
+		while (i < this.buckets.length && value > this.buckets[i]) i++;
+		this.counts[i]++;
+		this.sum += value;
+		this.count++;
+	}
+
+	/** Adds what was observed since the last call to the series of `labels` in `histogram`, then starts from zero. */
+	addTo(histogram: ReturnType<MetricRegistry["getMetric"]>, labels: SeriesLabels): void {
+		if (this.count === 0 || !histogram || histogram.type !== "histogram") return;
+		// One observe creates the labelled series (the registry's public path); the rest is added to it.
+		const item = (histogram as unknown as { observe(v: number, l: SeriesLabels): HistogramItem }).observe(0, labels);
+		item.count += this.count - 1;
+		item.sum += this.sum;
+		// observe(0) counted one in every bucket; the counts replace it.
+		let cumulative = 0;
+		for (let i = 0; i < this.buckets.length; i++) {
+			cumulative += this.counts[i];
+			item.bucketValues[this.buckets[i]] += cumulative - 1;
+		}
+		item.rate?.update(item.count);
+		this.counts.fill(0);
+		this.sum = 0;
+		this.count = 0;
+	}
+}
+
+/**
+ * Inter-token gaps of one answer, counted locally (LocalHistogram) and added to
+ * `chatmesh_llm_inter_token_seconds` once when the answer ends: per chunk a subtraction and a
+ * short scan.
+ */
+export class GapRecorder {
+	private readonly gaps = new LocalHistogram(GAP_BUCKETS);
 	/** The previous chunk's time; negative before the first. */
 	private last = -1;
 
 	/** A chunk arrived at `now` (ms, performance.now()). */
 	chunk(now: number): void {
-		if (this.last >= 0) {
-			const gap = (now - this.last) / 1000;
-			let i = 0;
-			while (i < GAP_BUCKETS.length && gap > GAP_BUCKETS[i]) i++;
-			this.counts[i]++;
-			this.sum += gap;
-			this.count++;
-		}
+		if (this.last >= 0) this.gaps.observe((now - this.last) / 1000);
 		this.last = now;
 	}
 
 	/** Adds the gaps to `chatmesh_llm_inter_token_seconds{model}` in one step. */
 	flush(broker: ServiceBroker, model: string): void {
-		if (this.count === 0 || !broker.isMetricsEnabled()) return;
-		const histogram = broker.metrics.getMetric(METRICS.interTokenGap.name);
-		if (!histogram) return;
-		// One observe creates the labelled series (the registry's public path); the rest is added to it.
-		const item = (histogram as unknown as { observe(v: number, l: Labels): HistogramItem }).observe(0, { model });
-		item.count += this.count - 1;
-		item.sum += this.sum;
-		// observe(0) counted one in every bucket; the gaps replace it.
-		let cumulative = 0;
-		for (let i = 0; i < GAP_BUCKETS.length; i++) {
-			cumulative += this.counts[i];
-			item.bucketValues[GAP_BUCKETS[i]] += cumulative - 1;
-		}
-		this.counts.fill(0);
-		this.sum = 0;
-		this.count = 0;
+		if (!broker.isMetricsEnabled()) return;
+		this.gaps.addTo(broker.metrics.getMetric(METRICS.interTokenGap.name), { model });
 	}
 }
 
@@ -493,6 +514,7 @@ interface HistogramItem {
 	count: number;
 	sum: number;
 	bucketValues: Record<number, number>;
+	rate?: { update(value: number): void };
 }
 
 /** One chat request (a turn or a completion) reached its final status: `llm_requests_total` and `llm_latency_seconds`. */

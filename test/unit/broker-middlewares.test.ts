@@ -1,10 +1,11 @@
-import { METRIC, ServiceBroker } from "moleculer";
+import { METRIC, type Middleware, ServiceBroker, Errors } from "moleculer";
 import { describe, expect, it } from "vitest";
 import { loadConfig } from "../../lib/config";
-import { PacketBatchedMetrics } from "../../middlewares/metrics.middleware";
+import { runScrapeCollectors } from "../../lib/metrics";
+import { BatchedMetrics, INTERNAL_MIDDLEWARES } from "../../middlewares/metrics.middleware";
 import { brokerOptions } from "../../moleculer.config";
 
-// chatmesh lists Moleculer's internal middlewares itself (to put its packet-batched metrics in the
+// chatmesh lists Moleculer's internal middlewares itself (to put its batched metrics in the
 // place of "Metrics"): the list must stay Moleculer's own, in its order, whatever the version.
 const names = (broker: ServiceBroker) => (broker.middlewares as unknown as { list: Array<{ name?: string }> }).list.map(m => m.name);
 
@@ -24,7 +25,7 @@ describe("packet-batched metrics", () => {
 	it("count packets without touching the registry per packet, and write the counts at the flush", async () => {
 		const broker = new ServiceBroker({ logger: false, metrics: { enabled: true } });
 		type Hook = (next: (...args: unknown[]) => unknown) => (...args: unknown[]) => unknown;
-		const mw = PacketBatchedMetrics(60_000)(broker) as unknown as {
+		const mw = BatchedMetrics(60_000)(broker) as unknown as {
 			created(b: ServiceBroker): void;
 			stopped(): Promise<void>;
 			transporterSend: Hook;
@@ -47,5 +48,129 @@ describe("packet-batched metrics", () => {
 		expect([total(), bytes(), published()]).toEqual([0, 0, 0]);
 		await mw.stopped();
 		expect([total(), bytes(), published()]).toEqual([3, 30, 3]);
+	});
+});
+
+const { MoleculerClientError } = Errors;
+
+describe("batched action, event and bulkhead metrics", () => {
+	type Item = {
+		value?: number;
+		count?: number;
+		sum?: number;
+		bucketValues?: Record<number, number>;
+		quantileValues?: unknown;
+		labels: Record<string, unknown>;
+	};
+	const items = (broker: ServiceBroker, name: string) =>
+		Array.from(((broker.metrics.getMetric(name) as unknown as { values: Map<string, Item> } | null)?.values ?? new Map()).values());
+	const item = (broker: ServiceBroker, name: string, labels: Record<string, unknown>) =>
+		(broker.metrics.getMetric(name) as unknown as { get(l: Record<string, unknown>): Item | null } | null)?.get(labels) ?? undefined;
+
+	/** A broker with Moleculer's middlewares, or with chatmesh's list where BatchedMetrics replaces "Metrics". */
+	function brokerWith(batched: boolean): ServiceBroker {
+		return new ServiceBroker({
+			logger: false,
+			metrics: { enabled: true, reporter: [] },
+			bulkhead: { enabled: true, concurrency: 2, maxQueueSize: 10 },
+			...(batched
+				? {
+						internalMiddlewares: false,
+						middlewares: INTERNAL_MIDDLEWARES.map(name => (name === "Metrics" ? (BatchedMetrics(60_000) as unknown as Middleware) : name))
+					}
+				: {})
+		});
+	}
+
+	/** The same calls on either broker: 3 successes, one failure, 3 slow calls (one queued by the bulkhead), a nested call and an event. */
+	async function exercise(broker: ServiceBroker, whileSlow: () => void = () => {}): Promise<void> {
+		let release = () => {};
+		const gate = new Promise<void>(resolve => {
+			release = resolve;
+		});
+		broker.createService({
+			name: "s",
+			actions: {
+				ok: { params: { n: "number" }, handler: ctx => (ctx.params as { n: number }).n },
+				fail: () => Promise.reject(new MoleculerClientError("no", 409, "NOPE")),
+				slow: () => gate,
+				outer: ctx => ctx.call("s.ok", { n: 1 })
+			},
+			events: { "thing.happened": () => {} }
+		});
+		await broker.start();
+		for (let n = 0; n < 3; n++) await broker.call("s.ok", { n });
+		await expect(broker.call("s.fail")).rejects.toThrow("no");
+		await broker.call("s.outer");
+		const slow = Array.from({ length: 3 }, () => broker.call("s.slow"));
+		await new Promise(resolve => setImmediate(resolve));
+		whileSlow();
+		release();
+		await Promise.all(slow);
+		await broker.emit("thing.happened", {});
+	}
+
+	it("write the same series as Moleculer's own middleware, but only at the flush", async () => {
+		const builtIn = brokerWith(false);
+		await exercise(builtIn);
+		const batched = brokerWith(true);
+		const okTotal = (labels: Record<string, unknown>) =>
+			item(batched, METRIC.MOLECULER_REQUEST_TOTAL, { service: "s", action: "s.ok", type: "local", ...labels })?.value;
+		const slow = { service: "s", action: "s.slow" };
+		let beforeScrape: unknown[] = [];
+		let duringSlow: Record<string, number | undefined> = {};
+		await exercise(batched, () => {
+			// Counted locally so far: s.ok's 3 calls and the one from s.outer (caller "s") are not in the registry; the failure was written at once.
+			beforeScrape = [
+				okTotal({ caller: null }),
+				okTotal({ caller: "s" }),
+				items(batched, METRIC.MOLECULER_REQUEST_ERROR_TOTAL).map(i => [i.labels.action, i.labels.errorType, i.value])
+			];
+			runScrapeCollectors(batched);
+			duringSlow = {
+				ok: okTotal({ caller: null }),
+				nested: okTotal({ caller: "s" }),
+				inflight: item(batched, METRIC.MOLECULER_REQUEST_BULKHEAD_INFLIGHT, slow)?.value,
+				queued: item(batched, METRIC.MOLECULER_REQUEST_BULKHEAD_QUEUE_SIZE, slow)?.value,
+				active: item(batched, METRIC.MOLECULER_REQUEST_ACTIVE, { ...slow, type: "local", caller: null })?.value
+			};
+		});
+		expect(beforeScrape).toEqual([undefined, undefined, [["s.fail", "NOPE", 1]]]);
+		// A scrape writes what was counted: three slow calls active, two running and one waiting in the bulkhead's queue.
+		expect(duringSlow).toEqual({ ok: 3, nested: 1, inflight: 2, queued: 1, active: 3 });
+		// The slow calls ended since: the registry still shows them active until the next flush.
+		expect(item(batched, METRIC.MOLECULER_REQUEST_ACTIVE, { ...slow, type: "local", caller: null })?.value).toBe(3);
+		runScrapeCollectors(batched);
+
+		const counters = [
+			METRIC.MOLECULER_REQUEST_TOTAL,
+			METRIC.MOLECULER_REQUEST_ACTIVE,
+			METRIC.MOLECULER_REQUEST_LEVELS,
+			METRIC.MOLECULER_REQUEST_ERROR_TOTAL,
+			METRIC.MOLECULER_EVENT_RECEIVED_TOTAL
+		];
+		const gauges = [METRIC.MOLECULER_REQUEST_BULKHEAD_INFLIGHT, METRIC.MOLECULER_REQUEST_BULKHEAD_QUEUE_SIZE];
+		const values = (broker: ServiceBroker, name: string) =>
+			items(broker, name)
+				.map(i => `${JSON.stringify(i.labels)}=${i.value}`)
+				.sort();
+		for (const name of [...counters, ...gauges]) expect(values(batched, name), name).toEqual(values(builtIn, name));
+		expect(values(batched, METRIC.MOLECULER_REQUEST_TOTAL)).toHaveLength(5);
+		// Histograms: the same series with the same counts, every observation within the buckets, and no quantile window.
+		for (const name of [METRIC.MOLECULER_REQUEST_TIME, METRIC.MOLECULER_EVENT_RECEIVED_TIME]) {
+			const counts = (broker: ServiceBroker) =>
+				items(broker, name)
+					.map(i => `${JSON.stringify(i.labels)}=${i.count}`)
+					.sort();
+			expect(counts(batched), name).toEqual(counts(builtIn));
+			for (const i of items(batched, name)) {
+				const buckets: number[] = Object.values(i.bucketValues ?? {});
+				expect(buckets.length).toBeGreaterThan(0);
+				expect(Math.max(...buckets)).toBeLessThanOrEqual(i.count ?? 0);
+				expect(buckets).toEqual([...buckets].sort((a, b) => a - b));
+				expect(i.quantileValues).toBeUndefined();
+			}
+		}
+		await Promise.all([builtIn.stop(), batched.stop()]);
 	});
 });
