@@ -78,6 +78,20 @@ describe("chatmesh metrics", () => {
 			expect(text).not.toMatch(new RegExp(`^${leaky}[{ ]`, "m"));
 	});
 
+	it("the reporter escapes backslashes, quotes and newlines in label values, each series' labels as they were when it was created", () => {
+		broker.metrics.register({ name: "test.escaped.total", type: "counter", labelNames: ["tool"] });
+		broker.metrics.increment("test.escaped.total", { tool: 'a\\b"c\nd' }, 2);
+		broker.metrics.increment("test.escaped.total", { tool: "plain" });
+		const text = reporter.generatePrometheusResponse();
+		expect(text).toContain('test_escaped_total{namespace="",nodeID="metrics-unit",tool="a\\\\b\\"c\\nd"} 2');
+		expect(text).toContain('test_escaped_total{namespace="",nodeID="metrics-unit",tool="plain"} 1');
+		// One line per series: the newline did not break the text format.
+		expect(text.split("\n").filter(line => line.startsWith("test_escaped_total{"))).toHaveLength(2);
+		// A second scrape prints the same label strings with the new values.
+		broker.metrics.increment("test.escaped.total", { tool: "plain" });
+		expect(reporter.generatePrometheusResponse()).toContain('test_escaped_total{namespace="",nodeID="metrics-unit",tool="plain"} 2');
+	});
+
 	it("jobs depth series: every registered kind and depth state (0 when none); unknown kinds are other, other states dropped", () => {
 		const series = depthSeries(
 			[
