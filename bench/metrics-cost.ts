@@ -1,21 +1,25 @@
 /**
  * Part 4, what the Prometheus metrics cost: passthrough streams (`/v1/chat/completions` with an API
  * key) on two embedded nodes side by side on the same CPU, one with METRICS_PORT and scraped every
- * `scrapeMs` as Prometheus would, one without metrics.
+ * `scrapeMs` as Prometheus would, one without metrics. Each node has a PostgreSQL database of its
+ * own rather than PGlite: PGlite's WebAssembly runs in the node's process and its speed differs
+ * from one process to another by more than the metrics cost.
  *
- * Two kinds of noise are taken out:
+ * Three kinds of noise are taken out:
  * - what the machine does meanwhile, and each process's warm-up: each round loads both nodes at the
  *   same time with the same number of streams, so it weighs on both alike;
+ * - the tail of a round, when the node that started first has finished and the other has the CPU
+ *   to itself: the rounds alternate which node starts, and a pair's figure is taken over all its
+ *   rounds (CPU over streams of each node, on / off);
  * - what differs between two Node processes running the same code (JIT decisions, hash seeds,
- *   memory layout), which is several percent and lasts for the process's life: the rounds run on
- *   `pairs` fresh pairs of nodes, started in alternating order.
- * The figure is the median over the pairs of each pair's median round ratio (on / off CPU ms per
- * stream).
+ *   memory layout), a few percent for the process's whole life: the rounds run on `pairs` fresh
+ *   pairs of nodes, started in alternating order, and the figure is the median of the pairs'.
  *
  * BENCH_METRICS_AA=1 starts both nodes without metrics (and scrapes nothing): the ratio it prints is
- * the method's own noise.
+ * the method's own noise. BENCH_METRICS_PAIRS sets the number of pairs.
  */
 import { readdirSync, readFileSync } from "node:fs";
+import { setTimeout as sleep } from "node:timers/promises";
 import { freePort, startEmbedded, type BenchUser, type Simulator, signUpUsers, type Topology } from "./lib/chatmesh";
 import { openAiStream } from "./lib/clients";
 import { runPoint, type PointLimits } from "./lib/load";
@@ -45,7 +49,7 @@ export interface MetricsCostResult {
 	medianOffMs: number;
 	/** The median of the pairs' ratios. */
 	ratio: number;
-	/** Each pair's median round ratio (on / off). */
+	/** Each pair's ratio: CPU per stream over all its rounds, on / off. */
 	pairRatios: number[];
 	/** Each round's on / off ratio (all pairs). */
 	ratios: number[];
@@ -77,16 +81,34 @@ function threadCpuMs(pid: number): number {
 
 type Node = { topo: Topology; users: BenchUser[] };
 
-/** Streams on both nodes at once, the CPU per stream of each. */
-async function measureBoth(nodes: { on: Node; off: Node }, cfg: MetricsCostConfig, limits: PointLimits): Promise<{ on: number; off: number; errors: number }> {
+interface Spent {
+	cpuMs: number;
+	streams: number;
+}
+
+/**
+ * Streams on both nodes at once: the CPU each spent and its streams. The node whose streams start
+ * first tends to finish first and leave the other alone on the CPU for the tail of the round, so
+ * the rounds alternate which one starts.
+ */
+async function measureBoth(
+	nodes: { on: Node; off: Node },
+	cfg: MetricsCostConfig,
+	limits: PointLimits,
+	onFirst: boolean
+): Promise<{ on: Spent; off: Spent; errors: number }> {
 	const measure = async ({ topo, users }: Node) => {
 		const before = threadCpuMs(topo.gateway.pid);
 		const point = await runPoint(cfg.concurrency, w => openAiStream(topo.url, users[w % users.length].apiKey), limits, cfg.expectedChunks);
-		return { cpuMs: (threadCpuMs(topo.gateway.pid) - before) / Math.max(1, point.streams), errors: point.errors };
+		return { cpuMs: threadCpuMs(topo.gateway.pid) - before, streams: point.streams, errors: point.errors };
 	};
-	const [on, off] = await Promise.all([measure(nodes.on), measure(nodes.off)]);
-	return { on: on.cpuMs, off: off.cpuMs, errors: on.errors + off.errors };
+	const [on, off] = onFirst
+		? await Promise.all([measure(nodes.on), measure(nodes.off)])
+		: await Promise.all([measure(nodes.off), measure(nodes.on)]).then(([offSpent, onSpent]) => [onSpent, offSpent]);
+	return { on, off, errors: on.errors + off.errors };
 }
+
+const perStream = (spent: Spent) => spent.cpuMs / Math.max(1, spent.streams);
 
 /** One pair of fresh nodes (started in the given order), warmed up, then measured round by round. */
 async function measurePair(
@@ -95,14 +117,24 @@ async function measurePair(
 	onFirst: boolean,
 	aa: boolean,
 	log: (msg: string) => void
-): Promise<{ on: number[]; off: number[]; ratios: number[]; scrapes: number; errors: number }> {
+): Promise<{ on: number[]; off: number[]; ratios: number[]; ratio: number; scrapes: number; errors: number }> {
 	const metricsPort = await freePort();
-	const startOn = () => startEmbedded({ simulatorUrl: sim.url, cpu: cfg.cpu, metrics: !aa, extraEnv: aa ? {} : { METRICS_PORT: String(metricsPort) } });
-	const startOff = () => startEmbedded({ simulatorUrl: sim.url, cpu: cfg.cpu, metrics: false });
+	const startOn = () =>
+		startEmbedded({
+			simulatorUrl: sim.url,
+			cpu: cfg.cpu,
+			database: "postgres",
+			metrics: !aa,
+			extraEnv: aa ? {} : { METRICS_PORT: String(metricsPort) }
+		});
+	const startOff = () => startEmbedded({ simulatorUrl: sim.url, cpu: cfg.cpu, database: "postgres", metrics: false });
 	const started: Topology[] = [];
 	let scrapes = 0;
 	let scraping = false;
 	let scraper: Promise<void> = Promise.resolve();
+	// The wait between scrapes ends early when the pair is done.
+	const done = new AbortController();
+	const pause = () => sleep(cfg.scrapeMs, undefined, { signal: done.signal }).catch(() => {});
 	try {
 		for (const start of onFirst ? [startOn, startOff] : [startOff, startOn]) started.push(await start());
 		const [on, off] = onFirst ? started : [started[1], started[0]];
@@ -114,24 +146,36 @@ async function measurePair(
 					await res.text();
 					scrapes += 1;
 				}
-				await new Promise(resolve => setTimeout(resolve, cfg.scrapeMs));
+				await pause();
 			}
 		})();
 		const nodes = { on: { topo: on, users: await signUpUsers(on.url, 8) }, off: { topo: off, users: await signUpUsers(off.url, 8) } };
 		// Warm-up of both (JIT, pools, caches), not recorded: per-stream CPU keeps falling for several seconds.
-		await measureBoth(nodes, cfg, cfg.warmup);
-		const result = { on: [] as number[], off: [] as number[], ratios: [] as number[], scrapes: 0, errors: 0 };
+		await measureBoth(nodes, cfg, cfg.warmup, onFirst);
+		const result = { on: [] as number[], off: [] as number[], ratios: [] as number[], ratio: 1, scrapes: 0, errors: 0 };
+		const total = { on: { cpuMs: 0, streams: 0 }, off: { cpuMs: 0, streams: 0 } };
 		for (let round = 0; round < cfg.rounds; round++) {
-			const { on: onMs, off: offMs, errors } = await measureBoth(nodes, cfg, cfg.limits);
+			const { on: onSpent, off: offSpent, errors } = await measureBoth(nodes, cfg, cfg.limits, round % 2 === 0);
+			for (const [sum, spent] of [
+				[total.on, onSpent],
+				[total.off, offSpent]
+			] as const) {
+				sum.cpuMs += spent.cpuMs;
+				sum.streams += spent.streams;
+			}
+			const [onMs, offMs] = [perStream(onSpent), perStream(offSpent)];
 			result.on.push(onMs);
 			result.off.push(offMs);
 			result.ratios.push(onMs / offMs);
 			result.errors += errors;
 			log(`metrics cost round ${round + 1}: on ${onMs.toFixed(3)} ms/stream, off ${offMs.toFixed(3)} ms/stream, ratio ${(onMs / offMs).toFixed(3)}`);
 		}
+		// Over all rounds (as many started by each node): CPU per stream of each.
+		result.ratio = perStream(total.on) / perStream(total.off);
 		return { ...result, scrapes };
 	} finally {
 		scraping = false;
+		done.abort();
 		await scraper;
 		for (const topo of started) await topo.stop();
 	}
@@ -152,10 +196,10 @@ export async function measureMetricsCost(sim: Simulator, cfg: MetricsCostConfig,
 		onMs.push(...result.on);
 		offMs.push(...result.off);
 		ratios.push(...result.ratios);
-		pairRatios.push(median(result.ratios));
+		pairRatios.push(result.ratio);
 		scrapes += result.scrapes;
 		errors += result.errors;
-		log(`metrics cost pair ${pair + 1}: ratio ${median(result.ratios).toFixed(3)}`);
+		log(`metrics cost pair ${pair + 1}: ratio ${result.ratio.toFixed(3)}`);
 	}
 	return {
 		pairs: cfg.pairs,

@@ -7,8 +7,9 @@
  * BENCH_FULL=1 runs the long version. Parts: BENCH_ONLY=latency,writes,connections,metrics (default all);
  * topologies: BENCH_TOPOLOGIES=embedded,cluster; BENCH_CONC=1,16,64,256 and BENCH_REPS=3 override
  * the latency points; BENCH_CHATMESH_DIR measures another checkout (e.g. a scratch copy);
- * BENCH_METRICS=0 runs chatmesh without its Prometheus metrics; BENCH_SCRAPE_MS sets how often the
- * metrics-cost part scrapes (default 1000).
+ * BENCH_METRICS=0 runs chatmesh without its Prometheus metrics. The metrics-cost part: BENCH_SCRAPE_MS
+ * sets how often it scrapes (default 1000), BENCH_METRICS_PAIRS how many pairs of nodes it starts,
+ * BENCH_METRICS_AA=1 runs it with metrics off on both nodes (the method's noise).
  */
 import { execSync } from "node:child_process";
 import { mkdirSync, writeFileSync } from "node:fs";
@@ -57,8 +58,8 @@ const CONFIG = {
 	// The cost of the metrics themselves: passthrough CPU per stream, metrics on (scraped) vs off.
 	metricsCost: {
 		// Fresh pairs of nodes, and rounds on each.
-		pairs: FULL ? 5 : 3,
-		rounds: FULL ? 9 : 5,
+		pairs: Number(process.env.BENCH_METRICS_PAIRS ?? (FULL ? 5 : 3)),
+		rounds: FULL ? 10 : 6,
 		// Streams per node; both nodes are loaded at once, so CPU 1 serves twice this many.
 		concurrency: 8,
 		limits: FULL ? { minMs: 5000, minStreams: 120, maxMs: 15_000 } : { minMs: 3000, minStreams: 60, maxMs: 8000 },
@@ -253,7 +254,7 @@ async function main(): Promise<void> {
 	if (metricsCost)
 		out.push(
 			table(
-				`Metrics cost: passthrough CPU per stream on one embedded node, metrics on (scraped every ${metricsCost.scrapeMs / 1000} s) vs off${metricsCost.aa ? " (A/A: both nodes without metrics, the method's noise)" : ""}; ${metricsCost.pairs} pairs of fresh nodes, ${metricsCost.rounds} rounds each loading both nodes at once with ${metricsCost.concurrency} streams each; "on / off" is the median of the pairs' median round ratios`,
+				`Metrics cost: passthrough CPU per stream on one embedded node, metrics on (scraped every ${metricsCost.scrapeMs / 1000} s) vs off${metricsCost.aa ? " (A/A: both nodes without metrics, the method's noise)" : ""}; ${metricsCost.pairs} pairs of fresh nodes (PostgreSQL), ${metricsCost.rounds} rounds each loading both nodes at once with ${metricsCost.concurrency} streams each; "on / off" is the median of the pairs' ratios`,
 				["CPU ms/stream on", "CPU ms/stream off", "on / off", "extra", "pair ratios", "round ratios", "best on / best off", "scrapes", "errors"],
 				[
 					[

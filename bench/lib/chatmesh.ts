@@ -84,6 +84,8 @@ export interface TopologyOptions {
 	extraEnv?: Record<string, string>;
 	/** Prometheus metrics on (METRICS_PORT set); default: on unless BENCH_METRICS=0. */
 	metrics?: boolean;
+	/** Embedded only: the database, PGlite in a fresh DATA_DIR (default) or a fresh PostgreSQL database. */
+	database?: "pglite" | "postgres";
 }
 
 /** The environment every chatmesh process of a benchmark shares. */
@@ -142,11 +144,25 @@ function entry(opts: TopologyOptions): string[] {
 	return [...(opts.nodeArgs ?? []), "--import", "tsx", "server.ts"];
 }
 
-/** One process with every service on the embedded defaults (PGlite in a fresh DATA_DIR, memory cacher). */
+/**
+ * One process with every service on the embedded defaults (PGlite in a fresh DATA_DIR, memory
+ * cacher), or with a fresh PostgreSQL database of its own instead of PGlite (`database: "postgres"`).
+ */
 export async function startEmbedded(opts: TopologyOptions): Promise<Topology> {
 	const dataDir = mkdtempSync(path.join(os.tmpdir(), "chatmesh-bench-"));
+	const dbName = opts.database === "postgres" ? `chatmesh_bench_${crypto.randomBytes(4).toString("hex")}` : undefined;
 	const port = await freePort();
-	const env = { ...(await commonEnv(opts, crypto.randomBytes(36).toString("base64url"))), DATA_DIR: dataDir, PORT: String(port) };
+	const env: Record<string, string> = { ...(await commonEnv(opts, crypto.randomBytes(36).toString("base64url"))), DATA_DIR: dataDir, PORT: String(port) };
+	if (dbName) {
+		await adminQuery(`CREATE DATABASE ${dbName}`);
+		const dbUrl = new URL(POSTGRES_URL);
+		dbUrl.pathname = `/${dbName}`;
+		env.DATABASE_URL = dbUrl.toString();
+	}
+	const cleanup = async () => {
+		rmSync(dataDir, { recursive: true, force: true });
+		if (dbName) await adminQuery(`DROP DATABASE IF EXISTS ${dbName} WITH (FORCE)`).catch(() => {});
+	};
 	const proc = spawnNode({ name: "embedded", cpu: opts.cpu, env, args: entry(opts) });
 	try {
 		const url = `http://127.0.0.1:${port}`;
@@ -156,14 +172,15 @@ export async function startEmbedded(opts: TopologyOptions): Promise<Topology> {
 			url,
 			procs: [proc],
 			gateway: proc,
+			...(env.DATABASE_URL ? { databaseUrl: env.DATABASE_URL } : {}),
 			async stop() {
 				await proc.stop(0);
-				rmSync(dataDir, { recursive: true, force: true });
+				await cleanup();
 			}
 		};
 	} catch (err) {
 		await proc.stop(0);
-		rmSync(dataDir, { recursive: true, force: true });
+		await cleanup();
 		throw err;
 	}
 }
