@@ -19,6 +19,7 @@
  * the method's own noise. BENCH_METRICS_PAIRS sets the number of pairs.
  */
 import { readdirSync, readFileSync } from "node:fs";
+import path from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { freePort, startEmbedded, type BenchUser, type Simulator, signUpUsers, type Topology } from "./lib/chatmesh";
 import { openAiStream } from "./lib/clients";
@@ -178,6 +179,85 @@ async function measurePair(
 		done.abort();
 		await scraper;
 		for (const topo of started) await topo.stop();
+	}
+}
+
+export interface InProcessResult {
+	windows: number;
+	concurrency: number;
+	/** CPU ms per stream in each window with metrics on, and in the window after it with them off. */
+	onMs: number[];
+	offMs: number[];
+	/** Each window pair's on / off ratio, and their median. */
+	ratios: number[];
+	ratio: number;
+	errors: number;
+}
+
+/**
+ * The same cost in one process: an embedded node (PostgreSQL) with metrics on, switched off and on
+ * again at run time (bench/lib/metrics-switch.cjs) between windows of load, scraped while they are
+ * on. No second process and nothing beside it on the CPU; what stays installed when they are off
+ * (see the switch) makes this figure a little low.
+ */
+export async function measureInProcess(sim: Simulator, cfg: MetricsCostConfig & { windows: number }, log: (msg: string) => void): Promise<InProcessResult> {
+	const metricsPort = await freePort();
+	const node = await startEmbedded({
+		simulatorUrl: sim.url,
+		cpu: cfg.cpu,
+		database: "postgres",
+		metrics: true,
+		nodeArgs: ["--require", path.join(import.meta.dirname, "lib", "metrics-switch.cjs")],
+		extraEnv: { METRICS_PORT: String(metricsPort) }
+	});
+	let enabled = true;
+	let scraping = true;
+	const done = new AbortController();
+	const scraper = (async () => {
+		while (scraping) {
+			if (enabled)
+				await fetch(`http://127.0.0.1:${metricsPort}/metrics`).then(
+					res => res.text(),
+					() => undefined
+				);
+			await sleep(cfg.scrapeMs, undefined, { signal: done.signal }).catch(() => {});
+		}
+	})();
+	const users = await signUpUsers(node.url, 8);
+	const window = async () => {
+		const before = threadCpuMs(node.gateway.pid);
+		const point = await runPoint(cfg.concurrency * 2, w => openAiStream(node.url, users[w % users.length].apiKey), cfg.limits, cfg.expectedChunks);
+		return { cpuMs: (threadCpuMs(node.gateway.pid) - before) / Math.max(1, point.streams), errors: point.errors };
+	};
+	try {
+		await runPoint(cfg.concurrency * 2, w => openAiStream(node.url, users[w % users.length].apiKey), cfg.warmup, cfg.expectedChunks);
+		const result: InProcessResult = { windows: cfg.windows, concurrency: cfg.concurrency * 2, onMs: [], offMs: [], ratios: [], ratio: 1, errors: 0 };
+		const ratios = result.ratios;
+		// Windows in pairs, on then off, then off then on, so a drift of the machine weighs on both.
+		const measureWith = async (on: boolean) => {
+			if (enabled !== on) {
+				process.kill(node.gateway.pid, "SIGUSR2");
+				enabled = on;
+			}
+			return window();
+		};
+		for (let w = 0; w < cfg.windows; w++) {
+			const [on, off] = w % 2 === 0 ? [await measureWith(true), await measureWith(false)] : [await measureWith(false), await measureWith(true)].reverse();
+			result.onMs.push(on.cpuMs);
+			result.offMs.push(off.cpuMs);
+			ratios.push(on.cpuMs / off.cpuMs);
+			result.errors += on.errors + off.errors;
+			log(
+				`metrics cost in one process, window pair ${w + 1}: on ${on.cpuMs.toFixed(3)} ms/stream, off ${off.cpuMs.toFixed(3)}, ratio ${(on.cpuMs / off.cpuMs).toFixed(3)}`
+			);
+		}
+		result.ratio = median(ratios);
+		return result;
+	} finally {
+		scraping = false;
+		done.abort();
+		await scraper;
+		await node.stop();
 	}
 }
 

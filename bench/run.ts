@@ -21,9 +21,9 @@ import { measureLatency, openSockets, type PointRow } from "./latency";
 import type { PointLimits } from "./lib/load";
 import { CHATMESH_DIR, pinSelf, REPO_ROOT } from "./lib/procs";
 import { aggregate, evaluateTargets } from "./lib/report";
-import { round } from "./lib/stats";
+import { median, round } from "./lib/stats";
 import { table } from "./lib/table";
-import { measureMetricsCost, type MetricsCostResult } from "./metrics-cost";
+import { type InProcessResult, measureInProcess, measureMetricsCost, type MetricsCostResult } from "./metrics-cost";
 import { measureWrites, type WritesResult } from "./writes";
 
 const FULL = process.env.BENCH_FULL === "1";
@@ -105,6 +105,7 @@ async function main(): Promise<void> {
 	let idle: IdleResult | undefined;
 	let active: { steps: ActiveStep[]; maxUnderLimit: number | null } | undefined;
 	let metricsCost: MetricsCostResult | undefined;
+	let metricsInProcess: InProcessResult | undefined;
 	try {
 		for (const kind of TOPOLOGIES) {
 			const wantsWrites = ONLY.has("writes") && kind === "cluster";
@@ -162,6 +163,14 @@ async function main(): Promise<void> {
 			log("the metrics cost: pairs of embedded nodes, one with metrics (scraped), one without");
 			metricsCost = await measureMetricsCost(sim, { ...CONFIG.metricsCost, expectedChunks: KNOBS.outputTokens, cpu: CHATMESH_CPU }, log);
 			log(`metrics cost: ${round((metricsCost.ratio - 1) * 100, 1)} % more CPU per stream`);
+			if (!metricsCost.aa) {
+				metricsInProcess = await measureInProcess(
+					sim,
+					{ ...CONFIG.metricsCost, windows: FULL ? 16 : 8, expectedChunks: KNOBS.outputTokens, cpu: CHATMESH_CPU },
+					log
+				);
+				log(`metrics cost in one process: ${round((metricsInProcess.ratio - 1) * 100, 1)} % more CPU per stream`);
+			}
 		}
 	} finally {
 		await sim.stop();
@@ -271,6 +280,23 @@ async function main(): Promise<void> {
 				]
 			)
 		);
+	if (metricsInProcess)
+		out.push(
+			table(
+				`Metrics cost in one process: one embedded node (PostgreSQL) at ${metricsInProcess.concurrency} streams, its metrics switched off and on at run time between windows (scraped while on); "on / off" is the median of the ${metricsInProcess.windows} window pairs' ratios`,
+				["CPU ms/stream on", "CPU ms/stream off", "on / off", "extra", "window ratios", "errors"],
+				[
+					[
+						median(metricsInProcess.onMs),
+						median(metricsInProcess.offMs),
+						metricsInProcess.ratio,
+						`${round((metricsInProcess.ratio - 1) * 100, 1)} %`,
+						metricsInProcess.ratios.map(v => round(v, 3)).join(" "),
+						metricsInProcess.errors
+					]
+				]
+			)
+		);
 	const targets = evaluateTargets(lines, idle);
 	if (metricsCost && !metricsCost.aa)
 		targets.push({
@@ -302,6 +328,7 @@ async function main(): Promise<void> {
 		writes: writes && { ...writes, point: undefined, cpuMsPerTurn: writes.point.cpuPerStream, errors: writes.point.errors },
 		idle,
 		metricsCost,
+		metricsInProcess,
 		active: active && {
 			maxUnderLimit: active.maxUnderLimit,
 			steps: active.steps.map(s => ({
