@@ -200,7 +200,11 @@ export interface InProcessResult {
  * on. No second process and nothing beside it on the CPU; what stays installed when they are off
  * (see the switch) makes this figure a little low.
  */
-export async function measureInProcess(sim: Simulator, cfg: MetricsCostConfig & { windows: number }, log: (msg: string) => void): Promise<InProcessResult> {
+export async function measureInProcess(
+	sim: Simulator,
+	cfg: MetricsCostConfig & { windows: number; inProcessWarmup: PointLimits },
+	log: (msg: string) => void
+): Promise<InProcessResult> {
 	const metricsPort = await freePort();
 	const node = await startEmbedded({
 		simulatorUrl: sim.url,
@@ -230,7 +234,8 @@ export async function measureInProcess(sim: Simulator, cfg: MetricsCostConfig & 
 		return { cpuMs: (threadCpuMs(node.gateway.pid) - before) / Math.max(1, point.streams), errors: point.errors };
 	};
 	try {
-		await runPoint(cfg.concurrency * 2, w => openAiStream(node.url, users[w % users.length].apiKey), cfg.warmup, cfg.expectedChunks);
+		log(`metrics cost in one process: warming up for ${cfg.inProcessWarmup.minMs / 1000} s`);
+		await runPoint(cfg.concurrency * 2, w => openAiStream(node.url, users[w % users.length].apiKey), cfg.inProcessWarmup, cfg.expectedChunks);
 		const result: InProcessResult = { windows: cfg.windows, concurrency: cfg.concurrency * 2, onMs: [], offMs: [], ratios: [], ratio: 1, errors: 0 };
 		const ratios = result.ratios;
 		// Windows in pairs, on then off, then off then on, so a drift of the machine weighs on both.
