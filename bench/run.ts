@@ -301,12 +301,14 @@ async function main(): Promise<void> {
 			)
 		);
 	const targets = evaluateTargets(lines, idle);
-	if (metricsCost && !metricsCost.aa)
+	if (metricsCost && !metricsCost.aa) {
+		const inProcess = metricsInProcess ? `; in one process ${round((metricsInProcess.ratio - 1) * 100, 1)} %` : "";
 		targets.push({
-			name: "metrics on: passthrough CPU per stream < 5 % more than off",
-			measured: `${round((metricsCost.ratio - 1) * 100, 1)} % (${round(metricsCost.medianOnMs, 3)} vs ${round(metricsCost.medianOffMs, 3)} ms)`,
-			met: metricsCost.ratio < 1.05
+			name: "metrics on: passthrough CPU per stream < 5 % more than off (side by side, and in one process)",
+			measured: `side by side ${round((metricsCost.ratio - 1) * 100, 1)} % (${round(metricsCost.medianOnMs, 3)} vs ${round(metricsCost.medianOffMs, 3)} ms)${inProcess}`,
+			met: metricsCost.ratio < 1.05 && (metricsInProcess?.ratio ?? 1) < 1.05
 		});
+	}
 	out.push(
 		table(
 			"Targets",
