@@ -18,6 +18,30 @@ const noArgs = { type: "object", properties: {}, additionalProperties: false } a
 
 /** Per hanging tool: its signal, and how long after its start the signal aborted. */
 const hung = new Map<string, { signal: AbortSignal; abortedAfterMs?: number }>();
+/** Hanging tools in the order their signals aborted. */
+const abortOrder: string[] = [];
+
+/** Tools that arrived at the meeting point; each waits there for the other one of its pair. */
+const arrived = new Map<string, () => void>();
+
+/**
+ * Finishes only once `partner` has started too: run one after the other, the first would wait
+ * for a partner that never comes and end in a timeout.
+ */
+function meeter(name: string, partner: string): ToolModule {
+	return defineTool<Record<string, never>>({
+		name,
+		description: `Waits for ${partner}`,
+		parameters: noArgs,
+		async run(_args, ctx) {
+			const met = new Promise<void>(resolve => arrived.set(name, resolve));
+			arrived.get(partner)?.();
+			if (arrived.has(partner)) arrived.get(name)?.();
+			await Promise.race([met, new Promise((_, reject) => ctx.signal.addEventListener("abort", () => reject(ctx.signal.reason)))]);
+			return { met: partner };
+		}
+	});
+}
 
 function sleeper(name: string, ms: number): ToolModule {
 	return defineTool<Record<string, never>>({
@@ -41,7 +65,10 @@ function hanger(name: string, timeoutMs?: number): ToolModule {
 			const started = Date.now();
 			const entry: { signal: AbortSignal; abortedAfterMs?: number } = { signal: ctx.signal };
 			hung.set(name, entry);
-			ctx.signal.addEventListener("abort", () => (entry.abortedAfterMs = Date.now() - started));
+			ctx.signal.addEventListener("abort", () => {
+				entry.abortedAfterMs = Date.now() - started;
+				abortOrder.push(name);
+			});
 			return new Promise(() => {});
 		}
 	});
@@ -50,6 +77,8 @@ function hanger(name: string, timeoutMs?: number): ToolModule {
 const EXTRA_TOOLS: ToolModule[] = [
 	sleeper("slow_300", 300),
 	sleeper("slow_400", 400),
+	meeter("meet_a", "meet_b"),
+	meeter("meet_b", "meet_a"),
 	hanger("hang"),
 	hanger("hang_short", 150),
 	defineTool<Record<string, never>>({
@@ -215,17 +244,13 @@ describe("tool service", () => {
 		expect(JSON.parse(asBob[0].output)).toMatchObject({ count: 1, items: [{ snippet: "Bob's zebra secret" }] });
 	});
 
-	it("runs a batch in parallel: the wall time is the slowest call's, not the sum", async () => {
-		const started = Date.now();
-		const results = await batch("toolx", [call("a", "slow_300"), call("b", "slow_400")]);
-		const wall = Date.now() - started;
-		expect(results.map(r => [r.toolCallId, r.status])).toEqual([
-			["a", "success"],
-			["b", "success"]
+	it("runs a batch in parallel: two calls that each finish only when the other has started both succeed", async () => {
+		arrived.clear();
+		const results = await batch("toolx", [call("a", "meet_a"), call("b", "meet_b")]);
+		expect(results.map(r => [r.toolCallId, r.status, r.output])).toEqual([
+			["a", "success", JSON.stringify({ met: "meet_b" })],
+			["b", "success", JSON.stringify({ met: "meet_a" })]
 		]);
-		expect(results[1].durationMs).toBeGreaterThanOrEqual(395);
-		expect(wall).toBeGreaterThanOrEqual(395);
-		expect(wall).toBeLessThan(650);
 	});
 
 	it("turns throws, hangs, bad arguments and unknown tools into results, in call order, each recorded", async () => {
@@ -241,9 +266,8 @@ describe("tool service", () => {
 			call("c7", "calculator", { expression: "2 ^ 10" }),
 			call("c8", "big")
 		];
-		const started = Date.now();
+		abortOrder.length = 0;
 		const results = await batch("toolx", calls, { messageId, generationId });
-		const wall = Date.now() - started;
 
 		expect(results.map(r => r.toolCallId)).toEqual(["c1", "c2", "c3", "c4", "c5", "c6", "c7", "c8"]);
 		expect(results.map(r => r.status)).toEqual(["error", "timeout", "timeout", "error", "error", "error", "success", "success"]);
@@ -253,11 +277,11 @@ describe("tool service", () => {
 		expect(results[1].durationMs).toBeGreaterThanOrEqual(590);
 		expect(results[2].output).toBe("the tool did not finish within 150 ms");
 		expect(results[2].durationMs).toBeGreaterThanOrEqual(145);
-		expect(results[2].durationMs).toBeLessThan(500);
 		expect(hung.get("hang")?.signal.aborted).toBe(true);
 		expect(hung.get("hang")?.abortedAfterMs).toBeGreaterThanOrEqual(590);
 		expect(hung.get("hang_short")?.signal.aborted).toBe(true);
-		expect(hung.get("hang_short")?.abortedAfterMs).toBeLessThan(500);
+		// Both hung at once (not one after the other), and the shorter timeout ended its call first.
+		expect(abortOrder).toEqual(["hang_short", "hang"]);
 		expect(results[3].output).toMatch(/^invalid arguments: .*expression must be string/);
 		expect(results[4].output).toMatch(/^invalid arguments: not valid JSON/);
 		expect(results[5].output).toMatch(/^unknown tool 'no_such_tool'/);
@@ -265,7 +289,6 @@ describe("tool service", () => {
 		// Untrusted output is capped, with a marker.
 		expect(Buffer.byteLength(results[7].output)).toBeLessThanOrEqual(16_384);
 		expect(results[7].output).toMatch(/…\[truncated: \d+ bytes in all\]$/);
-		expect(wall).toBeLessThan(1500);
 
 		const { rows } = await sql.query<{
 			tool_call_id: string;
