@@ -18,12 +18,12 @@
  * BENCH_METRICS_AA=1 starts both nodes without metrics (and scrapes nothing): the ratio it prints is
  * the method's own noise. BENCH_METRICS_PAIRS sets the number of pairs.
  */
-import { readdirSync, readFileSync } from "node:fs";
 import path from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { freePort, startEmbedded, type BenchUser, type Simulator, signUpUsers, type Topology } from "./lib/chatmesh";
 import { openAiStream } from "./lib/clients";
 import { runPoint, type PointLimits } from "./lib/load";
+import { threadCpuMs } from "./lib/procs";
 import { median } from "./lib/stats";
 
 export interface MetricsCostConfig {
@@ -61,23 +61,6 @@ export interface MetricsCostResult {
 	bestOffMs: number;
 	scrapes: number;
 	errors: number;
-}
-
-/**
- * CPU time of every thread of a process, in ms, from the scheduler's nanosecond counters
- * (/proc/<pid>/task/<tid>/schedstat): a few percent is below the 10 ms tick of /proc/<pid>/stat
- * over a round of a few hundred milliseconds of CPU.
- */
-function threadCpuMs(pid: number): number {
-	let ns = 0;
-	for (const tid of readdirSync(`/proc/${pid}/task`)) {
-		try {
-			ns += Number(readFileSync(`/proc/${pid}/task/${tid}/schedstat`, "utf8").split(" ")[0]);
-		} catch {
-			// the thread ended meanwhile
-		}
-	}
-	return ns / 1e6;
 }
 
 type Node = { topo: Topology; users: BenchUser[] };
