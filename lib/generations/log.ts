@@ -71,6 +71,11 @@ export interface RedisGenerationLogConnection {
 	url: string;
 	/** CLIENT SETNAME of the two connections: `${connectionName}:cmd` and `${connectionName}:reader`. */
 	connectionName?: string;
+	/**
+	 * How long the reader's XREAD blocks when no stream has news (default 1000 ms). New streams never
+	 * wait for it (CLIENT UNBLOCK wakes the reader), so it only sets an idle reader's round trips.
+	 */
+	readerBlockMs?: number;
 }
 
 export type CreateGenerationLogOptions = GenerationLogOptions & { redis?: RedisGenerationLogConnection; logger?: GenerationLogLogger };

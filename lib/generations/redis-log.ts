@@ -45,7 +45,7 @@ export class RedisGenerationLog implements GenerationLog {
 		this.#watch(this.#redis, "redis");
 		this.#watch(reader, "reader");
 		const ready = () => this.#ready();
-		this.#reader = new RedisStreamReader(this.#redis, reader, ready, logger);
+		this.#reader = new RedisStreamReader(this.#redis, reader, ready, logger, connection.readerBlockMs);
 		const batcher = new WriteBatcher(this.#redis, ready);
 		this.#writerContext = { opts, logger, schedule: writer => batcher.schedule(writer) };
 	}

@@ -20,7 +20,7 @@ import { asError, decode, decodeOrSkip, type Entry, type Keys, noop, repliesOf, 
 import { type SubscriberCallbacks, Subscription } from "./subscriber";
 
 /** With CLIENT UNBLOCK a new stream never waits for the timeout; it only bounds an idle loop's round trips. */
-const BLOCK_MS = 1000;
+const DEFAULT_BLOCK_MS = 1000;
 /**
  * Without CLIENT UNBLOCK, the longest a new stream waits to join the loop. Redis checks blocking
  * timeouts in its event loop, every 1000/hz ms on an idle server (100 ms at the default hz 10), so
@@ -63,7 +63,7 @@ export class RedisStreamReader {
 	#readStale = false;
 	#wakeIdle?: () => void;
 	#unblocking = false;
-	#blockMs = BLOCK_MS;
+	#blockMs: number;
 	#unblockProbed = false;
 	/** CLIENT ID of the reader's connection, for CLIENT UNBLOCK; a reconnection changes it. */
 	#readerId?: number;
@@ -76,8 +76,10 @@ export class RedisStreamReader {
 		private readonly commands: Redis,
 		private readonly reader: Redis,
 		private readonly ready: () => Promise<void>,
-		private readonly logger?: GenerationLogLogger
+		private readonly logger?: GenerationLogLogger,
+		blockMs = DEFAULT_BLOCK_MS
 	) {
+		this.#blockMs = blockMs;
 		reader.on("close", () => {
 			this.#readerId = undefined;
 		});
@@ -259,7 +261,7 @@ export class RedisStreamReader {
 	/** A refused CLIENT UNBLOCK (not a connection failure) makes the loop poll with short blocks instead. */
 	#unblockDenied(err: unknown): void {
 		if (!/NOPERM|unknown (sub)?command/i.test(asError(err).message) || this.#blockMs === FALLBACK_BLOCK_MS) return;
-		this.#blockMs = FALLBACK_BLOCK_MS;
+		this.#blockMs = Math.min(this.#blockMs, FALLBACK_BLOCK_MS);
 		this.logger?.warn(
 			`Generation log: CLIENT UNBLOCK is not allowed; new subscriptions may wait a short block timeout (${FALLBACK_BLOCK_MS} ms, ~100 ms at Redis hz 10)`,
 			err
