@@ -14,7 +14,7 @@
  * Values that are cheaper to read than to count (gauges of live things) are read at scrape time
  * by collectors (`onScrape`), so hot paths do not pay for them.
  */
-import type { MetricRegistry, ServiceBroker } from "moleculer";
+import { type MetricRegistry, MetricTypes, type ServiceBroker } from "moleculer";
 
 type MetricType = "counter" | "gauge" | "histogram";
 
@@ -259,6 +259,92 @@ export type Labels = Record<string, string>;
 /** Label values as Moleculer's own series carry them (a caller or a level may be null or a number). */
 export type SeriesLabels = Record<string, string | number | null>;
 
+/**
+ * One entry per series, found by its label values (in the metric's label order) in nested maps, so
+ * a write builds no hash string. An entry keeps the labels object its series was first seen with.
+ */
+export class SeriesByLabels<T> {
+	private readonly root = new Map<unknown, unknown>();
+
+	constructor(
+		private readonly labelNames: readonly string[],
+		private readonly create: (labels: SeriesLabels | undefined) => T
+	) {}
+
+	get(labels?: SeriesLabels): T {
+		let level = this.root;
+		const names = this.labelNames;
+		for (let i = 0; i < names.length - 1; i++) {
+			const value = labels?.[names[i]];
+			let next = level.get(value) as Map<unknown, unknown> | undefined;
+			if (!next) {
+				next = new Map();
+				level.set(value, next);
+			}
+			level = next;
+		}
+		const last = names.length > 0 ? labels?.[names[names.length - 1]] : undefined;
+		let entry = level.get(last) as T | undefined;
+		if (entry === undefined) {
+			entry = this.create(labels);
+			level.set(last, entry);
+		}
+		return entry;
+	}
+}
+
+interface PendingCount {
+	value: number;
+	labels?: SeriesLabels;
+	/** Counted since the last flush. */
+	unwritten: boolean;
+}
+
+/**
+ * A counter whose increments add up beside it and reach the registry's series when it is read
+ * (`get`, `snapshot`: every scrape) or `set`: a registry increment hashes the labels twice, takes a
+ * timestamp and announces the change, on every call. chatmesh's counters are of this type.
+ */
+export class BatchedCounter extends MetricTypes.Counter {
+	private readonly pending = new SeriesByLabels<PendingCount>(this.labelNames, labels => ({ value: 0, labels, unwritten: false }));
+	private readonly unwritten: PendingCount[] = [];
+
+	override increment(labels?: SeriesLabels, value?: number): void {
+		const entry = this.pending.get(labels);
+		entry.value += value ?? 1;
+		if (!entry.unwritten) {
+			entry.unwritten = true;
+			this.unwritten.push(entry);
+		}
+	}
+
+	override set(value: number, labels?: SeriesLabels, timestamp?: number): void {
+		this.flush();
+		super.set(value, labels, timestamp);
+	}
+
+	override get(labels?: SeriesLabels): ReturnType<InstanceType<typeof MetricTypes.Counter>["get"]> {
+		this.flush();
+		return super.get(labels);
+	}
+
+	override snapshot(): ReturnType<InstanceType<typeof MetricTypes.Counter>["snapshot"]> {
+		this.flush();
+		return super.snapshot();
+	}
+
+	flush(): void {
+		if (this.unwritten.length === 0) return;
+		for (const entry of this.unwritten.splice(0)) {
+			entry.unwritten = false;
+			const item = super.get(entry.labels) as { value?: number } | null;
+			super.set((item?.value ?? 0) + entry.value, entry.labels);
+			entry.value = 0;
+		}
+	}
+}
+MetricTypes.register("BatchedCounter", BatchedCounter as unknown as Parameters<typeof MetricTypes.register>[1]);
+
 /** Chat request statuses (the assistant message's final states). */
 export type RequestStatus = "completed" | "cancelled" | "failed" | "blocked" | "interrupted";
 
@@ -294,7 +380,8 @@ export function ensureMetric(registry: MetricRegistry, key: MetricKey): void {
 	if (!registry.isEnabled() || registry.hasMetric(def.name)) return;
 	registry.register({
 		name: def.name,
-		type: def.type,
+		// Counters are incremented on hot paths (every stream, every moderation verdict).
+		type: def.type === "counter" ? "BatchedCounter" : def.type,
 		labelNames: [...def.labelNames],
 		description: def.description,
 		...(def.buckets ? { buckets: [...def.buckets] } : {}),
@@ -313,14 +400,23 @@ export function modelLabel(broker: ServiceBroker, model: string | null | undefin
 	return model;
 }
 
-/** The registered metric, or undefined (metrics off, or a broker built without chatmesh's middlewares). */
+/**
+ * The registered metric, or undefined: metrics off (also when the registry is switched off at run
+ * time: its own write methods check that flag, a metric's do not), or a broker built without
+ * chatmesh's middlewares.
+ */
 function metricOf<T>(broker: ServiceBroker, key: MetricKey): T | undefined {
-	return (broker.metrics.getMetric(METRICS[key].name) ?? undefined) as T | undefined;
+	return metricIn<T>(broker.metrics, key);
+}
+
+function metricIn<T>(registry: MetricRegistry | undefined, key: MetricKey): T | undefined {
+	if (!registry?.isEnabled()) return undefined;
+	return (registry.getMetric(METRICS[key].name) ?? undefined) as T | undefined;
 }
 
 /** `increment` for code that holds the registry rather than the broker. */
 export function incrementIn(registry: MetricRegistry | undefined, key: MetricKey, labels?: Labels, value = 1): void {
-	(registry?.getMetric(METRICS[key].name) as { increment(l?: Labels, v?: number): void } | null | undefined)?.increment(labels, value);
+	metricIn<{ increment(l?: Labels, v?: number): void }>(registry, key)?.increment(labels, value);
 }
 
 export function increment(broker: ServiceBroker, key: MetricKey, labels?: Labels, value = 1): void {

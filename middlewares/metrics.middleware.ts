@@ -10,17 +10,20 @@
  * - the bulkhead's in-flight and queue gauges (set on every call by Moleculer's Bulkhead
  *   middleware): registered as a BatchedGauge, which keeps the last value until the flush.
  * Errors are written at once (they are rare, and their labels come from the error). The time
- * histograms keep Moleculer's buckets but not its quantile windows, which the Prometheus output
- * never prints (lib/metrics-reporter.ts). Emitted and broadcast events are the built-in counters.
+ * histograms (calls, events, the cacher's) keep Moleculer's buckets but not its quantile windows,
+ * which the Prometheus output never prints (lib/metrics-reporter.ts). Emitted and broadcast events
+ * are the built-in counters.
  *
- * It also registers chatmesh's own metrics (lib/metrics.ts) on every node.
+ * It also registers chatmesh's own metrics (lib/metrics.ts) on every node. The wrappers follow the
+ * registry's switch (`metrics.opts.enabled`, which every registry write reads) on each call, so a
+ * registry switched off at run time (the bench's one-process measurement) counts nothing here either.
  *
  * Registered in place of the built-in "Metrics" in the broker's internal middleware list
  * (moleculer.config.ts), so the order of the others stays Moleculer's.
  */
 import moleculer, { type Context, METRIC, MetricTypes, type Middleware, type ServiceBroker } from "moleculer";
 import { generationLogStats } from "../lib/generations/stats";
-import { LocalHistogram, onScrape, registerChatmeshMetrics, type SeriesLabels, setGauge, setTotal } from "../lib/metrics";
+import { LocalHistogram, onScrape, registerChatmeshMetrics, SeriesByLabels, type SeriesLabels, setGauge, setTotal } from "../lib/metrics";
 import { hasRuntime, runtimeOf } from "../lib/runtime";
 
 type MiddlewareFactory = (broker: ServiceBroker) => Middleware & Record<string, unknown>;
@@ -54,11 +57,11 @@ const builtInMetrics = (moleculer as unknown as { Middlewares: Record<string, Mi
  * flushes first, so no reader sees an old value.
  */
 export class BatchedGauge extends MetricTypes.Gauge {
-	private readonly series = new Map<unknown, unknown>();
+	private readonly series = new SeriesByLabels<PendingValue>(this.labelNames, labels => ({ value: 0, labels, unwritten: false }));
 	private readonly unwritten: PendingValue[] = [];
 
 	override set(value: number, labels?: SeriesLabels): void {
-		const entry = this.entryFor(labels);
+		const entry = this.series.get(labels);
 		entry.value = value;
 		if (!entry.unwritten) {
 			entry.unwritten = true;
@@ -91,27 +94,6 @@ export class BatchedGauge extends MetricTypes.Gauge {
 			super.set(entry.value, entry.labels);
 		}
 		this.unwritten.length = 0;
-	}
-
-	private entryFor(labels?: SeriesLabels): PendingValue {
-		let level = this.series;
-		const names = this.labelNames;
-		for (let i = 0; i < names.length - 1; i++) {
-			const value = labels?.[names[i]];
-			let next = level.get(value) as Map<unknown, unknown> | undefined;
-			if (!next) {
-				next = new Map();
-				level.set(value, next);
-			}
-			level = next;
-		}
-		const last = names.length > 0 ? labels?.[names[names.length - 1]] : undefined;
-		let entry = level.get(last) as PendingValue | undefined;
-		if (!entry) {
-			entry = { value: 0, labels, unwritten: false };
-			level.set(last, entry);
-		}
-		return entry;
 	}
 }
 
@@ -230,21 +212,27 @@ interface EventDefinition {
 const bump = <K>(counts: Map<K, number>, key: K) => counts.set(key, (counts.get(key) ?? 0) + 1);
 
 /**
- * Re-registers Moleculer's time histograms with their buckets but without quantile windows (kept
- * per series for a minute, never printed) and rates (Prometheus computes rates itself).
+ * Re-registers Moleculer's time histograms with their buckets but without quantile windows and
+ * rates. A quantile window keeps every observation of the last minute (the cacher's: one per cache
+ * read) and sorts them all on each snapshot, that is on every scrape; the Prometheus output never
+ * prints quantiles (lib/metrics-reporter.ts), and Prometheus computes rates itself.
  */
 function registerTimeHistograms(broker: ServiceBroker): void {
 	const histograms = [
-		{ name: METRIC.MOLECULER_REQUEST_TIME, labelNames: ["service", "action", "type", "caller"] },
-		{ name: METRIC.MOLECULER_EVENT_RECEIVED_TIME, labelNames: ["service", "group", "event", "caller"] }
+		{ name: METRIC.MOLECULER_REQUEST_TIME, labelNames: ["service", "action", "type", "caller"], buckets: true },
+		{ name: METRIC.MOLECULER_EVENT_RECEIVED_TIME, labelNames: ["service", "group", "event", "caller"], buckets: true },
+		// The cacher's (registered by the cacher before any middleware's `created`, only when there is one): no buckets, as Moleculer has them.
+		...[METRIC.MOLECULER_CACHER_GET_TIME, METRIC.MOLECULER_CACHER_SET_TIME, METRIC.MOLECULER_CACHER_DEL_TIME, METRIC.MOLECULER_CACHER_CLEAN_TIME]
+			.filter(name => broker.metrics.hasMetric(name))
+			.map(name => ({ name, labelNames: [] as string[], buckets: false }))
 	];
-	for (const { name, labelNames } of histograms) {
+	for (const { name, labelNames, buckets } of histograms) {
 		const registered = broker.metrics.getMetric(name);
 		broker.metrics.register({
 			name,
 			type: METRIC.TYPE_HISTOGRAM,
 			labelNames,
-			buckets: true,
+			...(buckets ? { buckets: true } : {}),
 			quantiles: false,
 			rate: false,
 			unit: METRIC.UNIT_MILLISECONDS,
@@ -328,6 +316,7 @@ export function BatchedMetrics(flushMs = 1000): (broker: ServiceBroker) => Middl
 			const base = { service: action.service?.fullName ?? null, action: action.name, type };
 			const byCaller = new Map<string | null, CallSeries>();
 			return function batchedActionMetrics(ctx: Context) {
+				if (!metrics.isEnabled()) return next(ctx);
 				const caller = ctx.caller ?? null;
 				let series = byCaller.get(caller);
 				if (!series) {
@@ -384,6 +373,7 @@ export function BatchedMetrics(flushMs = 1000): (broker: ServiceBroker) => Middl
 				const group = event.group || service;
 				const byName = new Map<string, Map<string | null, CallSeries>>();
 				return function batchedEventMetrics(this: unknown, ctx: Context) {
+					if (!metrics.isEnabled()) return next.call(this, ctx);
 					const caller = ctx.caller ?? null;
 					const eventName = ctx.eventName ?? "";
 					let byCaller = byName.get(eventName);

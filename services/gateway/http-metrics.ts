@@ -24,15 +24,17 @@ export function routeTemplate(req: IncomingMessage, status: number): string {
 	return status < 400 ? "(static)" : "(unmatched)";
 }
 
-/** Counts every request the server answers; returns the function that stops counting. */
+/** Counts every request the server answers (while the registry is on); returns the function that stops counting. */
 export function countHttpRequests(broker: ServiceBroker, server: Server): () => void {
 	if (!broker.isMetricsEnabled()) return () => {};
-	const onRequest = (req: IncomingMessage, res: ServerResponse) =>
+	const onRequest = (req: IncomingMessage, res: ServerResponse) => {
+		if (!broker.isMetricsEnabled()) return;
 		res.once("close", () => {
 			const status = res.statusCode;
 			const method = req.method && METHODS.has(req.method) ? req.method : "other";
 			increment(broker, "httpRequests", { route: routeTemplate(req, status), method, status: String(status) });
 		});
+	};
 	server.prependListener("request", onRequest);
 	return () => server.off("request", onRequest);
 }

@@ -72,6 +72,7 @@ describe("batched action, event and bulkhead metrics", () => {
 		return new ServiceBroker({
 			logger: false,
 			metrics: { enabled: true, reporter: [] },
+			cacher: "Memory",
 			bulkhead: { enabled: true, concurrency: 2, maxQueueSize: 10 },
 			...(batched
 				? {
@@ -82,7 +83,7 @@ describe("batched action, event and bulkhead metrics", () => {
 		});
 	}
 
-	/** The same calls on either broker: 3 successes, one failure, 3 slow calls (one queued by the bulkhead), a nested call and an event. */
+	/** The same calls on either broker: 3 successes, one failure, 3 slow calls (one queued by the bulkhead), a nested call, a cached action read 3 times and an event. */
 	async function exercise(broker: ServiceBroker, whileSlow: () => void = () => {}): Promise<void> {
 		let release = () => {};
 		const gate = new Promise<void>(resolve => {
@@ -94,7 +95,8 @@ describe("batched action, event and bulkhead metrics", () => {
 				ok: { params: { n: "number" }, handler: ctx => (ctx.params as { n: number }).n },
 				fail: () => Promise.reject(new MoleculerClientError("no", 409, "NOPE")),
 				slow: () => gate,
-				outer: ctx => ctx.call("s.ok", { n: 1 })
+				outer: ctx => ctx.call("s.ok", { n: 1 }),
+				cached: { cache: true, handler: () => 42 }
 			},
 			events: { "thing.happened": () => {} }
 		});
@@ -102,6 +104,7 @@ describe("batched action, event and bulkhead metrics", () => {
 		for (let n = 0; n < 3; n++) await broker.call("s.ok", { n });
 		await expect(broker.call("s.fail")).rejects.toThrow("no");
 		await broker.call("s.outer");
+		for (let n = 0; n < 3; n++) await broker.call("s.cached");
 		const slow = Array.from({ length: 3 }, () => broker.call("s.slow"));
 		await new Promise(resolve => setImmediate(resolve));
 		whileSlow();
@@ -147,7 +150,10 @@ describe("batched action, event and bulkhead metrics", () => {
 			METRIC.MOLECULER_REQUEST_ACTIVE,
 			METRIC.MOLECULER_REQUEST_LEVELS,
 			METRIC.MOLECULER_REQUEST_ERROR_TOTAL,
-			METRIC.MOLECULER_EVENT_RECEIVED_TOTAL
+			METRIC.MOLECULER_EVENT_RECEIVED_TOTAL,
+			METRIC.MOLECULER_CACHER_GET_TOTAL,
+			METRIC.MOLECULER_CACHER_FOUND_TOTAL,
+			METRIC.MOLECULER_CACHER_SET_TOTAL
 		];
 		const gauges = [METRIC.MOLECULER_REQUEST_BULKHEAD_INFLIGHT, METRIC.MOLECULER_REQUEST_BULKHEAD_QUEUE_SIZE];
 		const values = (broker: ServiceBroker, name: string) =>
@@ -155,8 +161,19 @@ describe("batched action, event and bulkhead metrics", () => {
 				.map(i => `${JSON.stringify(i.labels)}=${i.value}`)
 				.sort();
 		for (const name of [...counters, ...gauges]) expect(values(batched, name), name).toEqual(values(builtIn, name));
-		expect(values(batched, METRIC.MOLECULER_REQUEST_TOTAL)).toHaveLength(5);
-		// Histograms: the same series with the same counts, every observation within the buckets, and no quantile window.
+		expect(values(batched, METRIC.MOLECULER_REQUEST_TOTAL)).toHaveLength(6);
+		expect(values(batched, METRIC.MOLECULER_CACHER_FOUND_TOTAL)).toEqual(["{}=2"]);
+		// Histograms: the same series with the same counts and no quantile window (the built-in cacher's keeps every read of the last minute).
+		for (const name of [METRIC.MOLECULER_CACHER_GET_TIME, METRIC.MOLECULER_CACHER_SET_TIME]) {
+			const [builtInItem, batchedItem] = [items(builtIn, name), items(batched, name)];
+			expect(
+				batchedItem.map(i => i.count),
+				name
+			).toEqual(builtInItem.map(i => i.count));
+			expect(builtInItem[0].quantileValues).toBeDefined();
+			expect(batchedItem[0].quantileValues).toBeUndefined();
+		}
+		// The call histograms also keep every observation within the buckets.
 		for (const name of [METRIC.MOLECULER_REQUEST_TIME, METRIC.MOLECULER_EVENT_RECEIVED_TIME]) {
 			const counts = (broker: ServiceBroker) =>
 				items(broker, name)
@@ -171,6 +188,12 @@ describe("batched action, event and bulkhead metrics", () => {
 				expect(i.quantileValues).toBeUndefined();
 			}
 		}
+		// Switched off at run time (the registry's own flag), the wrappers count nothing.
+		batched.metrics.opts.enabled = false;
+		await batched.call("s.ok", { n: 9 });
+		batched.metrics.opts.enabled = true;
+		runScrapeCollectors(batched);
+		expect(okTotal({ caller: null })).toBe(3);
 		await Promise.all([builtIn.stop(), batched.stop()]);
 	});
 });

@@ -1,6 +1,17 @@
-import { ServiceBroker } from "moleculer";
+import { MetricTypes, ServiceBroker } from "moleculer";
 import { afterAll, describe, expect, it } from "vitest";
-import { GAP_BUCKETS, GapRecorder, MAX_MODEL_LABELS, METRICS, modelLabel, recordChatRequest, registerChatmeshMetrics } from "../../lib/metrics";
+import {
+	BatchedCounter,
+	GAP_BUCKETS,
+	GapRecorder,
+	increment,
+	MAX_MODEL_LABELS,
+	METRICS,
+	modelLabel,
+	recordChatRequest,
+	registerChatmeshMetrics,
+	setTotal
+} from "../../lib/metrics";
 import { ChatmeshPrometheusReporter, LEAKY_METRICS } from "../../lib/metrics-reporter";
 import { type DepthRow, depthSeries, JobsMetrics } from "../../services/jobs/metrics";
 
@@ -40,6 +51,47 @@ describe("chatmesh metrics", () => {
 		more.chunk(1);
 		more.flush(broker, "gap-model");
 		expect((itemOf(METRICS.interTokenGap.name, { model: "gap-model" }) as Item).count).toBe(5);
+	});
+
+	it("counters add up beside the registry and show the same series as Moleculer's counter as soon as they are read", () => {
+		const fresh = new ServiceBroker({ logger: false, metrics: { enabled: true, reporter: [] } });
+		registerChatmeshMetrics(fresh);
+		const counter = fresh.metrics.getMetric(METRICS.moderationVerdicts.name) as unknown as BatchedCounter & { values: Map<string, unknown> };
+		expect(counter).toBeInstanceOf(BatchedCounter);
+		const plain = new MetricTypes.Counter(
+			{ name: "plain", type: "counter", labelNames: [...METRICS.moderationVerdicts.labelNames] } as never,
+			fresh.metrics as never
+		);
+		const writes: Array<[Record<string, string>, number | undefined]> = [
+			[{ check: "profanity", verdict: "allow", direction: "input" }, undefined],
+			// The same series with its labels in another order, and a value.
+			[{ direction: "input", verdict: "allow", check: "profanity" }, 2],
+			[{ check: "injection", verdict: "block", direction: "input" }, undefined],
+			[{ check: "profanity", verdict: "allow", direction: "output" }, 5]
+		];
+		for (const [labels, value] of writes) {
+			increment(fresh, "moderationVerdicts", labels, value);
+			plain.increment(labels, value);
+		}
+		// Nothing in the registry's series yet: a plain counter has written four times.
+		expect(counter.values.size).toBe(0);
+		const series = (snapshot: Array<{ labels: Record<string, unknown>; value: number }>) => snapshot.map(i => `${JSON.stringify(i.labels)}=${i.value}`).sort();
+		expect(series(counter.snapshot() as never)).toEqual(series(plain.snapshot() as never));
+		expect(counter.values.size).toBe(3);
+		expect(counter.get({ check: "profanity", verdict: "allow", direction: "input" })?.value).toBe(3);
+		// More after a read, then a read through get: added to what was written.
+		increment(fresh, "moderationVerdicts", { check: "injection", verdict: "block", direction: "input" });
+		expect(counter.get({ check: "injection", verdict: "block", direction: "input" })?.value).toBe(2);
+		// A total kept elsewhere is set as it is, over what was counted before it.
+		const total = fresh.metrics.getMetric(METRICS.processCpu.name) as unknown as BatchedCounter;
+		increment(fresh, "processCpu", undefined, 3);
+		setTotal(fresh, "processCpu", 7);
+		expect(total.get()?.value).toBe(7);
+		// With the registry switched off nothing is counted.
+		fresh.metrics.opts.enabled = false;
+		increment(fresh, "moderationVerdicts", { check: "injection", verdict: "block", direction: "input" });
+		fresh.metrics.opts.enabled = true;
+		expect(counter.get({ check: "injection", verdict: "block", direction: "input" })?.value).toBe(2);
 	});
 
 	it("model labels are bounded: the first MAX_MODEL_LABELS names, then other", () => {
