@@ -18,7 +18,7 @@
 import type { IncomingMessage, ServerResponse } from "node:http";
 import zlib from "node:zlib";
 import moleculer, { type ServiceBroker } from "moleculer";
-import { METRICS, runScrapeCollectors, runScrapeRefreshes } from "./metrics";
+import { BatchedHistogram, METRICS, runScrapeCollectors, runScrapeRefreshes } from "./metrics";
 
 const { Prometheus } = moleculer.MetricReporters;
 
@@ -105,6 +105,8 @@ export class ChatmeshPrometheusReporter extends Prometheus {
 		for (const metric of (this.registry as unknown as { store: Map<string, StoredMetric> }).store.values()) {
 			if (!this.matchMetricName(metric.name)) continue;
 			if (metric.type === "histogram") {
+				// Printed from its items (not a snapshot), so a batched one is written to them first.
+				if (metric instanceof BatchedHistogram) metric.flush();
 				if (metric.values.size > 0) this.printHistogram(metric, lines);
 				continue;
 			}

@@ -2,6 +2,8 @@ import { MetricTypes, ServiceBroker } from "moleculer";
 import { afterAll, describe, expect, it } from "vitest";
 import {
 	BatchedCounter,
+	BatchedHistogram,
+	observe,
 	GAP_BUCKETS,
 	GapRecorder,
 	increment,
@@ -92,6 +94,47 @@ describe("chatmesh metrics", () => {
 		increment(fresh, "moderationVerdicts", { check: "injection", verdict: "block", direction: "input" });
 		fresh.metrics.opts.enabled = true;
 		expect(counter.get({ check: "injection", verdict: "block", direction: "input" })?.value).toBe(2);
+	});
+
+	it("histograms count beside the registry and show the same series as Moleculer's histogram when read, and when scraped", async () => {
+		const fresh = new ServiceBroker({ logger: false, metrics: { enabled: true, reporter: [] } });
+		registerChatmeshMetrics(fresh);
+		const ttft = fresh.metrics.getMetric(METRICS.timeToFirstToken.name) as unknown as BatchedHistogram & { values: Map<string, unknown> };
+		expect(ttft).toBeInstanceOf(BatchedHistogram);
+		const plain = new MetricTypes.Histogram(
+			{
+				name: "plain",
+				type: "histogram",
+				labelNames: [...METRICS.timeToFirstToken.labelNames],
+				buckets: [...(METRICS.timeToFirstToken.buckets ?? [])]
+			} as never,
+			fresh.metrics as never
+		);
+		const seen: Array<[number, string]> = [
+			[0.004, "a"],
+			[0.2, "a"],
+			[0.05, "b"],
+			[200, "a"],
+			[0.05, "a"]
+		];
+		for (const [seconds, model] of seen) {
+			observe(fresh, "timeToFirstToken", seconds, { model });
+			plain.observe(seconds, { model });
+		}
+		// A GapRecorder's answer merges into the same pending counts.
+		expect(ttft.values.size).toBe(0);
+		const items = (h: { snapshot(): unknown }) =>
+			(h.snapshot() as Array<{ labels: unknown; count: number; sum: number; buckets: unknown }>)
+				.map(i => JSON.stringify([i.labels, i.count, i.sum, i.buckets]))
+				.sort();
+		expect(items(ttft)).toEqual(items(plain as never));
+		expect((ttft.get({ model: "a" }) as unknown as { count: number }).count).toBe(4);
+		// The reporter writes what is pending before it prints.
+		observe(fresh, "timeToFirstToken", 0.3, { model: "c" });
+		const text = new ChatmeshPrometheusReporter({ port: 0, host: "127.0.0.1", excludes: LEAKY_METRICS });
+		text.init(fresh.metrics as never);
+		expect(text.generatePrometheusResponse()).toMatch(/^chatmesh_llm_time_to_first_token_seconds_count\{[^}]*model="c"[^}]*\} 1$/m);
+		await text.stop();
 	});
 
 	it("model labels are bounded: the first MAX_MODEL_LABELS names, then other", () => {
