@@ -1,10 +1,15 @@
 /**
  * Part 4, what the Prometheus metrics cost: passthrough streams (`/v1/chat/completions` with an API
- * key) on two embedded nodes side by side on the same CPU, one with METRICS_PORT and scraped every
- * `scrapeMs` as Prometheus would, one without metrics. Each node has a PostgreSQL database of its
- * own rather than PGlite: PGlite's WebAssembly runs in the node's process and its speed differs
- * from one process to another by more than the metrics cost.
+ * key), CPU per stream with metrics on (scraped every `scrapeMs` as Prometheus would) against off.
  *
+ * The figure (`measureInProcess`): one embedded node whose metrics are switched on and off at run
+ * time in short alternating slices under a load that never stops, after a long warm-up; CPU per
+ * stream over all slices of each setting, with a bootstrap interval. BENCH_METRICS_AA=1 never
+ * switches: the ratio it prints is the method's own noise.
+ *
+ * Side by side (`measureMetricsCost`, only with BENCH_METRICS_PAIRS=n): two embedded nodes on the
+ * same CPU, one with METRICS_PORT, one without metrics, each on a PostgreSQL database of its own
+ * (PGlite's WebAssembly speed differs from one process to another by more than the metrics cost).
  * Three kinds of noise are taken out:
  * - what the machine does meanwhile, and each process's warm-up: each round loads both nodes at the
  *   same time with the same number of streams, so it weighs on both alike;
@@ -14,9 +19,9 @@
  * - what differs between two Node processes running the same code (JIT decisions, hash seeds,
  *   memory layout), a few percent for the process's whole life: the rounds run on `pairs` fresh
  *   pairs of nodes, started in alternating order, and the figure is the median of the pairs'.
- *
- * BENCH_METRICS_AA=1 starts both nodes without metrics (and scrapes nothing): the ratio it prints is
- * the method's own noise. BENCH_METRICS_PAIRS sets the number of pairs.
+ * What stays is more than the cost itself (two nodes both with metrics on differ by about 5 %), so
+ * it is not the figure; BENCHMARKS.md has its runs. With BENCH_METRICS_AA=1 both nodes run without
+ * metrics.
  */
 import path from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
@@ -24,7 +29,7 @@ import { freePort, startEmbedded, type BenchUser, type Simulator, signUpUsers, t
 import { openAiStream } from "./lib/clients";
 import { runPoint, type PointLimits } from "./lib/load";
 import { threadCpuMs } from "./lib/procs";
-import { median } from "./lib/stats";
+import { bootstrapInterval, median } from "./lib/stats";
 
 export interface MetricsCostConfig {
 	pairs: number;
@@ -165,27 +170,61 @@ async function measurePair(
 	}
 }
 
-export interface InProcessResult {
-	windows: number;
+export interface InProcessConfig {
+	/** Streams in flight for the whole run (a closed loop that never pauses). */
 	concurrency: number;
-	/** CPU ms per stream in each window with metrics on, and in the window after it with them off. */
+	warmupMs: number;
+	/** Slice pairs, each one slice with metrics on and one with them off, in alternating order. */
+	slicePairs: number;
+	/** What is measured of a slice, after `settleMs` for the streams of the other setting to end. */
+	sliceMs: number;
+	settleMs: number;
+	scrapeMs: number;
+	cpu: string;
+	/** A/A: the switch is never thrown, so the ratio shows the method's own noise. */
+	aa: boolean;
+}
+
+export interface InProcessResult extends Omit<InProcessConfig, "cpu"> {
+	/** CPU ms per stream of each slice pair, metrics on and off. */
 	onMs: number[];
 	offMs: number[];
-	/** Each window pair's on / off ratio, and their median. */
+	/** Each slice pair's on / off ratio. */
 	ratios: number[];
+	/** CPU per stream over every slice with metrics on, over every slice with them off. */
 	ratio: number;
+	/** 95 % interval of `ratio`, bootstrapped over the slice pairs. */
+	interval: [number, number];
+	streams: number;
 	errors: number;
+	scrapes: number;
+}
+
+interface SliceSpent {
+	cpuMs: number;
+	streams: number;
+}
+
+/** CPU per stream over slices, on / off. */
+function ratioOver(pairs: ReadonlyArray<{ on: SliceSpent; off: SliceSpent }>): number {
+	const sum = (pick: (p: { on: SliceSpent; off: SliceSpent }) => SliceSpent) =>
+		pairs.reduce((acc, p) => ({ cpuMs: acc.cpuMs + pick(p).cpuMs, streams: acc.streams + pick(p).streams }), { cpuMs: 0, streams: 0 });
+	return perStream(sum(p => p.on)) / perStream(sum(p => p.off));
 }
 
 /**
  * The same cost in one process: an embedded node (PostgreSQL) with metrics on, switched off and on
- * again at run time (bench/lib/metrics-switch.cjs) between windows of load, scraped while they are
- * on. No second process and nothing beside it on the CPU; what stays installed when they are off
- * (see the switch) makes this figure a little low.
+ * at run time (bench/lib/metrics-switch.cjs) under a load that never stops. After a long warm-up
+ * (a node's CPU per stream keeps falling for minutes), the run is cut into short slices that
+ * alternate on, off, off, on …, so any drift of the machine or the process weighs on both alike.
+ * A slice counts the node's CPU (every thread) and the streams that ended in it, after a settling
+ * time in which the streams begun under the other setting end. No second process, and nothing
+ * installed stays active when the registry is off (chatmesh's wrappers follow its switch); only
+ * Moleculer's process-metrics timer still reads its values every 5 s.
  */
 export async function measureInProcess(
 	sim: Simulator,
-	cfg: MetricsCostConfig & { windows: number; inProcessWarmup: PointLimits },
+	cfg: InProcessConfig & { expectedChunks: number },
 	log: (msg: string) => void
 ): Promise<InProcessResult> {
 	const metricsPort = await freePort();
@@ -197,54 +236,75 @@ export async function measureInProcess(
 		nodeArgs: ["--require", path.join(import.meta.dirname, "lib", "metrics-switch.cjs")],
 		extraEnv: { METRICS_PORT: String(metricsPort) }
 	});
+	const pid = node.gateway.pid;
 	let enabled = true;
-	let scraping = true;
+	let running = true;
+	let streams = 0;
+	let errors = 0;
+	let scrapes = 0;
 	const done = new AbortController();
+	const pause = (ms: number) => sleep(ms, undefined, { signal: done.signal }).catch(() => {});
 	const scraper = (async () => {
-		while (scraping) {
-			if (enabled)
-				await fetch(`http://127.0.0.1:${metricsPort}/metrics`).then(
-					res => res.text(),
-					() => undefined
-				);
-			await sleep(cfg.scrapeMs, undefined, { signal: done.signal }).catch(() => {});
+		while (running) {
+			if (enabled || cfg.aa) {
+				const res = await fetch(`http://127.0.0.1:${metricsPort}/metrics`).catch(() => undefined);
+				if (res?.ok) {
+					await res.text();
+					scrapes += 1;
+				}
+			}
+			await pause(cfg.scrapeMs);
 		}
 	})();
-	const users = await signUpUsers(node.url, 8);
-	const window = async () => {
-		const before = threadCpuMs(node.gateway.pid);
-		const point = await runPoint(cfg.concurrency * 2, w => openAiStream(node.url, users[w % users.length].apiKey), cfg.limits, cfg.expectedChunks);
-		return { cpuMs: (threadCpuMs(node.gateway.pid) - before) / Math.max(1, point.streams), errors: point.errors };
-	};
+	let load: Promise<unknown> = Promise.resolve();
 	try {
-		log(`metrics cost in one process: warming up for ${cfg.inProcessWarmup.minMs / 1000} s`);
-		await runPoint(cfg.concurrency * 2, w => openAiStream(node.url, users[w % users.length].apiKey), cfg.inProcessWarmup, cfg.expectedChunks);
-		const result: InProcessResult = { windows: cfg.windows, concurrency: cfg.concurrency * 2, onMs: [], offMs: [], ratios: [], ratio: 1, errors: 0 };
-		const ratios = result.ratios;
-		// Windows in pairs, on then off, then off then on, so a drift of the machine weighs on both.
-		const measureWith = async (on: boolean) => {
+		const users = await signUpUsers(node.url, 8);
+		load = Promise.all(
+			Array.from({ length: cfg.concurrency }, async (_, worker) => {
+				while (running) {
+					const result = await openAiStream(node.url, users[worker % users.length].apiKey);
+					streams += 1;
+					if (!result.ok || result.chunks < cfg.expectedChunks) errors += 1;
+				}
+			})
+		);
+		log(`metrics cost in one process: warming up for ${cfg.warmupMs / 1000} s`);
+		await pause(cfg.warmupMs);
+		const slice = async (on: boolean): Promise<SliceSpent> => {
 			if (enabled !== on) {
-				process.kill(node.gateway.pid, "SIGUSR2");
+				if (!cfg.aa) process.kill(pid, "SIGUSR2");
 				enabled = on;
 			}
-			return window();
+			await pause(cfg.settleMs);
+			const [cpuBefore, streamsBefore] = [threadCpuMs(pid), streams];
+			await pause(cfg.sliceMs);
+			return { cpuMs: threadCpuMs(pid) - cpuBefore, streams: streams - streamsBefore };
 		};
-		for (let w = 0; w < cfg.windows; w++) {
-			const [on, off] = w % 2 === 0 ? [await measureWith(true), await measureWith(false)] : [await measureWith(false), await measureWith(true)].reverse();
-			result.onMs.push(on.cpuMs);
-			result.offMs.push(off.cpuMs);
-			ratios.push(on.cpuMs / off.cpuMs);
-			result.errors += on.errors + off.errors;
-			log(
-				`metrics cost in one process, window pair ${w + 1}: on ${on.cpuMs.toFixed(3)} ms/stream, off ${off.cpuMs.toFixed(3)}, ratio ${(on.cpuMs / off.cpuMs).toFixed(3)}`
-			);
+		const pairs: Array<{ on: SliceSpent; off: SliceSpent }> = [];
+		const errorsBefore = errors;
+		const streamsBefore = streams;
+		for (let p = 0; p < cfg.slicePairs; p++) {
+			const pair = p % 2 === 0 ? { on: await slice(true), off: await slice(false) } : { off: await slice(false), on: await slice(true) };
+			pairs.push(pair);
+			if ((p + 1) % 10 === 0 || p + 1 === cfg.slicePairs)
+				log(`metrics cost in one process: ${p + 1} of ${cfg.slicePairs} slice pairs, so far ${((ratioOver(pairs) - 1) * 100).toFixed(1)} %`);
 		}
-		result.ratio = median(ratios);
-		return result;
+		const { cpu: _cpu, ...shown } = cfg;
+		return {
+			...shown,
+			onMs: pairs.map(p => perStream(p.on)),
+			offMs: pairs.map(p => perStream(p.off)),
+			ratios: pairs.map(p => perStream(p.on) / perStream(p.off)),
+			ratio: ratioOver(pairs),
+			interval: bootstrapInterval(pairs, ratioOver),
+			streams: streams - streamsBefore,
+			errors: errors - errorsBefore,
+			scrapes
+		};
 	} finally {
-		scraping = false;
+		running = false;
 		done.abort();
-		await scraper;
+		await Promise.all([scraper, load]);
 		await node.stop();
 	}
 }
