@@ -299,7 +299,17 @@ async function main(): Promise<void> {
 		out.push(
 			table(
 				`Metrics cost in one process: one embedded node (PostgreSQL) under ${m.concurrency} streams that never stop, warmed up ${m.warmupMs / 1000} s, its metrics switched on and off at run time${m.aa ? " (A/A: never switched, the method's noise)" : ""}; ${m.slicePairs} slice pairs (${m.settleMs / 1000} s settling + ${m.sliceMs / 1000} s measured each), scraped every ${m.scrapeMs / 1000} s while on; "on / off" is CPU per stream over all slices, with a 95 % bootstrap interval over the pairs`,
-				["CPU ms/stream on (median pair)", "off (median pair)", "on / off", "extra", "95 % interval", "pair ratios p25 / p50 / p75", "streams", "errors", "scrapes"],
+				[
+					"CPU ms/stream on (median pair)",
+					"off (median pair)",
+					"on / off",
+					"extra",
+					"95 % interval",
+					"pair ratios p25 / p50 / p75",
+					"streams",
+					"errors",
+					"scrapes"
+				],
 				[
 					[
 						median(m.onMs),
