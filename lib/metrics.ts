@@ -259,19 +259,28 @@ export type Labels = Record<string, string>;
 /** Label values as Moleculer's own series carry them (a caller or a level may be null or a number). */
 export type SeriesLabels = Record<string, string | number | null>;
 
+interface PendingEntry {
+	labels?: SeriesLabels;
+	/** Written to since the last drain. */
+	unwritten: boolean;
+}
+
 /**
- * One entry per series, found by its label values (in the metric's label order) in nested maps, so
- * a write builds no hash string. An entry keeps the labels object its series was first seen with.
+ * What a batched metric holds for its series until it writes them to the registry: one entry per
+ * series, found by its label values (in the metric's label order) in nested maps, so a write builds
+ * no hash string. `touch` lists the entry for the next `drain`. An entry keeps the labels object
+ * its series was first seen with.
  */
-export class SeriesByLabels<T> {
+export class PendingSeries<T extends PendingEntry> {
 	private readonly root = new Map<unknown, unknown>();
+	private readonly touched: T[] = [];
 
 	constructor(
 		private readonly labelNames: readonly string[],
 		private readonly create: (labels: SeriesLabels | undefined) => T
 	) {}
 
-	get(labels?: SeriesLabels): T {
+	touch(labels?: SeriesLabels): T {
 		let level = this.root;
 		const names = this.labelNames;
 		for (let i = 0; i < names.length - 1; i++) {
@@ -289,16 +298,63 @@ export class SeriesByLabels<T> {
 			entry = this.create(labels);
 			level.set(last, entry);
 		}
+		if (!entry.unwritten) {
+			entry.unwritten = true;
+			this.touched.push(entry);
+		}
 		return entry;
+	}
+
+	/** The entries touched since the last drain, which are then no longer listed. */
+	drain(): T[] {
+		const touched = this.touched.splice(0);
+		for (const entry of touched) entry.unwritten = false;
+		return touched;
 	}
 }
 
-interface PendingCount {
+interface PendingNumber extends PendingEntry {
 	value: number;
-	labels?: SeriesLabels;
-	/** Counted since the last flush. */
-	unwritten: boolean;
 }
+
+const pendingNumber = (labels: SeriesLabels | undefined): PendingNumber => ({ value: 0, labels, unwritten: false });
+
+/**
+ * A gauge whose `set` keeps the last value of each series until `flush` writes it to the
+ * registry: for gauges set on every call (the bulkhead's). Reading the gauge (`get`, `snapshot`)
+ * flushes first, so no reader sees an old value.
+ */
+export class BatchedGauge extends MetricTypes.Gauge {
+	private readonly pending = new PendingSeries(this.labelNames, pendingNumber);
+
+	override set(value: number, labels?: SeriesLabels): void {
+		this.pending.touch(labels).value = value;
+	}
+
+	override increment(labels?: SeriesLabels, value = 1): void {
+		this.flush();
+		super.set(((super.get(labels)?.value as number | undefined) ?? 0) + value, labels);
+	}
+
+	override decrement(labels?: SeriesLabels, value = 1): void {
+		this.increment(labels, -value);
+	}
+
+	override get(labels?: SeriesLabels): ReturnType<InstanceType<typeof MetricTypes.Gauge>["get"]> {
+		this.flush();
+		return super.get(labels);
+	}
+
+	override snapshot(): ReturnType<InstanceType<typeof MetricTypes.Gauge>["snapshot"]> {
+		this.flush();
+		return super.snapshot();
+	}
+
+	flush(): void {
+		for (const entry of this.pending.drain()) super.set(entry.value, entry.labels);
+	}
+}
+MetricTypes.register("BatchedGauge", BatchedGauge as unknown as Parameters<typeof MetricTypes.register>[1]);
 
 /**
  * A counter whose increments add up beside it and reach the registry's series when it is read
@@ -306,16 +362,10 @@ interface PendingCount {
  * timestamp and announces the change, on every call. chatmesh's counters are of this type.
  */
 export class BatchedCounter extends MetricTypes.Counter {
-	private readonly pending = new SeriesByLabels<PendingCount>(this.labelNames, labels => ({ value: 0, labels, unwritten: false }));
-	private readonly unwritten: PendingCount[] = [];
+	private readonly pending = new PendingSeries(this.labelNames, pendingNumber);
 
 	override increment(labels?: SeriesLabels, value?: number): void {
-		const entry = this.pending.get(labels);
-		entry.value += value ?? 1;
-		if (!entry.unwritten) {
-			entry.unwritten = true;
-			this.unwritten.push(entry);
-		}
+		this.pending.touch(labels).value += value ?? 1;
 	}
 
 	override set(value: number, labels?: SeriesLabels, timestamp?: number): void {
@@ -334,9 +384,7 @@ export class BatchedCounter extends MetricTypes.Counter {
 	}
 
 	flush(): void {
-		if (this.unwritten.length === 0) return;
-		for (const entry of this.unwritten.splice(0)) {
-			entry.unwritten = false;
+		for (const entry of this.pending.drain()) {
 			const item = super.get(entry.labels) as { value?: number } | null;
 			super.set((item?.value ?? 0) + entry.value, entry.labels);
 			entry.value = 0;
@@ -609,11 +657,8 @@ export class LocalHistogram {
 	}
 }
 
-interface PendingHistogram {
+interface PendingHistogram extends PendingEntry {
 	local: LocalHistogram;
-	labels?: SeriesLabels;
-	/** Observed since the last flush. */
-	unwritten: boolean;
 }
 
 /**
@@ -624,20 +669,19 @@ interface PendingHistogram {
  * several per streamed answer. chatmesh's histograms are of this type.
  */
 export class BatchedHistogram extends MetricTypes.Histogram {
-	private readonly pending = new SeriesByLabels<PendingHistogram>(this.labelNames, labels => ({
+	private readonly pending = new PendingSeries<PendingHistogram>(this.labelNames, labels => ({
 		local: new LocalHistogram(this.buckets ?? []),
 		labels,
 		unwritten: false
 	}));
-	private readonly unwritten: PendingHistogram[] = [];
 
 	override observe(value: number, labels?: SeriesLabels): void {
-		this.entry(labels).local.observe(value);
+		this.pending.touch(labels).local.observe(value);
 	}
 
 	/** Adds a LocalHistogram's observations (same buckets) to the series of `labels`, and empties it. */
 	merge(local: LocalHistogram, labels?: SeriesLabels): void {
-		this.entry(labels).local.take(local);
+		this.pending.touch(labels).local.take(local);
 	}
 
 	override get(labels?: SeriesLabels): ReturnType<InstanceType<typeof MetricTypes.Histogram>["get"]> {
@@ -651,21 +695,8 @@ export class BatchedHistogram extends MetricTypes.Histogram {
 	}
 
 	flush(): void {
-		if (this.unwritten.length === 0) return;
 		const observe = (value: number, labels?: SeriesLabels) => super.observe(value, labels) as unknown as HistogramItem;
-		for (const entry of this.unwritten.splice(0)) {
-			entry.unwritten = false;
-			entry.local.addThrough(observe, entry.labels);
-		}
-	}
-
-	private entry(labels?: SeriesLabels): PendingHistogram {
-		const entry = this.pending.get(labels);
-		if (!entry.unwritten) {
-			entry.unwritten = true;
-			this.unwritten.push(entry);
-		}
-		return entry;
+		for (const entry of this.pending.drain()) entry.local.addThrough(observe, entry.labels);
 	}
 }
 MetricTypes.register("BatchedHistogram", BatchedHistogram as unknown as Parameters<typeof MetricTypes.register>[1]);

@@ -21,9 +21,9 @@
  * Registered in place of the built-in "Metrics" in the broker's internal middleware list
  * (moleculer.config.ts), so the order of the others stays Moleculer's.
  */
-import moleculer, { type Context, METRIC, MetricTypes, type Middleware, type ServiceBroker } from "moleculer";
+import moleculer, { type Context, METRIC, type Middleware, type ServiceBroker } from "moleculer";
 import { generationLogStats } from "../lib/generations/stats";
-import { LocalHistogram, onScrape, registerChatmeshMetrics, SeriesByLabels, type SeriesLabels, setGauge, setTotal } from "../lib/metrics";
+import { BatchedGauge, LocalHistogram, onScrape, registerChatmeshMetrics, type SeriesLabels, setGauge, setTotal } from "../lib/metrics";
 import { hasRuntime, runtimeOf } from "../lib/runtime";
 
 type MiddlewareFactory = (broker: ServiceBroker) => Middleware & Record<string, unknown>;
@@ -49,61 +49,6 @@ export const INTERNAL_MIDDLEWARES = [
 ] as const;
 
 const builtInMetrics = (moleculer as unknown as { Middlewares: Record<string, MiddlewareFactory> }).Middlewares.Metrics;
-
-/**
- * A gauge whose `set` keeps the last value of each series until `flush` writes it to the
- * registry: for gauges set on every call (the bulkhead's). Series are found by their label values
- * in nested maps, without building a hash string per call. Reading the gauge (`get`, `snapshot`)
- * flushes first, so no reader sees an old value.
- */
-export class BatchedGauge extends MetricTypes.Gauge {
-	private readonly series = new SeriesByLabels<PendingValue>(this.labelNames, labels => ({ value: 0, labels, unwritten: false }));
-	private readonly unwritten: PendingValue[] = [];
-
-	override set(value: number, labels?: SeriesLabels): void {
-		const entry = this.series.get(labels);
-		entry.value = value;
-		if (!entry.unwritten) {
-			entry.unwritten = true;
-			this.unwritten.push(entry);
-		}
-	}
-
-	override increment(labels?: SeriesLabels, value = 1): void {
-		this.flush();
-		super.set(((super.get(labels)?.value as number | undefined) ?? 0) + value, labels);
-	}
-
-	override decrement(labels?: SeriesLabels, value = 1): void {
-		this.increment(labels, -value);
-	}
-
-	override get(labels?: SeriesLabels): Record<string, unknown> | null {
-		this.flush();
-		return super.get(labels);
-	}
-
-	override snapshot(): ReturnType<InstanceType<typeof MetricTypes.Gauge>["snapshot"]> {
-		this.flush();
-		return super.snapshot();
-	}
-
-	flush(): void {
-		for (const entry of this.unwritten) {
-			entry.unwritten = false;
-			super.set(entry.value, entry.labels);
-		}
-		this.unwritten.length = 0;
-	}
-}
-
-interface PendingValue {
-	value: number;
-	labels?: SeriesLabels;
-	/** Set since the last flush. */
-	unwritten: boolean;
-}
-MetricTypes.register("BatchedGauge", BatchedGauge as unknown as Parameters<typeof MetricTypes.register>[1]);
 
 /** The gauges Moleculer's Bulkhead middleware sets on every call, batched here. */
 const BULKHEAD_GAUGES = [
