@@ -99,6 +99,36 @@ async function measureBoth(
 
 const perStream = (spent: Spent) => spent.cpuMs / Math.max(1, spent.streams);
 
+/**
+ * Scrapes `url` every `everyMs` while `wanted()` holds, as Prometheus would, until stopped (the
+ * wait between scrapes ends at once then); counts the answers read.
+ */
+function startScraper(url: string, everyMs: number, wanted: () => boolean = () => true): { count(): number; stop(): Promise<void> } {
+	let running = true;
+	let scrapes = 0;
+	const done = new AbortController();
+	const loop = (async () => {
+		while (running) {
+			if (wanted()) {
+				const res = await fetch(url).catch(() => undefined);
+				if (res?.ok) {
+					await res.text();
+					scrapes += 1;
+				}
+			}
+			await sleep(everyMs, undefined, { signal: done.signal }).catch(() => {});
+		}
+	})();
+	return {
+		count: () => scrapes,
+		async stop() {
+			running = false;
+			done.abort();
+			await loop;
+		}
+	};
+}
+
 /** One pair of fresh nodes (started in the given order), warmed up, then measured round by round. */
 async function measurePair(
 	sim: Simulator,
@@ -118,26 +148,11 @@ async function measurePair(
 		});
 	const startOff = () => startEmbedded({ simulatorUrl: sim.url, cpu: cfg.cpu, database: "postgres", metrics: false });
 	const started: Topology[] = [];
-	let scrapes = 0;
-	let scraping = false;
-	let scraper: Promise<void> = Promise.resolve();
-	// The wait between scrapes ends early when the pair is done.
-	const done = new AbortController();
-	const pause = () => sleep(cfg.scrapeMs, undefined, { signal: done.signal }).catch(() => {});
+	let scraper: ReturnType<typeof startScraper> | undefined;
 	try {
 		for (const start of onFirst ? [startOn, startOff] : [startOff, startOn]) started.push(await start());
 		const [on, off] = onFirst ? started : [started[1], started[0]];
-		scraping = !aa;
-		scraper = (async () => {
-			while (scraping) {
-				const res = await fetch(`http://127.0.0.1:${metricsPort}/metrics`).catch(() => undefined);
-				if (res?.ok) {
-					await res.text();
-					scrapes += 1;
-				}
-				await pause();
-			}
-		})();
+		if (!aa) scraper = startScraper(`http://127.0.0.1:${metricsPort}/metrics`, cfg.scrapeMs);
 		const nodes = { on: { topo: on, users: await signUpUsers(on.url, 8) }, off: { topo: off, users: await signUpUsers(off.url, 8) } };
 		// Warm-up of both (JIT, pools, caches), not recorded: per-stream CPU keeps falling for several seconds.
 		await measureBoth(nodes, cfg, cfg.warmup, onFirst);
@@ -161,11 +176,9 @@ async function measurePair(
 		}
 		// Over all rounds (as many started by each node): CPU per stream of each.
 		result.ratio = perStream(total.on) / perStream(total.off);
-		return { ...result, scrapes };
+		return { ...result, scrapes: scraper?.count() ?? 0 };
 	} finally {
-		scraping = false;
-		done.abort();
-		await scraper;
+		await scraper?.stop();
 		for (const topo of started) await topo.stop();
 	}
 }
@@ -241,21 +254,9 @@ export async function measureInProcess(
 	let running = true;
 	let streams = 0;
 	let errors = 0;
-	let scrapes = 0;
 	const done = new AbortController();
 	const pause = (ms: number) => sleep(ms, undefined, { signal: done.signal }).catch(() => {});
-	const scraper = (async () => {
-		while (running) {
-			if (enabled || cfg.aa) {
-				const res = await fetch(`http://127.0.0.1:${metricsPort}/metrics`).catch(() => undefined);
-				if (res?.ok) {
-					await res.text();
-					scrapes += 1;
-				}
-			}
-			await pause(cfg.scrapeMs);
-		}
-	})();
+	const scraper = startScraper(`http://127.0.0.1:${metricsPort}/metrics`, cfg.scrapeMs, () => enabled || cfg.aa);
 	let load: Promise<unknown> = Promise.resolve();
 	try {
 		const users = await signUpUsers(node.url, 8);
@@ -299,12 +300,12 @@ export async function measureInProcess(
 			interval: bootstrapInterval(pairs, ratioOver),
 			streams: streams - streamsBefore,
 			errors: errors - errorsBefore,
-			scrapes
+			scrapes: scraper.count()
 		};
 	} finally {
 		running = false;
 		done.abort();
-		await Promise.all([scraper, load]);
+		await Promise.all([scraper.stop(), load]);
 		await node.stop();
 	}
 }
