@@ -480,14 +480,15 @@ describe("generation log (redis): a cluster of nodes", () => {
 		writer.append(chunk(1));
 		await until(() => c.events.length === 1);
 		await until(async () => (await clientsNamed(connectionName)).some(x => x.blocked), 3000);
-		const start = performance.now();
-		await b.close();
-		expect(performance.now() - start).toBeLessThan(3000);
+		const closing = b.close();
+		// Its connections leave Redis while the 30 s block is still pending: the reader's socket is
+		// dropped, where a QUIT would wait behind the blocked XREAD until the block ran out.
+		await until(async () => (await clientsNamed(connectionName)).length === 0, 5000, 20);
+		await closing;
 		writer.append(chunk(2));
 		await writer.flush();
 		await sleep(50);
 		expect(c.events).toHaveLength(1);
-		await until(async () => (await clientsNamed(connectionName)).length === 0, 2000, 20);
 	});
 });
 
